@@ -1,0 +1,8 @@
+//! Santong's domain: the types and rules every context shares, with no IO.
+//!
+//! Values from the outside world (codes, query parameters, passwords) are parsed here into
+//! newtypes once, at the edge; everything further in takes the parsed type.
+
+pub mod paging;
+pub mod password;
+pub mod region;

@@ -1,0 +1,226 @@
+//! Test helpers shared by every crate's integration tests.
+//!
+//! [`TestDb`] hands each test its own database: a fresh SQLite file in a temporary directory, or
+//! a fresh schema in the PostgreSQL database named by `SANTONG_TEST_PG_URL` (dropped afterwards).
+//! [`TestApp`] puts the web router on top and sends requests through `tower::ServiceExt::oneshot`,
+//! with no socket. [`conformance!`] turns one async test body into a SQLite and a PostgreSQL test.
+//!
+//! ```ignore
+//! santong_testkit::conformance!(regions_load);
+//! async fn regions_load(t: TestDb) { /* uses t.db */ }
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use santong_storage::{Db, DbOptions};
+use tower::ServiceExt;
+
+pub const PG_URL_VAR: &str = "SANTONG_TEST_PG_URL";
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub db: Db,
+    pub kind: BackendKind,
+    pub dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    /// A migrated database on `kind`, or `None` for PostgreSQL when no server is configured
+    /// outside CI (in CI a missing `SANTONG_TEST_PG_URL` is an error, never a silent skip).
+    pub async fn new(kind: BackendKind) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match kind {
+            BackendKind::Sqlite => {
+                let db = Db::open(&DbOptions::sqlite_in(dir.path())).await.expect("sqlite opens");
+                Some(Self { db, kind, dir, pg: None })
+            }
+            BackendKind::Postgres => {
+                let url = match std::env::var(PG_URL_VAR) {
+                    Ok(u) if !u.is_empty() => u,
+                    _ if std::env::var_os("CI").is_some() => {
+                        panic!("{PG_URL_VAR} must be set in CI: the PostgreSQL half of the suite would be skipped")
+                    }
+                    _ => {
+                        eprintln!("skipping PostgreSQL test: {PG_URL_VAR} is not set");
+                        return None;
+                    }
+                };
+                let schema = format!(
+                    "t_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+                );
+                admin_exec(&url, &format!("CREATE SCHEMA {schema}")).await;
+                let opts = DbOptions {
+                    url: Some(url.clone()),
+                    data_dir: dir.path().to_owned(),
+                    max_connections: 5,
+                    pg_schema: Some(schema.clone()),
+                };
+                let db = Db::open(&opts).await.expect("postgres opens");
+                Some(Self { db, kind, dir, pg: Some((url, schema)) })
+            }
+        }
+    }
+
+    /// Options that reach this same database (for a second process or a second pool).
+    pub fn options(&self) -> DbOptions {
+        match &self.pg {
+            Some((url, schema)) => DbOptions {
+                url: Some(url.clone()),
+                data_dir: self.dir.path().to_owned(),
+                max_connections: 5,
+                pg_schema: Some(schema.clone()),
+            },
+            None => DbOptions::sqlite_in(self.dir.path()),
+        }
+    }
+}
+
+async fn admin_exec(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to the test PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .expect("admin statement");
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((url, schema)) = self.pg.take() else { return };
+        // Drop runs inside the test's runtime; a fresh thread with its own runtime may block.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(admin_exec(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")));
+            }
+        })
+        .join();
+    }
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` tests from `async fn <name>(TestDb)`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let t = $crate::TestDb::new($crate::BackendKind::Sqlite).await.unwrap();
+                    super::$name(t).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(t) = $crate::TestDb::new($crate::BackendKind::Postgres).await {
+                        super::$name(t).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// The web application over a [`TestDb`], driven without a socket.
+pub struct TestApp {
+    pub t: TestDb,
+    pub router: axum::Router,
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestApp {
+    /// A migrated database with the region lists loaded, and the router with default settings.
+    pub async fn new(kind: BackendKind) -> Option<Self> {
+        Self::with_config(kind, santong_web::WebConfig::default()).await
+    }
+
+    pub async fn with_config(kind: BackendKind, config: santong_web::WebConfig) -> Option<Self> {
+        let t = TestDb::new(kind).await?;
+        santong_storage::reference::ensure_regions(&t.db).await.expect("regions load");
+        let router = santong_web::router(santong_web::AppState::new(t.db.clone(), config));
+        Some(Self { t, router })
+    }
+
+    pub async fn request(&self, req: Request<Body>) -> TestResponse {
+        let res = self.router.clone().oneshot(req).await.expect("router is infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        TestResponse { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    pub async fn get(&self, uri: &str) -> TestResponse {
+        self.request(Request::get(uri).body(Body::empty()).expect("request")).await
+    }
+
+    /// GET with extra headers, e.g. `("accept-language", "en")`.
+    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> TestResponse {
+        let mut req = Request::get(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.request(req.body(Body::empty()).expect("request")).await
+    }
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` tests from `async fn <name>(TestApp)`.
+#[macro_export]
+macro_rules! web_conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::TestApp::new($crate::BackendKind::Sqlite).await.unwrap();
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::TestApp::new($crate::BackendKind::Postgres).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,75 @@
+# 简体中文（默认语言）。每个用户可见的字符串都在这里；en.ftl 必须有同样的键（测试检查）。
+app-name = 三通
+app-tagline = 教育信息化公共服务平台
+lang-name = 中文
+nav-home = 首页
+nav-regions = 行政区划
+nav-api = 接口文档
+nav-language = 语言
+skip-to-content = 跳到正文
+footer-note = 三通 · 自主部署的教育信息化平台 · 行政区划代码依据 GB/T 2260（2024）
+
+home-title = 欢迎使用三通
+home-intro = 三通平台把“三通两平台”放在一台服务器上：教育管理信息、统一身份认证、教育资源、网络学习空间和决策服务。
+home-regions-title = 行政区划
+home-regions-body = 浏览全国 { $count } 个县级以上行政区划，查看上下级关系和历史代码变更。
+home-regions-link = 浏览行政区划
+home-demo-title = 演示县区
+home-demo-body = 演示数据已就绪：{ $name }（{ $code }）。
+home-demo-link = 进入演示县区
+home-api-title = 开放接口
+home-api-body = 所有数据均可通过 JSON 接口访问，接口说明采用 OpenAPI 3.1 格式。
+home-api-link = 查看 OpenAPI 文档
+
+regions-title = 行政区划
+regions-nation = 全国
+regions-search-label = 按名称或代码查找
+regions-search-button = 查找
+regions-search-results = “{ $q }”的查找结果：共 { $count } 个
+regions-none = 没有找到符合条件的行政区划。
+regions-col-code = 代码
+regions-col-name = 名称
+regions-col-level = 级别
+regions-col-parent = 上级
+regions-col-children = 下级数量
+regions-level-province = 省级
+regions-level-prefecture = 地级
+regions-level-county = 县级
+regions-children = 下级行政区划
+regions-breadcrumb = 位置
+regions-code = 代码
+regions-level = 级别
+regions-retired-title = 已停用的代码
+regions-retired-body = 代码 { $code }（{ $name }）已不在现行代码表中。
+regions-successor = 自 { $year } 年起由 { $name }（{ $code }）承继。
+regions-no-successor = 没有记录承继该代码的行政区划。
+regions-history = 代码历史
+regions-history-years = { $start }–{ $end } 年
+regions-history-years-open = { $start } 年至今
+regions-status-current = 在用
+regions-status-retired = 弃用
+regions-status-changed = 变更
+regions-sort-by = 排序
+
+pager-summary = 第 { $page } / { $pages } 页，共 { $total } 条
+pager-prev = 上一页
+pager-next = 下一页
+
+error-title = 出错了
+error-back-home = 返回首页
+error-not-found = 找不到您要的页面。
+error-region-not-found = 没有代码为 { $code } 的行政区划。
+error-bad-request = 请求参数有误，请检查后重试。
+error-invalid-region-code = “{ $value }”不是有效的行政区划代码（应为 6 位数字）。
+error-payload-too-large = 提交的内容太大，超过了 { $limit } 的上限。
+error-method-not-allowed = 该地址不支持此操作。
+error-timeout = 请求处理超时，请稍后重试。
+error-unavailable = 服务暂时不可用，请稍后重试。
+error-internal = 服务器内部错误，已记录。请稍后重试；如果问题持续，请联系管理员并提供请求编号。
+error-request-id = 请求编号：{ $id }
+
+field-error-not-a-number = 参数 { $field } 应为数字。
+field-error-out-of-range = 参数 { $field } 超出允许范围。
+field-error-unknown-sort-field = 参数 { $field } 不是可用的排序字段。
+field-error-invalid-value = 参数 { $field } 的值无效。
+field-error-too-long = 参数 { $field } 太长。

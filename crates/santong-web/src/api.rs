@@ -1,0 +1,257 @@
+//! The JSON API under `/api/v1`. Its OpenAPI 3.1 document is generated from these handlers
+//! (utoipa) and served at `/api/v1/openapi.json`; a snapshot test keeps it honest.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use santong_domain::paging::{FieldError, FieldErrorKind};
+use santong_domain::region::RegionCode;
+use santong_storage::regions::{Region, RegionFilter, Regions};
+use serde::Serialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::error::AppError;
+use crate::pages::{parse_code_in_path, region_not_found, RegionListParams};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/regions", get(list_regions))
+        .route("/regions/{code}", get(get_region))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Santong API",
+        description = "三通 education informatization platform. Errors are RFC 9457 \
+            `application/problem+json` with a stable `code` and a `detail` in the language of \
+            `Accept-Language` (zh-CN by default, or en).",
+        license(name = "AGPL-3.0-or-later")
+    ),
+    paths(list_regions, get_region),
+    components(schemas(RegionDto, RegionList, RegionDetail, SuccessorDto, HistoryDto, Problem, ProblemField))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as served.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+    doc
+}
+
+async fn openapi_json() -> Response {
+    let mut res = openapi().to_pretty_json().unwrap_or_default().into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// A region in use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionDto {
+    /// GB/T 2260 six-digit code.
+    #[schema(example = "440305")]
+    pub code: String,
+    #[schema(example = "南山区")]
+    pub name: String,
+    /// `province`, `prefecture` or `county`.
+    #[schema(example = "county")]
+    pub level: String,
+    pub parent_code: Option<String>,
+    pub parent_name: Option<String>,
+    /// Number of regions directly under this one.
+    pub child_count: i64,
+}
+
+impl From<Region> for RegionDto {
+    fn from(r: Region) -> Self {
+        Self {
+            code: r.code,
+            name: r.name,
+            level: r.level,
+            parent_code: r.parent_code,
+            parent_name: r.parent_name,
+            child_count: r.child_count,
+        }
+    }
+}
+
+/// One page of regions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionList {
+    pub items: Vec<RegionDto>,
+    pub page: u32,
+    pub size: u32,
+    pub total: u64,
+    pub pages: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuccessorDto {
+    pub code: String,
+    pub name: String,
+    /// Year of the change as the history file records it.
+    pub year: i32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryDto {
+    pub code: String,
+    pub name: String,
+    pub level: String,
+    /// `current`, `retired` or `changed`.
+    pub status: String,
+    pub start_year: i32,
+    /// First year the code was no longer used (exclusive).
+    pub end_year: Option<i32>,
+}
+
+/// A code, current or retired, with its place in the tree and its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionDetail {
+    #[schema(example = "371200")]
+    pub code: String,
+    /// False for a code no longer in the current list.
+    pub current: bool,
+    /// The region, when the code is current.
+    pub region: Option<RegionDto>,
+    /// From the province down to the parent.
+    pub ancestors: Vec<RegionDto>,
+    /// The current regions that took over a retired code.
+    pub successors: Vec<SuccessorDto>,
+    pub history: Vec<HistoryDto>,
+}
+
+/// An RFC 9457 problem.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `region_not_found`, `invalid_parameters`.
+    pub code: String,
+    /// Human-readable, in the caller's language.
+    pub detail: String,
+    pub request_id: String,
+    pub errors: Option<Vec<ProblemField>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    pub field: String,
+    /// `not-a-number`, `out-of-range`, `unknown-sort-field`, `invalid-value`, `too-long`.
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "documents the query string; parsing is by hand for field errors")]
+pub struct RegionListQuery {
+    /// Parent code; omitted lists the provinces.
+    parent: Option<String>,
+    /// Name fragment or code prefix; searches the whole tree.
+    q: Option<String>,
+    /// 1-based page number.
+    page: Option<u32>,
+    /// Rows per page, 1–100 (default 20).
+    size: Option<u32>,
+    /// `code`, `-code`, `name` or `-name`.
+    sort: Option<String>,
+}
+
+/// Lists regions: the children of `parent`, or the provinces, or the matches of `q`.
+#[utoipa::path(
+    get,
+    path = "/regions",
+    tag = "regions",
+    params(RegionListQuery),
+    responses(
+        (status = 200, description = "A page of regions", body = RegionList),
+        (status = 400, description = "Invalid parameters, listed per field", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_regions(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<RegionList>, AppError> {
+    let (p, mut errors) = RegionListParams::parse(&params);
+    let parent = match params.get("parent").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        Some(raw) => match RegionCode::parse(raw) {
+            Ok(c) => Some(c),
+            Err(_) => {
+                errors.push(FieldError::new("parent", FieldErrorKind::InvalidValue));
+                None
+            }
+        },
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    let filter = RegionFilter { parent, query: p.q.clone() };
+    let list = Regions(&state.db).list(&filter, p.page, p.sort).await?;
+    Ok(Json(RegionList {
+        pages: p.page.page_count(list.total),
+        items: list.items.into_iter().map(RegionDto::from).collect(),
+        page: p.page.page,
+        size: p.page.size,
+        total: list.total,
+    }))
+}
+
+/// One code: the region with its ancestors, or for a retired code its successors and history.
+#[utoipa::path(
+    get,
+    path = "/regions/{code}",
+    tag = "regions",
+    params(("code" = String, Path, description = "GB/T 2260 six-digit code")),
+    responses(
+        (status = 200, description = "The code", body = RegionDetail),
+        (status = 404, description = "No such code, current or historical", body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn get_region(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<RegionDetail>, AppError> {
+    let code = parse_code_in_path(&raw)?;
+    let regions = Regions(&state.db);
+    let region = regions.get(code).await?;
+    let history = regions.history(code).await?;
+    if region.is_none() && history.is_empty() {
+        return Err(region_not_found(code));
+    }
+    let (ancestors, successors) = match &region {
+        Some(r) => (regions.ancestors(r).await?, vec![]),
+        None => (vec![], regions.successors(code).await?),
+    };
+    Ok(Json(RegionDetail {
+        code: code.to_string(),
+        current: region.is_some(),
+        region: region.map(RegionDto::from),
+        ancestors: ancestors.into_iter().map(RegionDto::from).collect(),
+        successors: successors
+            .into_iter()
+            .map(|s| SuccessorDto { code: s.code, name: s.name, year: s.year })
+            .collect(),
+        history: history
+            .into_iter()
+            .map(|h| HistoryDto {
+                code: h.code,
+                name: h.name,
+                level: h.level,
+                status: h.status,
+                start_year: h.start_year,
+                end_year: h.end_year,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,192 @@
+//! The middleware around every route: picks the language, and renders every error response
+//! (from handlers, extractors, the body limit, the timeout or a panic) in that language, as a page
+//! for browsers and as `application/problem+json` under `/api/`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::AppError;
+use crate::i18n::{s, Catalog, Lang, Tr};
+use crate::views::{Chrome, ErrorPage};
+use crate::{AppState, REQUEST_ID};
+
+/// Per-request facts every handler and view may need.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub lang: Lang,
+    pub request_id: String,
+    /// Path and query as requested, for the language switch to come back to.
+    pub path_and_query: String,
+}
+
+impl Ctx {
+    pub fn tr(&self) -> Tr {
+        Tr::new(self.lang)
+    }
+
+    pub fn chrome(&self, title: String) -> Chrome {
+        Chrome::new(self, title)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Ctx>().cloned().unwrap_or_else(|| ctx_of(parts)))
+    }
+}
+
+/// Reads a cookie value from the `Cookie` header.
+pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+fn ctx_of(parts: &Parts) -> Ctx {
+    let from_query = parts.uri.query().and_then(|q| query_param(q, "lang")).and_then(Lang::parse);
+    let from_cookie = || cookie(parts, "lang").and_then(Lang::parse);
+    let from_header = || {
+        parts
+            .headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .map(Lang::negotiate)
+    };
+    let lang = from_query.or_else(from_cookie).or_else(from_header).unwrap_or_default();
+    let request_id = parts
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let path_and_query =
+        parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    Ctx { lang, request_id, path_and_query }
+}
+
+/// The span of one request: method, path and request id on every log line inside it.
+pub fn make_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
+pub async fn shell(State(_state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let ctx = ctx_of(&parts);
+    parts.extensions.insert(ctx.clone());
+    let is_api = parts.uri.path().starts_with("/api/");
+    let mut res = next.run(Request::from_parts(parts, body)).await;
+
+    // Pages depend on the language; caches must keep the variants apart.
+    res.headers_mut().append(header::VARY, HeaderValue::from_static("Accept-Language, Cookie"));
+
+    let status = res.status();
+    if status.as_u16() < 400 {
+        return res;
+    }
+    let err = res
+        .extensions()
+        .get::<Arc<AppError>>()
+        .map(|e| (**e).clone())
+        .unwrap_or_else(|| AppError::from_status(status));
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), code = err.code, "server error");
+    }
+    let mut rendered = render_error(&ctx, &err, is_api);
+    // Keep headers such as `Allow` (405) or `Retry-After`; the body and its type are ours.
+    for (name, value) in res.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    rendered
+}
+
+fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
+    let tr = ctx.tr();
+    let args: Vec<(&str, fluent_bundle::FluentValue<'_>)> =
+        err.args.iter().map(|(k, v)| (*k, s(v.as_str()))).collect();
+    let detail = tr.f(err.key, &args);
+    let field_messages: Vec<(String, String)> = err
+        .fields
+        .iter()
+        .map(|f| (f.field.clone(), tr.f(f.kind.key(), &[("field", s(f.field.as_str()))])))
+        .collect();
+
+    if is_api {
+        let errors: Vec<_> = err
+            .fields
+            .iter()
+            .zip(&field_messages)
+            .map(|(f, (_, msg))| json!({ "field": f.field, "code": f.kind, "detail": msg }))
+            .collect();
+        let mut body = json!({
+            "type": "about:blank",
+            "title": err.status.canonical_reason().unwrap_or("Error"),
+            "status": err.status.as_u16(),
+            "code": err.code,
+            "detail": detail,
+            "request_id": ctx.request_id,
+        });
+        if !errors.is_empty() {
+            body["errors"] = serde_json::Value::Array(errors);
+        }
+        let mut res = (err.status, body.to_string()).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(ctx.lang.tag()));
+        return res;
+    }
+
+    let page = ErrorPage {
+        c: ctx.chrome(tr.t("error-title")),
+        status: err.status.as_u16(),
+        detail,
+        fields: field_messages.into_iter().map(|(_, m)| m).collect(),
+        request_id: tr.f("error-request-id", &[("id", s(ctx.request_id.as_str()))]),
+    };
+    let html = crate::views::render(&page).unwrap_or_else(|_| detail_fallback(&tr));
+    let mut res = (err.status, Html(html)).into_response();
+    res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(ctx.lang.tag()));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn detail_fallback(tr: &Tr) -> String {
+    format!("<!doctype html><title>{0}</title><p>{0}</p>", tr.t("error-internal"))
+}
+
+/// The fallback route: a translated 404.
+pub async fn not_found() -> AppError {
+    AppError::not_found()
+}
+
+/// Checks that catalogues load at start-up rather than on the first request.
+pub fn warm_up() {
+    let _ = Catalog::global();
+}
+
+/// 500 for a handler that cannot render its view (a template bug).
+pub(crate) fn template_error(e: askama::Error) -> AppError {
+    tracing::error!(error = %e, "template rendering failed");
+    AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "error-internal")
+}

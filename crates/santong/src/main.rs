@@ -1,0 +1,256 @@
+//! The `santong` binary: one executable for every tier.
+//!
+//! `serve` runs the web application (and a job worker inside it), `worker` runs only a worker for
+//! a separate node, `migrate` applies migrations, `demo` seeds demo data, `config show` prints the
+//! effective settings.
+
+mod config;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use santong_storage::jobs::{JobContext, JobError, JobFuture, Worker, WorkerOptions};
+use santong_storage::{demo, reference, users::Users, Db};
+use tokio::sync::watch;
+
+use crate::config::{ConfigArgs, LogFormat, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "santong", version, about = "三通 Santong: education informatization platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the web application (migrates first; creates the first administrator on first start).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Seed the demo data before serving.
+        #[arg(long)]
+        demo: bool,
+        /// Do not run a job worker inside this process (run `santong worker` elsewhere).
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Run only a job worker (a separate worker node).
+    Worker {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Apply database migrations and load reference data, then exit.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Seed demo data (idempotent).
+    Demo {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Inspect settings.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print the effective settings and where each comes from, with secrets redacted.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // The flattened settings live in the (sub)subcommand's matches: that is where sources are read.
+    let mut sub = &matches;
+    while let Some((_, m)) = sub.subcommand() {
+        sub = m;
+    }
+    let (args, command) = match &cli.command {
+        Command::Serve { config, .. }
+        | Command::Worker { config }
+        | Command::Migrate { config }
+        | Command::Demo { config }
+        | Command::Config { action: ConfigAction::Show { config } } => (config, &cli.command),
+    };
+    let settings = match Settings::resolve(args, sub) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("santong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config { .. } = command {
+        print!("{}", settings.show());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("santong: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("santong: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter: Targets = settings.log.parse().unwrap_or_else(|e| {
+        eprintln!("santong: log filter '{}' is not valid ({e}); using 'info'", settings.log);
+        Targets::new().with_default(tracing::Level::INFO)
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    match settings.log_format {
+        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_current_span(true)).init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false)).init(),
+    }
+}
+
+async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::open(&settings.db_options()).await?;
+    reference::ensure_regions(&db).await.context("loading the region reference data")?;
+    Ok(db)
+}
+
+async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate { .. } => {
+            let db = open_db(&settings).await?;
+            println!("migrations applied and reference data loaded: {}", db.url_redacted());
+            db.close().await;
+        }
+        Command::Demo { .. } => {
+            let db = open_db(&settings).await?;
+            let report = demo::seed(&db).await?;
+            println!(
+                "demo data ready: demo county {} ({})",
+                demo::DEMO_COUNTY,
+                if report.county_set { "set now" } else { "already set" }
+            );
+            db.close().await;
+        }
+        Command::Worker { .. } => {
+            let db = open_db(&settings).await?;
+            let (tx, rx) = watch::channel(false);
+            let worker = tokio::spawn(worker(db.clone()).run(wait_for(rx)));
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            worker.await.context("worker task")?;
+            db.close().await;
+        }
+        Command::Serve { demo: with_demo, no_worker, .. } => serve(settings, *with_demo, *no_worker).await?,
+        Command::Config { .. } => {}
+    }
+    Ok(())
+}
+
+/// The worker with every job kind this build knows.
+fn worker(db: Db) -> Worker {
+    Worker::new(db, WorkerOptions::default()).register("reference.regions", reload_regions)
+}
+
+/// Reloads the embedded region lists (idempotent: it skips a version already loaded).
+fn reload_regions(ctx: &JobContext) -> JobFuture<'_> {
+    Box::pin(async move {
+        ctx.progress(10).await?;
+        reference::ensure_regions(&ctx.db).await.map_err(|e| JobError::Failed(e.to_string()))?;
+        ctx.progress(100).await
+    })
+}
+
+async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::Result<()> {
+    santong_web::shell::warm_up();
+    let db = open_db(&settings).await?;
+    if with_demo {
+        demo::seed(&db).await.context("seeding demo data")?;
+    }
+    let admin = Users(&db).ensure_initial_admin().await.context("creating the first administrator")?;
+
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+    let addr = listener.local_addr()?;
+    let config = santong_web::WebConfig {
+        public_url: settings.public_url.clone(),
+        body_limit: usize::try_from(settings.body_limit).unwrap_or(usize::MAX),
+        request_timeout: settings.request_timeout,
+    };
+    let app = santong_web::router(santong_web::AppState::new(db.clone(), config));
+
+    // Printed, not logged: the password is shown once to whoever started the server and is never
+    // written to a log file.
+    println!("Santong is running at http://{addr}/");
+    if let Some(a) = &admin {
+        println!("First start: created the system administrator.");
+        println!("  user name: {}", a.username);
+        println!("  password:  {}", a.password);
+        println!("  (shown only this once; you will be asked to change it at first sign-in)");
+    }
+    tracing::info!(%addr, database = db.url_redacted(), "serving");
+
+    let (tx, rx) = watch::channel(false);
+    let worker_task = (!no_worker).then(|| tokio::spawn(worker(db.clone()).run(wait_for(rx.clone()))));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = tx.send(true);
+        })
+        .await
+        .context("server error")?;
+    if let Some(t) = worker_task {
+        // The worker finishes the job in hand; give it a bound so shutdown cannot hang.
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
