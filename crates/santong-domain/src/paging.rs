@@ -14,7 +14,10 @@ pub struct PageRequest {
 
 impl Default for PageRequest {
     fn default() -> Self {
-        Self { page: 1, size: DEFAULT_PAGE_SIZE }
+        Self {
+            page: 1,
+            size: DEFAULT_PAGE_SIZE,
+        }
     }
 }
 
@@ -72,7 +75,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, kind: FieldErrorKind) -> Self {
-        Self { field: field.into(), kind }
+        Self {
+            field: field.into(),
+            kind,
+        }
     }
 }
 
@@ -112,7 +118,10 @@ pub fn parse_sort<F: Copy>(
         None => (raw, false),
     };
     match allowed.iter().find(|(n, _)| *n == name) {
-        Some((_, field)) => Some(Sort { field: *field, descending }),
+        Some((_, field)) => Some(Sort {
+            field: *field,
+            descending,
+        }),
         None => {
             errors.push(FieldError::new("sort", FieldErrorKind::UnknownSortField));
             None
@@ -129,7 +138,10 @@ mod tests {
     fn defaults_and_limits() {
         let mut errs = vec![];
         assert_eq!(parse_page(None, None, &mut errs), PageRequest::default());
-        assert_eq!(parse_page(Some("3"), Some("50"), &mut errs), PageRequest { page: 3, size: 50 });
+        assert_eq!(
+            parse_page(Some("3"), Some("50"), &mut errs),
+            PageRequest { page: 3, size: 50 }
+        );
         assert!(errs.is_empty());
         parse_page(Some("x"), Some("1000"), &mut errs);
         assert_eq!(
@@ -147,10 +159,16 @@ mod tests {
         let mut errs = vec![];
         assert_eq!(
             parse_sort(Some("-name"), &allowed, &mut errs),
-            Some(Sort { field: 2, descending: true })
+            Some(Sort {
+                field: 2,
+                descending: true
+            })
         );
         assert_eq!(parse_sort(Some("password"), &allowed, &mut errs), None);
-        assert_eq!(errs, vec![FieldError::new("sort", FieldErrorKind::UnknownSortField)]);
+        assert_eq!(
+            errs,
+            vec![FieldError::new("sort", FieldErrorKind::UnknownSortField)]
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Password hashing (argon2id, PHC strings) and generation of initial passwords.
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 
 /// Hashes with argon2id and a fresh random salt; the result embeds its parameters.
 pub fn hash(password: &str) -> String {
@@ -17,7 +17,11 @@ pub fn hash(password: &str) -> String {
 /// True when `password` matches the stored PHC string; a malformed hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

@@ -50,11 +50,11 @@ impl RegionCode {
     }
 
     pub fn is_province_shaped(self) -> bool {
-        self.0 % 10_000 == 0
+        self.0.is_multiple_of(10_000)
     }
 
     pub fn is_prefecture_shaped(self) -> bool {
-        self.0 % 100 == 0 && !self.is_province_shaped()
+        self.0.is_multiple_of(100) && !self.is_province_shaped()
     }
 
     pub fn as_u32(self) -> u32 {
@@ -204,14 +204,21 @@ pub fn resolve_successors(
     // The latest closed row of each code decides where it went.
     let mut last: HashMap<RegionCode, &HistoryEntry> = HashMap::new();
     for e in history.iter().filter(|e| e.end_year.is_some()) {
-        let keep = last.get(&e.code).is_none_or(|prev| prev.start_year < e.start_year);
+        let keep = last
+            .get(&e.code)
+            .is_none_or(|prev| prev.start_year < e.start_year);
         if keep {
             last.insert(e.code, e);
         }
     }
 
     let direct = |entry: &HistoryEntry| -> Vec<RegionCode> {
-        entry.new_codes.iter().filter(|(_, y)| y.is_none()).map(|(c, _)| *c).collect()
+        entry
+            .new_codes
+            .iter()
+            .filter(|(_, y)| y.is_none())
+            .map(|(c, _)| *c)
+            .collect()
     };
 
     let mut out = HashMap::new();
@@ -247,14 +254,24 @@ pub fn resolve_successors(
                 continue;
             }
             if is_current(c) {
-                let target = if via_children { parent_of(c).unwrap_or(c) } else { c };
+                let target = if via_children {
+                    parent_of(c).unwrap_or(c)
+                } else {
+                    c
+                };
                 found.insert(target);
             } else if let Some(next) = last.get(&c) {
                 stack.extend(direct(next).into_iter().map(|n| (n, depth + 1)));
             }
         }
         if !found.is_empty() {
-            out.insert(code, found.into_iter().map(|c| Successor { code: c, year }).collect());
+            out.insert(
+                code,
+                found
+                    .into_iter()
+                    .map(|c| Successor { code: c, year })
+                    .collect(),
+            );
         }
     }
     out
@@ -278,8 +295,14 @@ mod tests {
         assert!(rc("440000").is_province_shaped());
         assert_eq!(RegionCode::parse("44030"), Err(RegionCodeError::Length));
         assert_eq!(RegionCode::parse("44030x"), Err(RegionCodeError::NotDigits));
-        assert_eq!(RegionCode::parse("001234"), Err(RegionCodeError::ZeroProvince));
-        assert_eq!(RegionCode::parse("４４０３０５"), Err(RegionCodeError::NotDigits));
+        assert_eq!(
+            RegionCode::parse("001234"),
+            Err(RegionCodeError::ZeroProvince)
+        );
+        assert_eq!(
+            RegionCode::parse("４４０３０５"),
+            Err(RegionCodeError::NotDigits)
+        );
     }
 
     #[test]
@@ -297,7 +320,11 @@ mod tests {
             code: rc(code),
             name: String::new(),
             level,
-            status: if end.is_some() { HistoryStatus::Retired } else { HistoryStatus::Current },
+            status: if end.is_some() {
+                HistoryStatus::Retired
+            } else {
+                HistoryStatus::Current
+            },
             start_year: 1992,
             end_year: end,
             new_codes: parse_new_codes(new).unwrap(),
@@ -308,15 +335,32 @@ mod tests {
     fn laiwu_resolves_to_jinan_through_its_counties() {
         let history = vec![
             entry("371200", RegionLevel::Prefecture, Some(2018), ""),
-            entry("371202", RegionLevel::County, Some(2018), "371203[2006];370116"),
+            entry(
+                "371202",
+                RegionLevel::County,
+                Some(2018),
+                "371203[2006];370116",
+            ),
             entry("371203", RegionLevel::County, Some(2018), "370117"),
             entry("370116", RegionLevel::County, None, ""),
             entry("370117", RegionLevel::County, None, ""),
         ];
         let current = [rc("370100"), rc("370116"), rc("370117")];
         let map = resolve_successors(&history, |c| current.contains(&c), |c| Some(c.prefecture()));
-        assert_eq!(map[&rc("371200")], vec![Successor { code: rc("370100"), year: 2018 }]);
-        assert_eq!(map[&rc("371202")], vec![Successor { code: rc("370116"), year: 2018 }]);
+        assert_eq!(
+            map[&rc("371200")],
+            vec![Successor {
+                code: rc("370100"),
+                year: 2018
+            }]
+        );
+        assert_eq!(
+            map[&rc("371202")],
+            vec![Successor {
+                code: rc("370116"),
+                year: 2018
+            }]
+        );
         assert!(!map.contains_key(&rc("370116")));
     }
 
@@ -324,11 +368,20 @@ mod tests {
     fn chains_are_followed_to_a_current_code() {
         let history = vec![
             entry("130107", RegionLevel::County, Some(1989), "130121"),
-            HistoryEntry { start_year: 1983, ..entry("130121", RegionLevel::County, Some(1995), "130199") },
+            HistoryEntry {
+                start_year: 1983,
+                ..entry("130121", RegionLevel::County, Some(1995), "130199")
+            },
             entry("130199", RegionLevel::County, None, ""),
         ];
         let map = resolve_successors(&history, |c| c == rc("130199"), |_| None);
-        assert_eq!(map[&rc("130107")], vec![Successor { code: rc("130199"), year: 1989 }]);
+        assert_eq!(
+            map[&rc("130107")],
+            vec![Successor {
+                code: rc("130199"),
+                year: 1989
+            }]
+        );
     }
 
     #[test]

@@ -16,13 +16,20 @@ pub enum StorageError {
     #[error("cannot connect to the database at {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("cannot open the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("reference data {name} is broken at line {line}: {reason}")]
-    Reference { name: &'static str, line: usize, reason: String },
+    Reference {
+        name: &'static str,
+        line: usize,
+        reason: String,
+    },
     #[error("{0} not found")]
     NotFound(&'static str),
 }
@@ -40,7 +47,12 @@ pub struct DbOptions {
 
 impl DbOptions {
     pub fn sqlite_in(data_dir: impl Into<PathBuf>) -> Self {
-        Self { url: None, data_dir: data_dir.into(), max_connections: 8, pg_schema: None }
+        Self {
+            url: None,
+            data_dir: data_dir.into(),
+            max_connections: 8,
+            pg_schema: None,
+        }
     }
 }
 
@@ -73,7 +85,9 @@ impl std::fmt::Debug for Db {
 
 /// Replaces the password in a database URL with `***` so it can be printed and logged.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     let (authority, tail) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -102,13 +116,18 @@ impl Db {
                 Self::connect_postgres(url, opts).await
             }
             Some(url) => {
-                let path = url.strip_prefix("sqlite://").or(url.strip_prefix("sqlite:")).unwrap_or(url);
+                let path = url
+                    .strip_prefix("sqlite://")
+                    .or(url.strip_prefix("sqlite:"))
+                    .unwrap_or(url);
                 Self::connect_sqlite(PathBuf::from(path), url.to_owned()).await
             }
             None => {
-                std::fs::create_dir_all(&opts.data_dir).map_err(|source| StorageError::DataDir {
-                    path: opts.data_dir.clone(),
-                    source,
+                std::fs::create_dir_all(&opts.data_dir).map_err(|source| {
+                    StorageError::DataDir {
+                        path: opts.data_dir.clone(),
+                        source,
+                    }
                 })?;
                 let path = opts.data_dir.join("santong.db");
                 let shown = path.display().to_string();
@@ -118,7 +137,10 @@ impl Db {
     }
 
     async fn connect_sqlite(path: PathBuf, shown: String) -> crate::Result<Self> {
-        let err = |source| StorageError::Connect { url: shown.clone(), source };
+        let err = |source| StorageError::Connect {
+            url: shown.clone(),
+            source,
+        };
         let base = SqliteConnectOptions::new()
             .filename(&path)
             .journal_mode(SqliteJournalMode::Wal)
@@ -138,12 +160,18 @@ impl Db {
             .connect_with(base.read_only(true))
             .await
             .map_err(err)?;
-        Ok(Self { backend: Backend::Sqlite(SqliteDb { writer, reader }), url_redacted: shown })
+        Ok(Self {
+            backend: Backend::Sqlite(SqliteDb { writer, reader }),
+            url_redacted: shown,
+        })
     }
 
     async fn connect_postgres(url: &str, opts: &DbOptions) -> crate::Result<Self> {
         let shown = redact_url(url);
-        let err = |source| StorageError::Connect { url: shown.clone(), source };
+        let err = |source| StorageError::Connect {
+            url: shown.clone(),
+            source,
+        };
         let mut connect = PgConnectOptions::from_str(url).map_err(err)?;
         if let Some(schema) = &opts.pg_schema {
             connect = connect.options([("search_path", schema.as_str())]);
@@ -154,7 +182,10 @@ impl Db {
             .connect_with(connect)
             .await
             .map_err(err)?;
-        Ok(Self { backend: Backend::Postgres(pool), url_redacted: shown })
+        Ok(Self {
+            backend: Backend::Postgres(pool),
+            url_redacted: shown,
+        })
     }
 
     pub async fn migrate(&self) -> crate::Result<()> {
@@ -181,7 +212,10 @@ impl Db {
     /// Round-trips a trivial query: what `/readyz` asks.
     pub async fn ping(&self) -> crate::Result<()> {
         match &self.backend {
-            Backend::Sqlite(s) => sqlx::query("SELECT 1").execute(&s.reader).await?.rows_affected(),
+            Backend::Sqlite(s) => sqlx::query("SELECT 1")
+                .execute(&s.reader)
+                .await?
+                .rows_affected(),
             Backend::Postgres(p) => sqlx::query("SELECT 1").execute(p).await?.rows_affected(),
         };
         Ok(())
@@ -233,7 +267,9 @@ pub(crate) fn intern(sql: String) -> &'static str {
     if let Some(hit) = cache.read().ok().and_then(|c| c.get(&sql).copied()) {
         return hit;
     }
-    let mut c = cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut c = cache
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(hit) = c.get(&sql) {
         return hit;
     }
@@ -362,7 +398,10 @@ mod tests {
             redact_url("postgres://santong:s3cret@db.example:5432/santong"),
             "postgres://santong:***@db.example:5432/santong"
         );
-        assert_eq!(redact_url("postgres://localhost/test"), "postgres://localhost/test");
+        assert_eq!(
+            redact_url("postgres://localhost/test"),
+            "postgres://localhost/test"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://u:p@w@h/db"), "postgres://u:***@h/db");
     }

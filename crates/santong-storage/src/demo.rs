@@ -5,7 +5,7 @@ use santong_domain::region::RegionCode;
 
 use crate::regions::Regions;
 use crate::settings::Settings;
-use crate::{reference, Db, StorageError};
+use crate::{Db, StorageError, reference};
 
 /// 广东省深圳市南山区: a real county-level code, used as the demo county.
 pub const DEMO_COUNTY: &str = "440305";
@@ -20,16 +20,25 @@ pub struct DemoReport {
 pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
     let regions_loaded = reference::ensure_regions(db).await?;
     let code = RegionCode::parse(DEMO_COUNTY).map_err(|_| StorageError::NotFound("demo county"))?;
-    Regions(db).get(code).await?.ok_or(StorageError::NotFound("demo county"))?;
+    Regions(db)
+        .get(code)
+        .await?
+        .ok_or(StorageError::NotFound("demo county"))?;
     let settings = Settings(db);
     let county_set = settings.get(DEMO_COUNTY_KEY).await?.is_none();
     if county_set {
         settings.set(DEMO_COUNTY_KEY, DEMO_COUNTY).await?;
     }
-    Ok(DemoReport { regions_loaded, county_set })
+    Ok(DemoReport {
+        regions_loaded,
+        county_set,
+    })
 }
 
 /// The demo county, when demo data has been seeded.
 pub async fn county(db: &Db) -> crate::Result<Option<RegionCode>> {
-    Ok(Settings(db).get(DEMO_COUNTY_KEY).await?.and_then(|c| RegionCode::parse(&c).ok()))
+    Ok(Settings(db)
+        .get(DEMO_COUNTY_KEY)
+        .await?
+        .and_then(|c| RegionCode::parse(&c).ok()))
 }

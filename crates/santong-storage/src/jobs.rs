@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{db_query, Backend, Db};
+use crate::{Backend, Db, db_query};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,9 +40,15 @@ impl JobState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Done, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Done,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -59,7 +65,14 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
-        Self { kind: kind.into(), payload, dedup_key: None, priority: 0, max_attempts: 5, run_at: None }
+        Self {
+            kind: kind.into(),
+            payload,
+            dedup_key: None,
+            priority: 0,
+            max_attempts: 5,
+            run_at: None,
+        }
     }
 
     pub fn dedup(mut self, key: impl Into<String>) -> Self {
@@ -130,11 +143,16 @@ impl Jobs<'_> {
     pub async fn enqueue(&self, job: NewJob) -> crate::Result<Enqueued> {
         let id = Uuid::now_v7();
         let now = Utc::now();
-        let inserted = db_query!(self.0, write |sql, ex| {
-            sqlx::query(sql("INSERT INTO job (id, kind, payload, dedup_key, state, priority, attempts, \
+        let inserted = db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                sqlx::query(sql(
+                    "INSERT INTO job (id, kind, payload, dedup_key, state, priority, attempts, \
                 max_attempts, run_at, progress, cancel_requested, created_at) \
                 VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, 0, $8, $9) \
-                ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING"))
+                ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING",
+                ))
                 .bind(id)
                 .bind(&job.kind)
                 .bind(job.payload.to_string())
@@ -147,19 +165,30 @@ impl Jobs<'_> {
                 .execute(ex)
                 .await?
                 .rows_affected()
-        });
+            }
+        );
         if inserted == 1 {
-            return Ok(Enqueued { id, deduplicated: false });
+            return Ok(Enqueued {
+                id,
+                deduplicated: false,
+            });
         }
-        let existing: Option<Uuid> = db_query!(self.0, write |sql, ex| {
-            sqlx::query_scalar(sql("SELECT id FROM job WHERE dedup_key = $1 \
+        let existing: Option<Uuid> = db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                sqlx::query_scalar(sql("SELECT id FROM job WHERE dedup_key = $1 \
                 AND state IN ('queued', 'running')"))
                 .bind(&job.dedup_key)
                 .fetch_optional(ex)
                 .await?
-        });
+            }
+        );
         match existing {
-            Some(id) => Ok(Enqueued { id, deduplicated: true }),
+            Some(id) => Ok(Enqueued {
+                id,
+                deduplicated: true,
+            }),
             // The other job finished between our insert and this read: try once more.
             None => Box::pin(self.enqueue(job)).await,
         }
@@ -168,9 +197,16 @@ impl Jobs<'_> {
     pub async fn get(&self, id: Uuid) -> crate::Result<Option<JobRow>> {
         const SQL: &str = "SELECT id, kind, payload, state, attempts, max_attempts, progress, \
             cancel_requested, last_error, run_at, created_at, finished_at FROM job WHERE id = $1";
-        Ok(db_query!(self.0, read |sql, ex| {
-            sqlx::query_as::<_, JobRow>(sql(SQL)).bind(id).fetch_optional(ex).await?
-        }))
+        Ok(db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                sqlx::query_as::<_, JobRow>(sql(SQL))
+                    .bind(id)
+                    .fetch_optional(ex)
+                    .await?
+            }
+        ))
     }
 
     /// The most recent jobs, newest first.
@@ -178,9 +214,16 @@ impl Jobs<'_> {
         const SQL: &str = "SELECT id, kind, payload, state, attempts, max_attempts, progress, \
             cancel_requested, last_error, run_at, created_at, finished_at FROM job \
             ORDER BY created_at DESC, id DESC LIMIT $1";
-        Ok(db_query!(self.0, read |sql, ex| {
-            sqlx::query_as::<_, JobRow>(sql(SQL)).bind(limit).fetch_all(ex).await?
-        }))
+        Ok(db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                sqlx::query_as::<_, JobRow>(sql(SQL))
+                    .bind(limit)
+                    .fetch_all(ex)
+                    .await?
+            }
+        ))
     }
 
     /// Claims the most urgent due job for `worker`, if any.
@@ -223,15 +266,19 @@ impl Jobs<'_> {
 
     /// Records progress (0–100) and a heartbeat. Returns true when cancellation was requested.
     pub async fn report_progress(&self, id: Uuid, percent: u8) -> crate::Result<bool> {
-        let cancel: Option<bool> = db_query!(self.0, write |sql, ex| {
-            sqlx::query_scalar(sql("UPDATE job SET progress = $2, heartbeat_at = $3 \
+        let cancel: Option<bool> = db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                sqlx::query_scalar(sql("UPDATE job SET progress = $2, heartbeat_at = $3 \
                 WHERE id = $1 AND state = 'running' RETURNING cancel_requested"))
                 .bind(id)
                 .bind(i32::from(percent.min(100)))
                 .bind(Utc::now())
                 .fetch_optional(ex)
                 .await?
-        });
+            }
+        );
         // A job no longer running (requeued as stale, cancelled) should stop too.
         Ok(cancel.unwrap_or(true))
     }
@@ -246,62 +293,88 @@ impl Jobs<'_> {
     }
 
     async fn finish(&self, id: Uuid, state: JobState, error: Option<&str>) -> crate::Result<()> {
-        db_query!(self.0, write |sql, ex| {
-            sqlx::query(sql("UPDATE job SET state = $2, progress = CASE WHEN $2 = 'done' THEN 100 \
+        db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                sqlx::query(sql(
+                    "UPDATE job SET state = $2, progress = CASE WHEN $2 = 'done' THEN 100 \
                 ELSE progress END, last_error = COALESCE($3, last_error), finished_at = $4, \
-                locked_by = NULL WHERE id = $1 AND state = 'running'"))
+                locked_by = NULL WHERE id = $1 AND state = 'running'",
+                ))
                 .bind(id)
                 .bind(state.as_str())
                 .bind(error)
                 .bind(Utc::now())
                 .execute(ex)
-                .await?.rows_affected()
-        });
+                .await?
+                .rows_affected()
+            }
+        );
         Ok(())
     }
 
     /// Records a failed run: queued again after a backoff, or `failed` for good when the attempts
     /// are used up.
-    pub async fn fail(&self, job: &Claimed, error: &str, base: Duration) -> crate::Result<JobState> {
+    pub async fn fail(
+        &self,
+        job: &Claimed,
+        error: &str,
+        base: Duration,
+    ) -> crate::Result<JobState> {
         if job.attempts >= job.max_attempts {
             self.finish(job.id, JobState::Failed, Some(error)).await?;
             return Ok(JobState::Failed);
         }
         let delay = chrono::Duration::from_std(backoff(job.attempts, base)).unwrap_or_default();
-        db_query!(self.0, write |sql, ex| {
-            sqlx::query(sql("UPDATE job SET state = 'queued', run_at = $2, last_error = $3, \
-                locked_by = NULL WHERE id = $1 AND state = 'running'"))
+        db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                sqlx::query(sql(
+                    "UPDATE job SET state = 'queued', run_at = $2, last_error = $3, \
+                locked_by = NULL WHERE id = $1 AND state = 'running'",
+                ))
                 .bind(job.id)
                 .bind(Utc::now() + delay)
                 .bind(error)
                 .execute(ex)
-                .await?.rows_affected()
-        });
+                .await?
+                .rows_affected()
+            }
+        );
         Ok(JobState::Queued)
     }
 
     pub async fn cancel(&self, id: Uuid) -> crate::Result<CancelOutcome> {
         let now = Utc::now();
-        let (cancelled, requested) = db_query!(self.0, write |sql, ex| {
-            let cancelled = sqlx::query(sql("UPDATE job SET state = 'cancelled', finished_at = $2 \
+        let (cancelled, requested) = db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                let cancelled =
+                    sqlx::query(sql("UPDATE job SET state = 'cancelled', finished_at = $2 \
                 WHERE id = $1 AND state = 'queued'"))
-                .bind(id)
-                .bind(now)
-                .execute(ex)
-                .await?
-                .rows_affected();
-            let requested = if cancelled == 0 {
-                sqlx::query(sql("UPDATE job SET cancel_requested = $2 WHERE id = $1 AND state = 'running'"))
+                    .bind(id)
+                    .bind(now)
+                    .execute(ex)
+                    .await?
+                    .rows_affected();
+                let requested = if cancelled == 0 {
+                    sqlx::query(sql(
+                        "UPDATE job SET cancel_requested = $2 WHERE id = $1 AND state = 'running'",
+                    ))
                     .bind(id)
                     .bind(true)
                     .execute(ex)
                     .await?
                     .rows_affected()
-            } else {
-                0
-            };
-            (cancelled, requested)
-        });
+                } else {
+                    0
+                };
+                (cancelled, requested)
+            }
+        );
         Ok(match (cancelled, requested) {
             (1.., _) => CancelOutcome::Cancelled,
             (_, 1..) => CancelOutcome::Requested,
@@ -312,15 +385,19 @@ impl Jobs<'_> {
     /// Puts back running jobs whose worker has not reported for `older_than` (it died).
     pub async fn requeue_stale(&self, older_than: Duration) -> crate::Result<u64> {
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        Ok(db_query!(self.0, write |sql, ex| {
-            sqlx::query(sql("UPDATE job SET state = 'queued', locked_by = NULL, \
+        Ok(db_query!(
+            self.0,
+            write | sql,
+            ex | {
+                sqlx::query(sql("UPDATE job SET state = 'queued', locked_by = NULL, \
                 last_error = 'worker stopped reporting' \
                 WHERE state = 'running' AND heartbeat_at < $1"))
                 .bind(cutoff)
                 .execute(ex)
                 .await?
                 .rows_affected()
-        }))
+            }
+        ))
     }
 }
 
@@ -403,7 +480,11 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(db: Db, opts: WorkerOptions) -> Self {
-        Self { db, handlers: Arc::new(HashMap::new()), opts }
+        Self {
+            db,
+            handlers: Arc::new(HashMap::new()),
+            opts,
+        }
     }
 
     pub fn register(mut self, kind: &str, handler: impl JobHandler) -> Self {
@@ -414,12 +495,16 @@ impl Worker {
     /// Claims and runs one job. Returns false when nothing was due.
     pub async fn run_once(&self) -> crate::Result<bool> {
         let jobs = Jobs(&self.db);
-        let Some(job) = jobs.claim(&self.opts.name).await? else { return Ok(false) };
-        let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
+        let Some(job) = jobs.claim(&self.opts.name).await? else {
+            return Ok(false);
+        };
+        let span =
+            tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
         let _enter = span.enter();
         let Some(handler) = self.handlers.get(&job.kind).cloned() else {
             tracing::warn!("no handler for this job kind");
-            jobs.fail(&job, "no handler for this job kind", self.opts.retry_base).await?;
+            jobs.fail(&job, "no handler for this job kind", self.opts.retry_base)
+                .await?;
             return Ok(true);
         };
         let ctx = JobContext {

@@ -9,15 +9,16 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use santong_domain::region::{
-    parse_new_codes, resolve_successors, HistoryEntry, HistoryStatus, RegionCode, RegionLevel,
+    HistoryEntry, HistoryStatus, RegionCode, RegionLevel, parse_new_codes, resolve_successors,
 };
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::{db_query, Db, StorageError, Tx};
+use crate::{Db, StorageError, Tx, db_query};
 
 const REGIONS_CSV: &str = include_str!("../../../data/admin_divisions_gbt2260_2024.csv");
-const HISTORY_CSV: &str = include_str!("../../../data/admin_divisions_gbt2260_history_1981_2024.csv");
+const HISTORY_CSV: &str =
+    include_str!("../../../data/admin_divisions_gbt2260_history_1981_2024.csv");
 /// Bump when the embedded files change so existing installations reload them.
 pub const REGIONS_VERSION: &str = "gbt2260-2024+history-1981-2024";
 
@@ -31,7 +32,11 @@ pub struct RegionSeed {
 }
 
 fn broken(name: &'static str, line: usize, reason: impl Into<String>) -> StorageError {
-    StorageError::Reference { name, line, reason: reason.into() }
+    StorageError::Reference {
+        name,
+        line,
+        reason: reason.into(),
+    }
 }
 
 /// Parses the embedded current list, parents before children.
@@ -50,7 +55,12 @@ pub fn current_regions() -> crate::Result<Vec<RegionSeed>> {
             "" => None,
             p => Some(RegionCode::parse(p).map_err(|e| broken(NAME, line, e.to_string()))?),
         };
-        out.push(RegionSeed { code, name: field(1).to_owned(), level, parent });
+        out.push(RegionSeed {
+            code,
+            name: field(1).to_owned(),
+            level,
+            parent,
+        });
     }
     out.sort_by_key(|r| (r.level as u8, r.code));
     Ok(out)
@@ -99,12 +109,16 @@ pub fn region_history() -> crate::Result<Vec<HistorySeed>> {
 
 /// Loads the region lists unless this version is already loaded. Returns whether it loaded.
 pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
-    let loaded: Option<String> = db_query!(db, read |sql, ex| {
-        sqlx::query_scalar(sql("SELECT version FROM reference_data WHERE name = $1"))
-            .bind("regions")
-            .fetch_optional(ex)
-            .await?
-    });
+    let loaded: Option<String> = db_query!(
+        db,
+        read | sql,
+        ex | {
+            sqlx::query_scalar(sql("SELECT version FROM reference_data WHERE name = $1"))
+                .bind("regions")
+                .fetch_optional(ex)
+                .await?
+        }
+    );
     if loaded.as_deref() == Some(REGIONS_VERSION) {
         return Ok(false);
     }
@@ -127,21 +141,47 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
 
     let mut tx = db.begin().await?;
     // The history tables are derived entirely from the embedded files: replace them whole.
-    db_query!(&mut tx, tx |_sql, ex| sqlx::query("DELETE FROM region_successor").execute(ex).await?.rows_affected());
-    db_query!(&mut tx, tx |_sql, ex| sqlx::query("DELETE FROM region_history").execute(ex).await?.rows_affected());
+    db_query!(
+        &mut tx,
+        tx | _sql,
+        ex | sqlx::query("DELETE FROM region_successor")
+            .execute(ex)
+            .await?
+            .rows_affected()
+    );
+    db_query!(
+        &mut tx,
+        tx | _sql,
+        ex | sqlx::query("DELETE FROM region_history")
+            .execute(ex)
+            .await?
+            .rows_affected()
+    );
     // Regions are upserted rather than deleted: later contexts (schools) reference them.
-    insert_batched(&mut tx, "INSERT INTO region (code, name, level, parent_code, province_code) VALUES ",
+    insert_batched(
+        &mut tx,
+        "INSERT INTO region (code, name, level, parent_code, province_code) VALUES ",
         " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, \
           parent_code = excluded.parent_code, province_code = excluded.province_code",
-        5, &regions, |r, a| {
+        5,
+        &regions,
+        |r, a| {
             a.push(Val::Text(r.code.to_string()));
             a.push(Val::Text(r.name.clone()));
             a.push(Val::Text(r.level.as_str().to_owned()));
             a.push(Val::OptText(r.parent.map(|p| p.to_string())));
             a.push(Val::Text(r.code.province().to_string()));
-        }).await?;
-    insert_batched(&mut tx, "INSERT INTO region_history (id, code, name, level, status, province, \
-        prefecture, start_year, end_year, new_codes) VALUES ", "", 10, &history, |h, a| {
+        },
+    )
+    .await?;
+    insert_batched(
+        &mut tx,
+        "INSERT INTO region_history (id, code, name, level, status, province, \
+        prefecture, start_year, end_year, new_codes) VALUES ",
+        "",
+        10,
+        &history,
+        |h, a| {
             a.push(Val::Uuid(Uuid::now_v7()));
             a.push(Val::Text(h.entry.code.to_string()));
             a.push(Val::Text(h.entry.name.clone()));
@@ -152,25 +192,50 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
             a.push(Val::Int(i32::from(h.entry.start_year)));
             a.push(Val::OptInt(h.entry.end_year.map(i32::from)));
             a.push(Val::Text(h.new_codes_raw.clone()));
-        }).await?;
-    insert_batched(&mut tx, "INSERT INTO region_successor (code, successor_code, year) VALUES ", "",
-        3, &successor_rows, |(c, s, y), a| {
+        },
+    )
+    .await?;
+    insert_batched(
+        &mut tx,
+        "INSERT INTO region_successor (code, successor_code, year) VALUES ",
+        "",
+        3,
+        &successor_rows,
+        |(c, s, y), a| {
             a.push(Val::Text(c.to_string()));
             a.push(Val::Text(s.to_string()));
             a.push(Val::Int(i32::from(*y)));
-        }).await?;
+        },
+    )
+    .await?;
 
     let now = Utc::now();
     let count = i32::try_from(regions.len()).unwrap_or(i32::MAX);
-    db_query!(&mut tx, tx |sql, ex| {
-        sqlx::query(sql("INSERT INTO reference_data (name, version, row_count, loaded_at) \
+    db_query!(
+        &mut tx,
+        tx | sql,
+        ex | {
+            sqlx::query(sql(
+                "INSERT INTO reference_data (name, version, row_count, loaded_at) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
-            row_count = excluded.row_count, loaded_at = excluded.loaded_at"))
-            .bind("regions").bind(REGIONS_VERSION).bind(count).bind(now)
-            .execute(ex).await?.rows_affected()
-    });
+            row_count = excluded.row_count, loaded_at = excluded.loaded_at",
+            ))
+            .bind("regions")
+            .bind(REGIONS_VERSION)
+            .bind(count)
+            .bind(now)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        }
+    );
     tx.commit().await?;
-    tracing::info!(regions = regions.len(), history = history.len(), successors = successor_rows.len(), "loaded region reference data");
+    tracing::info!(
+        regions = regions.len(),
+        history = history.len(),
+        successors = successor_rows.len(),
+        "loaded region reference data"
+    );
     Ok(true)
 }
 
@@ -254,9 +319,20 @@ mod tests {
     fn embedded_lists_parse_completely() {
         let regions = current_regions().unwrap();
         assert_eq!(regions.len(), 3213);
-        assert_eq!(regions.iter().filter(|r| r.level == RegionLevel::Province).count(), 34);
+        assert_eq!(
+            regions
+                .iter()
+                .filter(|r| r.level == RegionLevel::Province)
+                .count(),
+            34
+        );
         let codes: std::collections::HashSet<_> = regions.iter().map(|r| r.code).collect();
-        assert!(regions.iter().filter_map(|r| r.parent).all(|p| codes.contains(&p)));
+        assert!(
+            regions
+                .iter()
+                .filter_map(|r| r.parent)
+                .all(|p| codes.contains(&p))
+        );
         assert_eq!(region_history().unwrap().len(), 6823);
     }
 }

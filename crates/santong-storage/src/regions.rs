@@ -5,7 +5,7 @@ use santong_domain::region::RegionCode;
 use serde::Serialize;
 
 use crate::db::intern;
-use crate::{db_query, Db, Page};
+use crate::{Db, Page, db_query};
 
 /// A region in use, with its parent's name and how many regions sit directly under it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -88,26 +88,40 @@ pub struct Regions<'a>(pub &'a Db);
 impl Regions<'_> {
     pub async fn get(&self, code: RegionCode) -> crate::Result<Option<Region>> {
         const SQL: &str = select!(" WHERE r.code = $1");
-        Ok(db_query!(self.0, read |sql, ex| {
-            sqlx::query_as::<_, Region>(sql(SQL)).bind(code.to_string()).fetch_optional(ex).await?
-        }))
+        Ok(db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                sqlx::query_as::<_, Region>(sql(SQL))
+                    .bind(code.to_string())
+                    .fetch_optional(ex)
+                    .await?
+            }
+        ))
     }
 
     /// The chain from the province down to `code`'s parent, in that order.
     pub async fn ancestors(&self, region: &Region) -> crate::Result<Vec<Region>> {
-        let Some(parent) = region.parent_code.as_deref().and_then(|p| RegionCode::parse(p).ok())
+        let Some(parent) = region
+            .parent_code
+            .as_deref()
+            .and_then(|p| RegionCode::parse(p).ok())
         else {
             return Ok(vec![]);
         };
         // At most two levels sit above a county: fetch both candidates in one query.
         const SQL: &str = select!(" WHERE r.code IN ($1, $2)");
-        let rows: Vec<Region> = db_query!(self.0, read |sql, ex| {
-            sqlx::query_as::<_, Region>(sql(SQL))
-                .bind(parent.to_string())
-                .bind(parent.province().to_string())
-                .fetch_all(ex)
-                .await?
-        });
+        let rows: Vec<Region> = db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                sqlx::query_as::<_, Region>(sql(SQL))
+                    .bind(parent.to_string())
+                    .bind(parent.province().to_string())
+                    .fetch_all(ex)
+                    .await?
+            }
+        );
         let mut chain = Vec::new();
         let mut next = Some(parent.to_string());
         while let Some(code) = next.take() {
@@ -127,60 +141,112 @@ impl Regions<'_> {
         sort: Option<Sort<RegionSort>>,
     ) -> crate::Result<Page<Region>> {
         let order = match sort {
-            None | Some(Sort { field: RegionSort::Code, descending: false }) => "r.code",
-            Some(Sort { field: RegionSort::Code, descending: true }) => "r.code DESC",
-            Some(Sort { field: RegionSort::Name, descending: false }) => "r.name, r.code",
-            Some(Sort { field: RegionSort::Name, descending: true }) => "r.name DESC, r.code",
+            None
+            | Some(Sort {
+                field: RegionSort::Code,
+                descending: false,
+            }) => "r.code",
+            Some(Sort {
+                field: RegionSort::Code,
+                descending: true,
+            }) => "r.code DESC",
+            Some(Sort {
+                field: RegionSort::Name,
+                descending: false,
+            }) => "r.name, r.code",
+            Some(Sort {
+                field: RegionSort::Name,
+                descending: true,
+            }) => "r.name DESC, r.code",
         };
         // Orders and filters come from closed sets, so the statements are a small fixed family.
         let (filter_sql, arg): (&str, Option<String>) = match (&filter.query, filter.parent) {
             (Some(q), _) if !q.trim().is_empty() => {
                 let q = q.trim();
                 if q.bytes().all(|b| b.is_ascii_digit()) {
-                    (" WHERE r.code LIKE $1 ESCAPE '\\'", Some(format!("{}%", like_escape(q))))
+                    (
+                        " WHERE r.code LIKE $1 ESCAPE '\\'",
+                        Some(format!("{}%", like_escape(q))),
+                    )
                 } else {
-                    (" WHERE r.name LIKE $1 ESCAPE '\\'", Some(format!("%{}%", like_escape(q))))
+                    (
+                        " WHERE r.name LIKE $1 ESCAPE '\\'",
+                        Some(format!("%{}%", like_escape(q))),
+                    )
                 }
             }
             (_, Some(parent)) => (" WHERE r.parent_code = $1", Some(parent.to_string())),
             (_, None) => (" WHERE r.parent_code IS NULL AND $1 IS NULL", None),
         };
-        let stmt = intern(format!("{}{filter_sql} ORDER BY {order} LIMIT $2 OFFSET $3", select!("")));
+        let stmt = intern(format!(
+            "{}{filter_sql} ORDER BY {order} LIMIT $2 OFFSET $3",
+            select!("")
+        ));
         let count_stmt = intern(format!("SELECT COUNT(*) FROM region r{filter_sql}"));
         let limit = i64::try_from(page.limit()).unwrap_or(i64::MAX);
         let offset = i64::try_from(page.offset()).unwrap_or(i64::MAX);
-        let (items, total): (Vec<Region>, i64) = db_query!(self.0, read |sql, ex| {
-            let items = sqlx::query_as::<_, Region>(sql(stmt))
-                .bind(arg.clone())
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(ex)
-                .await?;
-            let total = sqlx::query_scalar(sql(count_stmt)).bind(arg).fetch_one(ex).await?;
-            (items, total)
-        });
-        Ok(Page { items, total: u64::try_from(total).unwrap_or(0) })
+        let (items, total): (Vec<Region>, i64) = db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                let items = sqlx::query_as::<_, Region>(sql(stmt))
+                    .bind(arg.clone())
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(ex)
+                    .await?;
+                let total = sqlx::query_scalar(sql(count_stmt))
+                    .bind(arg)
+                    .fetch_one(ex)
+                    .await?;
+                (items, total)
+            }
+        );
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 
     pub async fn history(&self, code: RegionCode) -> crate::Result<Vec<HistoryRow>> {
         const SQL: &str = "SELECT code, name, level, status, province, prefecture, start_year, \
             end_year FROM region_history WHERE code = $1 ORDER BY start_year, end_year";
-        Ok(db_query!(self.0, read |sql, ex| {
-            sqlx::query_as::<_, HistoryRow>(sql(SQL)).bind(code.to_string()).fetch_all(ex).await?
-        }))
+        Ok(db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                sqlx::query_as::<_, HistoryRow>(sql(SQL))
+                    .bind(code.to_string())
+                    .fetch_all(ex)
+                    .await?
+            }
+        ))
     }
 
     pub async fn successors(&self, code: RegionCode) -> crate::Result<Vec<SuccessorRow>> {
         const SQL: &str = "SELECT s.successor_code AS code, r.name, s.year FROM region_successor s \
             JOIN region r ON r.code = s.successor_code WHERE s.code = $1 ORDER BY s.successor_code";
-        Ok(db_query!(self.0, read |sql, ex| {
-            sqlx::query_as::<_, SuccessorRow>(sql(SQL)).bind(code.to_string()).fetch_all(ex).await?
-        }))
+        Ok(db_query!(
+            self.0,
+            read | sql,
+            ex | {
+                sqlx::query_as::<_, SuccessorRow>(sql(SQL))
+                    .bind(code.to_string())
+                    .fetch_all(ex)
+                    .await?
+            }
+        ))
     }
 
     pub async fn count(&self) -> crate::Result<i64> {
-        Ok(db_query!(self.0, read |_sql, ex| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM region").fetch_one(ex).await?
-        }))
+        Ok(db_query!(
+            self.0,
+            read | _sql,
+            ex | {
+                sqlx::query_scalar("SELECT COUNT(*) FROM region")
+                    .fetch_one(ex)
+                    .await?
+            }
+        ))
     }
 }

@@ -76,12 +76,10 @@ pub async fn describe(db: &Db) -> crate::Result<Schema> {
             .await?;
             for t in tables {
                 let mut table = Table::default();
-                let cols = sqlx::query(
-                    "SELECT name, type, \"notnull\" FROM pragma_table_info(?1)",
-                )
-                .bind(&t)
-                .fetch_all(&s.reader)
-                .await?;
+                let cols = sqlx::query("SELECT name, type, \"notnull\" FROM pragma_table_info(?1)")
+                    .bind(&t)
+                    .fetch_all(&s.reader)
+                    .await?;
                 for c in cols {
                     table.columns.push(Column {
                         name: c.try_get("name")?,
@@ -89,20 +87,18 @@ pub async fn describe(db: &Db) -> crate::Result<Schema> {
                         nullable: c.try_get::<i64, _>("notnull")? == 0,
                     });
                 }
-                let idx = sqlx::query(
-                    "SELECT name, \"unique\", partial FROM pragma_index_list(?1)",
-                )
-                .bind(&t)
-                .fetch_all(&s.reader)
-                .await?;
+                let idx =
+                    sqlx::query("SELECT name, \"unique\", partial FROM pragma_index_list(?1)")
+                        .bind(&t)
+                        .fetch_all(&s.reader)
+                        .await?;
                 for i in idx {
                     let name: String = i.try_get("name")?;
-                    let columns: Vec<String> = sqlx::query_scalar(
-                        "SELECT name FROM pragma_index_info(?1) ORDER BY seqno",
-                    )
-                    .bind(&name)
-                    .fetch_all(&s.reader)
-                    .await?;
+                    let columns: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+                            .bind(&name)
+                            .fetch_all(&s.reader)
+                            .await?;
                     table.indexes.push(Index {
                         columns,
                         unique: i.try_get::<i64, _>("unique")? == 1,

@@ -44,14 +44,23 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temporary directory");
         match kind {
             BackendKind::Sqlite => {
-                let db = Db::open(&DbOptions::sqlite_in(dir.path())).await.expect("sqlite opens");
-                Some(Self { db, kind, dir, pg: None })
+                let db = Db::open(&DbOptions::sqlite_in(dir.path()))
+                    .await
+                    .expect("sqlite opens");
+                Some(Self {
+                    db,
+                    kind,
+                    dir,
+                    pg: None,
+                })
             }
             BackendKind::Postgres => {
                 let url = match std::env::var(PG_URL_VAR) {
                     Ok(u) if !u.is_empty() => u,
                     _ if std::env::var_os("CI").is_some() => {
-                        panic!("{PG_URL_VAR} must be set in CI: the PostgreSQL half of the suite would be skipped")
+                        panic!(
+                            "{PG_URL_VAR} must be set in CI: the PostgreSQL half of the suite would be skipped"
+                        )
                     }
                     _ => {
                         eprintln!("skipping PostgreSQL test: {PG_URL_VAR} is not set");
@@ -62,7 +71,11 @@ impl TestDb {
                     "t_{}_{}_{}",
                     std::process::id(),
                     COUNTER.fetch_add(1, Ordering::Relaxed),
-                    uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+                    uuid::Uuid::new_v4()
+                        .simple()
+                        .to_string()
+                        .get(..8)
+                        .unwrap_or("x")
                 );
                 admin_exec(&url, &format!("CREATE SCHEMA {schema}")).await;
                 let opts = DbOptions {
@@ -72,7 +85,12 @@ impl TestDb {
                     pg_schema: Some(schema.clone()),
                 };
                 let db = Db::open(&opts).await.expect("postgres opens");
-                Some(Self { db, kind, dir, pg: Some((url, schema)) })
+                Some(Self {
+                    db,
+                    kind,
+                    dir,
+                    pg: Some((url, schema)),
+                })
             }
         }
     }
@@ -93,7 +111,9 @@ impl TestDb {
 
 async fn admin_exec(url: &str, sql: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to the test PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to the test PostgreSQL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(&mut conn)
         .await
@@ -102,11 +122,19 @@ async fn admin_exec(url: &str, sql: &str) {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((url, schema)) = self.pg.take() else { return };
+        let Some((url, schema)) = self.pg.take() else {
+            return;
+        };
         // Drop runs inside the test's runtime; a fresh thread with its own runtime may block.
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                rt.block_on(admin_exec(&url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")));
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(admin_exec(
+                    &url,
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ));
             }
         })
         .join();
@@ -155,8 +183,7 @@ pub struct TestResponse {
 
 impl TestResponse {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -172,21 +199,33 @@ impl TestApp {
 
     pub async fn with_config(kind: BackendKind, config: santong_web::WebConfig) -> Option<Self> {
         let t = TestDb::new(kind).await?;
-        santong_storage::reference::ensure_regions(&t.db).await.expect("regions load");
+        santong_storage::reference::ensure_regions(&t.db)
+            .await
+            .expect("regions load");
         let router = santong_web::router(santong_web::AppState::new(t.db.clone(), config));
         Some(Self { t, router })
     }
 
     pub async fn request(&self, req: Request<Body>) -> TestResponse {
-        let res = self.router.clone().oneshot(req).await.expect("router is infallible");
+        let res = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router is infallible");
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        TestResponse { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+        TestResponse {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
-        self.request(Request::get(uri).body(Body::empty()).expect("request")).await
+        self.request(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
     }
 
     /// GET with extra headers, e.g. `("accept-language", "en")`.
@@ -195,7 +234,8 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        self.request(req.body(Body::empty()).expect("request")).await
+        self.request(req.body(Body::empty()).expect("request"))
+            .await
     }
 }
 

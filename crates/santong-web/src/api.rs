@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,9 +14,9 @@ use santong_storage::regions::{Region, RegionFilter, Regions};
 use serde::Serialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::error::AppError;
-use crate::pages::{parse_code_in_path, region_not_found, RegionListParams};
 use crate::AppState;
+use crate::error::AppError;
+use crate::pages::{RegionListParams, parse_code_in_path, region_not_found};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -35,7 +35,15 @@ pub fn routes() -> Router<AppState> {
         license(name = "AGPL-3.0-or-later")
     ),
     paths(list_regions, get_region),
-    components(schemas(RegionDto, RegionList, RegionDetail, SuccessorDto, HistoryDto, Problem, ProblemField))
+    components(schemas(
+        RegionDto,
+        RegionList,
+        RegionDetail,
+        SuccessorDto,
+        HistoryDto,
+        Problem,
+        ProblemField
+    ))
 )]
 pub struct ApiDoc;
 
@@ -47,8 +55,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 async fn openapi_json() -> Response {
-    let mut res = openapi().to_pretty_json().unwrap_or_default().into_response();
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut res = openapi()
+        .to_pretty_json()
+        .unwrap_or_default()
+        .into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -153,7 +167,10 @@ pub struct ProblemField {
 
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code, reason = "documents the query string; parsing is by hand for field errors")]
+#[allow(
+    dead_code,
+    reason = "documents the query string; parsing is by hand for field errors"
+)]
 pub struct RegionListQuery {
     /// Parent code; omitted lists the provinces.
     parent: Option<String>,
@@ -183,7 +200,11 @@ pub async fn list_regions(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<RegionList>, AppError> {
     let (p, mut errors) = RegionListParams::parse(&params);
-    let parent = match params.get("parent").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    let parent = match params
+        .get("parent")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         Some(raw) => match RegionCode::parse(raw) {
             Ok(c) => Some(c),
             Err(_) => {
@@ -196,7 +217,10 @@ pub async fn list_regions(
     if !errors.is_empty() {
         return Err(AppError::bad_params(errors));
     }
-    let filter = RegionFilter { parent, query: p.q.clone() };
+    let filter = RegionFilter {
+        parent,
+        query: p.q.clone(),
+    };
     let list = Regions(&state.db).list(&filter, p.page, p.sort).await?;
     Ok(Json(RegionList {
         pages: p.page.page_count(list.total),
@@ -240,7 +264,11 @@ pub async fn get_region(
         ancestors: ancestors.into_iter().map(RegionDto::from).collect(),
         successors: successors
             .into_iter()
-            .map(|s| SuccessorDto { code: s.code, name: s.name, year: s.year })
+            .map(|s| SuccessorDto {
+                code: s.code,
+                name: s.name,
+                year: s.year,
+            })
             .collect(),
         history: history
             .into_iter()

@@ -21,7 +21,13 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(status: StatusCode, code: &'static str, key: &'static str) -> Self {
-        Self { status, code, key, args: vec![], fields: vec![] }
+        Self {
+            status,
+            code,
+            key,
+            args: vec![],
+            fields: vec![],
+        }
     }
 
     pub fn arg(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -35,11 +41,22 @@ impl AppError {
 
     /// 400 listing every refused parameter.
     pub fn bad_params(fields: Vec<FieldError>) -> Self {
-        Self { fields, ..Self::new(StatusCode::BAD_REQUEST, "invalid_parameters", "error-bad-request") }
+        Self {
+            fields,
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameters",
+                "error-bad-request",
+            )
+        }
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "error-internal")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "error-internal",
+        )
     }
 
     /// The generic error for a status produced outside our handlers (layers, extractors).
@@ -53,7 +70,9 @@ impl AppError {
                 Self::new(status, "method_not_allowed", "error-method-not-allowed")
             }
             StatusCode::REQUEST_TIMEOUT => Self::new(status, "timeout", "error-timeout"),
-            StatusCode::SERVICE_UNAVAILABLE => Self::new(status, "unavailable", "error-unavailable"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                Self::new(status, "unavailable", "error-unavailable")
+            }
             s if s.is_client_error() => Self::new(s, "bad_request", "error-bad-request"),
             _ => Self::internal(),
         }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
-use unic_langid::{langid, LanguageIdentifier};
+use unic_langid::{LanguageIdentifier, langid};
 
 /// A language the interface is translated into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -49,10 +49,11 @@ impl Lang {
                 .find_map(|p| p.trim().strip_prefix("q="))
                 .and_then(|q| q.parse::<f32>().ok())
                 .unwrap_or(1.0);
-            if let Some(lang) = Lang::parse(tag) {
-                if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-                    best = Some((q, lang));
-                }
+            if let Some(lang) = Lang::parse(tag)
+                && q > 0.0
+                && best.is_none_or(|(bq, _)| q > bq)
+            {
+                best = Some((q, lang));
             }
         }
         best.map(|(_, l)| l).unwrap_or_default()
@@ -66,8 +67,10 @@ impl Lang {
     }
 }
 
-const SOURCES: [(Lang, &str); 2] =
-    [(Lang::ZhCn, include_str!("../i18n/zh-CN.ftl")), (Lang::En, include_str!("../i18n/en.ftl"))];
+const SOURCES: [(Lang, &str); 2] = [
+    (Lang::ZhCn, include_str!("../i18n/zh-CN.ftl")),
+    (Lang::En, include_str!("../i18n/en.ftl")),
+];
 
 /// All catalogues, parsed once.
 pub struct Catalog {
@@ -96,7 +99,11 @@ impl Catalog {
     }
 
     fn bundle(&self, lang: Lang) -> &FluentBundle<FluentResource> {
-        self.bundles.iter().find(|(l, _)| *l == lang).map(|(_, b)| b).unwrap_or(&self.bundles[0].1)
+        self.bundles
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, b)| b)
+            .unwrap_or(&self.bundles[0].1)
     }
 
     /// The message `key` in `lang` (falling back to zh-CN, then to the key itself).
@@ -122,7 +129,11 @@ impl Catalog {
 
     /// Keys defined in `lang`'s catalogue (for the completeness test).
     pub fn keys(lang: Lang) -> Vec<String> {
-        let src = SOURCES.iter().find(|(l, _)| *l == lang).map(|(_, s)| *s).unwrap_or("");
+        let src = SOURCES
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, s)| *s)
+            .unwrap_or("");
         src.lines()
             .filter(|l| !l.starts_with([' ', '#', '\t']) && l.contains(" ="))
             .filter_map(|l| l.split(" =").next())
@@ -188,11 +199,19 @@ mod tests {
     fn formats_with_arguments_and_plurals() {
         let c = Catalog::global();
         assert_eq!(
-            c.message(Lang::En, "regions-search-results", &[("q", s("Shen")), ("count", n(1))]),
+            c.message(
+                Lang::En,
+                "regions-search-results",
+                &[("q", s("Shen")), ("count", n(1))]
+            ),
             "Results for \"Shen\": one region"
         );
         assert_eq!(
-            c.message(Lang::ZhCn, "error-region-not-found", &[("code", s("999999"))]),
+            c.message(
+                Lang::ZhCn,
+                "error-region-not-found",
+                &[("code", s("999999"))]
+            ),
             "没有代码为 999999 的行政区划。"
         );
         assert_eq!(c.message(Lang::En, "no-such-key", &[]), "no-such-key");

@@ -2,20 +2,22 @@
 
 use std::collections::HashMap;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
-use santong_domain::paging::{parse_page, parse_sort, FieldError, FieldErrorKind, PageRequest, Sort};
+use santong_domain::paging::{
+    FieldError, FieldErrorKind, PageRequest, Sort, parse_page, parse_sort,
+};
 use santong_domain::region::RegionCode;
 use santong_storage::regions::{Region, RegionFilter, RegionSort, Regions};
 
-use crate::error::AppError;
-use crate::i18n::{n, s, Lang, Tr};
-use crate::shell::{template_error, Ctx};
-use crate::views::{self, Card, Crumb, HomePage, Pager, RegionRowView, RegionsPage};
 use crate::AppState;
+use crate::error::AppError;
+use crate::i18n::{Lang, Tr, n, s};
+use crate::shell::{Ctx, template_error};
+use crate::views::{self, Card, Crumb, HomePage, Pager, RegionRowView, RegionsPage};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -30,7 +32,8 @@ pub fn routes() -> Router<AppState> {
 
 fn page(html: String) -> Response {
     let mut res = Html(html).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -44,15 +47,20 @@ async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, AppEr
         link: tr.t("home-regions-link"),
         href: "/regions".into(),
     }];
-    if let Some(code) = santong_storage::demo::county(&state.db).await? {
-        if let Some(r) = regions.get(code).await? {
-            cards.push(Card {
-                title: tr.t("home-demo-title"),
-                body: tr.f("home-demo-body", &[("name", s(r.name.as_str())), ("code", s(r.code.as_str()))]),
-                link: tr.t("home-demo-link"),
-                href: format!("/regions/{}", r.code),
-            });
-        }
+    let demo = match santong_storage::demo::county(&state.db).await? {
+        Some(code) => regions.get(code).await?,
+        None => None,
+    };
+    if let Some(r) = demo {
+        cards.push(Card {
+            title: tr.t("home-demo-title"),
+            body: tr.f(
+                "home-demo-body",
+                &[("name", s(r.name.as_str())), ("code", s(r.code.as_str()))],
+            ),
+            link: tr.t("home-demo-link"),
+            href: format!("/regions/{}", r.code),
+        });
     }
     cards.push(Card {
         title: tr.t("home-api-title"),
@@ -60,7 +68,11 @@ async fn home(State(state): State<AppState>, ctx: Ctx) -> Result<Response, AppEr
         link: tr.t("home-api-link"),
         href: "/api/v1/openapi.json".into(),
     });
-    let view = HomePage { c: ctx.chrome(tr.t("home-title")), intro: tr.t("home-intro"), cards };
+    let view = HomePage {
+        c: ctx.chrome(tr.t("home-title")),
+        intro: tr.t("home-intro"),
+        cards,
+    };
     Ok(page(views::render(&view).map_err(template_error)?))
 }
 
@@ -77,7 +89,10 @@ impl RegionListParams {
         let get = |k: &str| params.get(k).map(String::as_str);
         let page = parse_page(get("page"), get("size"), &mut errors);
         let sort = parse_sort(get("sort"), &RegionSort::ALLOWED, &mut errors);
-        let q = get("q").map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned);
+        let q = get("q")
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(str::to_owned);
         if q.as_ref().is_some_and(|q| q.chars().count() > 40) {
             errors.push(FieldError::new("q", FieldErrorKind::TooLong));
         }
@@ -119,7 +134,11 @@ fn list_href(base: &str, p: &RegionListParams, sort: Option<&str>, page: u32) ->
     if p.page.size != santong_domain::paging::DEFAULT_PAGE_SIZE {
         parts.push(format!("size={}", p.page.size));
     }
-    if parts.is_empty() { base.to_owned() } else { format!("{base}?{}", parts.join("&")) }
+    if parts.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", parts.join("&"))
+    }
 }
 
 fn sort_name(sort: Option<Sort<RegionSort>>) -> Option<&'static str> {
@@ -157,16 +176,35 @@ async fn list_view(
     let pager = Pager {
         summary: tr.f(
             "pager-summary",
-            &[("page", n(p.page.page)), ("pages", n(pages as f64)), ("total", n(list.total as f64))],
+            &[
+                ("page", n(p.page.page)),
+                ("pages", n(pages as f64)),
+                ("total", n(list.total as f64)),
+            ],
         ),
-        prev: (p.page.page > 1)
-            .then(|| (list_href(base, p, current, p.page.page - 1), tr.t("pager-prev"))),
-        next: (u64::from(p.page.page) < pages)
-            .then(|| (list_href(base, p, current, p.page.page + 1), tr.t("pager-next"))),
+        prev: (p.page.page > 1).then(|| {
+            (
+                list_href(base, p, current, p.page.page - 1),
+                tr.t("pager-prev"),
+            )
+        }),
+        next: (u64::from(p.page.page) < pages).then(|| {
+            (
+                list_href(base, p, current, p.page.page + 1),
+                tr.t("pager-next"),
+            )
+        }),
     };
     let total = list.total;
     let rows = list.items.into_iter().map(|r| row_view(tr, r)).collect();
-    Ok((ListView { rows, sort_links, pager }, total))
+    Ok((
+        ListView {
+            rows,
+            sort_links,
+            pager,
+        },
+        total,
+    ))
 }
 
 async fn regions_index(
@@ -179,15 +217,24 @@ async fn regions_index(
     if !errors.is_empty() {
         return Err(AppError::bad_params(errors));
     }
-    let filter = RegionFilter { parent: None, query: p.q.clone() };
+    let filter = RegionFilter {
+        parent: None,
+        query: p.q.clone(),
+    };
     let (list, total) = list_view(&state, &tr, "/regions", &filter, &p).await?;
     let list_title = match &p.q {
-        Some(q) => tr.f("regions-search-results", &[("q", s(q.as_str())), ("count", n(total as f64))]),
+        Some(q) => tr.f(
+            "regions-search-results",
+            &[("q", s(q.as_str())), ("count", n(total as f64))],
+        ),
         None => tr.t("regions-children"),
     };
     let view = RegionsPage {
         c: ctx.chrome(tr.t("regions-title")),
-        crumbs: vec![Crumb { label: tr.t("regions-nation"), href: None }],
+        crumbs: vec![Crumb {
+            label: tr.t("regions-nation"),
+            href: None,
+        }],
         heading: tr.t("regions-title"),
         facts: vec![],
         notice: None,
@@ -206,21 +253,35 @@ async fn regions_index(
 
 pub(crate) fn parse_code_in_path(raw: &str) -> Result<RegionCode, AppError> {
     RegionCode::parse(raw).map_err(|_| {
-        AppError::new(StatusCode::NOT_FOUND, "region_not_found", "error-invalid-region-code")
-            .arg("value", raw.chars().take(20).collect::<String>())
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "region_not_found",
+            "error-invalid-region-code",
+        )
+        .arg("value", raw.chars().take(20).collect::<String>())
     })
 }
 
 pub(crate) fn region_not_found(code: RegionCode) -> AppError {
-    AppError::new(StatusCode::NOT_FOUND, "region_not_found", "error-region-not-found")
-        .arg("code", code.to_string())
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "region_not_found",
+        "error-region-not-found",
+    )
+    .arg("code", code.to_string())
 }
 
-fn history_views(tr: &Tr, rows: Vec<santong_storage::regions::HistoryRow>) -> Vec<(String, String, String, String)> {
+fn history_views(
+    tr: &Tr,
+    rows: Vec<santong_storage::regions::HistoryRow>,
+) -> Vec<(String, String, String, String)> {
     rows.into_iter()
         .map(|h| {
             let years = match h.end_year {
-                Some(end) => tr.f("regions-history-years", &[("start", n(h.start_year)), ("end", n(end))]),
+                Some(end) => tr.f(
+                    "regions-history-years",
+                    &[("start", n(h.start_year)), ("end", n(end))],
+                ),
                 None => tr.f("regions-history-years-open", &[("start", n(h.start_year))]),
             };
             let status = tr.t(&format!("regions-status-{}", h.status));
@@ -242,17 +303,34 @@ async fn region_page(
     if !errors.is_empty() {
         return Err(AppError::bad_params(errors));
     }
-    let nation = Crumb { label: tr.t("regions-nation"), href: Some("/regions".into()) };
+    let nation = Crumb {
+        label: tr.t("regions-nation"),
+        href: Some("/regions".into()),
+    };
 
     let Some(region) = regions.get(code).await? else {
         // A retired code: show where it went.
         let history = regions.history(code).await?;
-        let Some(last) = history.last().cloned() else { return Err(region_not_found(code)) };
+        let Some(last) = history.last().cloned() else {
+            return Err(region_not_found(code));
+        };
         let successors = regions.successors(code).await?;
-        let notice = tr.f("regions-retired-body", &[("code", s(code.to_string())), ("name", s(last.name.as_str()))]);
+        let notice = tr.f(
+            "regions-retired-body",
+            &[
+                ("code", s(code.to_string())),
+                ("name", s(last.name.as_str())),
+            ],
+        );
         let view = RegionsPage {
             c: ctx.chrome(format!("{} {}", last.name, code)),
-            crumbs: vec![nation, Crumb { label: last.name.clone(), href: None }],
+            crumbs: vec![
+                nation,
+                Crumb {
+                    label: last.name.clone(),
+                    href: None,
+                },
+            ],
             heading: format!("{} {}", last.name, code),
             facts: vec![],
             notice: Some(notice),
@@ -261,7 +339,11 @@ async fn region_page(
                 .map(|s_| {
                     let text = tr.f(
                         "regions-successor",
-                        &[("year", n(s_.year)), ("name", s(s_.name.as_str())), ("code", s(s_.code.as_str()))],
+                        &[
+                            ("year", n(s_.year)),
+                            ("name", s(s_.name.as_str())),
+                            ("code", s(s_.code.as_str())),
+                        ],
                     );
                     (format!("/regions/{}", s_.code), text)
                 })
@@ -273,18 +355,31 @@ async fn region_page(
             rows: vec![],
             empty: String::new(),
             sort_links: vec![],
-            pager: Pager { summary: String::new(), prev: None, next: None },
+            pager: Pager {
+                summary: String::new(),
+                prev: None,
+                next: None,
+            },
         };
         return Ok(page(views::render(&view).map_err(template_error)?));
     };
 
     let ancestors = regions.ancestors(&region).await?;
     let mut crumbs = vec![nation];
-    crumbs.extend(ancestors.iter().map(|a| Crumb { label: a.name.clone(), href: Some(format!("/regions/{}", a.code)) }));
-    crumbs.push(Crumb { label: region.name.clone(), href: None });
+    crumbs.extend(ancestors.iter().map(|a| Crumb {
+        label: a.name.clone(),
+        href: Some(format!("/regions/{}", a.code)),
+    }));
+    crumbs.push(Crumb {
+        label: region.name.clone(),
+        href: None,
+    });
 
     let base = format!("/regions/{}", region.code);
-    let filter = RegionFilter { parent: Some(code), query: None };
+    let filter = RegionFilter {
+        parent: Some(code),
+        query: None,
+    };
     let (list, _) = list_view(&state, &tr, &base, &filter, &p).await?;
     let history = history_views(&tr, regions.history(code).await?);
     let view = RegionsPage {
@@ -322,7 +417,10 @@ async fn switch_language(
         .map(String::as_str)
         .unwrap_or("/");
     let mut res = Redirect::to(next).into_response();
-    let cookie = format!("lang={}; Path=/; Max-Age=31536000; SameSite=Lax", lang.tag());
+    let cookie = format!(
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        lang.tag()
+    );
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|_| AppError::internal())?,

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::AppError;
-use crate::i18n::{s, Catalog, Lang, Tr};
+use crate::i18n::{Catalog, Lang, Tr, s};
 use crate::views::{Chrome, ErrorPage};
 use crate::{AppState, REQUEST_ID};
 
@@ -40,7 +40,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Ctx>().cloned().unwrap_or_else(|| ctx_of(parts)))
+        Ok(parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .unwrap_or_else(|| ctx_of(parts)))
     }
 }
 
@@ -58,11 +62,19 @@ pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 fn ctx_of(parts: &Parts) -> Ctx {
-    let from_query = parts.uri.query().and_then(|q| query_param(q, "lang")).and_then(Lang::parse);
+    let from_query = parts
+        .uri
+        .query()
+        .and_then(|q| query_param(q, "lang"))
+        .and_then(Lang::parse);
     let from_cookie = || cookie(parts, "lang").and_then(Lang::parse);
     let from_header = || {
         parts
@@ -71,21 +83,35 @@ fn ctx_of(parts: &Parts) -> Ctx {
             .and_then(|v| v.to_str().ok())
             .map(Lang::negotiate)
     };
-    let lang = from_query.or_else(from_cookie).or_else(from_header).unwrap_or_default();
+    let lang = from_query
+        .or_else(from_cookie)
+        .or_else(from_header)
+        .unwrap_or_default();
     let request_id = parts
         .headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let path_and_query =
-        parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-    Ctx { lang, request_id, path_and_query }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    Ctx {
+        lang,
+        request_id,
+        path_and_query,
+    }
 }
 
 /// The span of one request: method, path and request id on every log line inside it.
 pub fn make_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
@@ -97,7 +123,10 @@ pub async fn shell(State(_state): State<AppState>, req: Request, next: Next) -> 
     let mut res = next.run(Request::from_parts(parts, body)).await;
 
     // Pages depend on the language; caches must keep the variants apart.
-    res.headers_mut().append(header::VARY, HeaderValue::from_static("Accept-Language, Cookie"));
+    res.headers_mut().append(
+        header::VARY,
+        HeaderValue::from_static("Accept-Language, Cookie"),
+    );
 
     let status = res.status();
     if status.as_u16() < 400 {
@@ -129,7 +158,12 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
     let field_messages: Vec<(String, String)> = err
         .fields
         .iter()
-        .map(|f| (f.field.clone(), tr.f(f.kind.key(), &[("field", s(f.field.as_str()))])))
+        .map(|f| {
+            (
+                f.field.clone(),
+                tr.f(f.kind.key(), &[("field", s(f.field.as_str()))]),
+            )
+        })
         .collect();
 
     if is_api {
@@ -151,9 +185,14 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
             body["errors"] = serde_json::Value::Array(errors);
         }
         let mut res = (err.status, body.to_string()).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(ctx.lang.tag()));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        res.headers_mut().insert(
+            header::CONTENT_LANGUAGE,
+            HeaderValue::from_static(ctx.lang.tag()),
+        );
         return res;
     }
 
@@ -166,13 +205,20 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
     };
     let html = crate::views::render(&page).unwrap_or_else(|_| detail_fallback(&tr));
     let mut res = (err.status, Html(html)).into_response();
-    res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(ctx.lang.tag()));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(
+        header::CONTENT_LANGUAGE,
+        HeaderValue::from_static(ctx.lang.tag()),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
 fn detail_fallback(tr: &Tr) -> String {
-    format!("<!doctype html><title>{0}</title><p>{0}</p>", tr.t("error-internal"))
+    format!(
+        "<!doctype html><title>{0}</title><p>{0}</p>",
+        tr.t("error-internal")
+    )
 }
 
 /// The fallback route: a translated 404.
@@ -188,5 +234,9 @@ pub fn warm_up() {
 /// 500 for a handler that cannot render its view (a template bug).
 pub(crate) fn template_error(e: askama::Error) -> AppError {
     tracing::error!(error = %e, "template rendering failed");
-    AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "error-internal")
+    AppError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "error-internal",
+    )
 }

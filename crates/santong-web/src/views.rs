@@ -33,7 +33,12 @@ impl Chrome {
                 tag: l.tag(),
             })
             .collect();
-        Self { t: ctx.tr(), title, css: crate::assets::css_url(), switch }
+        Self {
+            t: ctx.tr(),
+            title,
+            css: crate::assets::css_url(),
+            switch,
+        }
     }
 }
 
@@ -42,8 +47,15 @@ pub fn strip_lang_param(path_and_query: &str) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return path_and_query.to_owned();
     };
-    let kept: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("lang=") && !kv.is_empty()).collect();
-    if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.starts_with("lang=") && !kv.is_empty())
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), for query values.
@@ -134,9 +146,15 @@ mod tests {
 
     #[test]
     fn lang_is_stripped_and_next_encoded() {
-        assert_eq!(strip_lang_param("/regions?lang=en&page=2"), "/regions?page=2");
+        assert_eq!(
+            strip_lang_param("/regions?lang=en&page=2"),
+            "/regions?page=2"
+        );
         assert_eq!(strip_lang_param("/regions?lang=en"), "/regions");
         assert_eq!(strip_lang_param("/"), "/");
-        assert_eq!(percent_encode("/r?q=深圳&p=1"), "%2Fr%3Fq%3D%E6%B7%B1%E5%9C%B3%26p%3D1");
+        assert_eq!(
+            percent_encode("/r?q=深圳&p=1"),
+            "%2Fr%3Fq%3D%E6%B7%B1%E5%9C%B3%26p%3D1"
+        );
     }
 }

@@ -105,11 +105,18 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the settings file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the settings file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("setting `{key}` in {path}: {message}")]
-    Invalid { key: &'static str, path: PathBuf, message: String },
+    Invalid {
+        key: &'static str,
+        path: PathBuf,
+        message: String,
+    },
 }
 
 /// Parses `2MiB`, `512KiB`, `10MB`, `1000` (bytes).
@@ -118,7 +125,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| {
-        format!("'{s}' is not a size: use a number of bytes or a number with KiB, MiB, GiB, KB, MB, GB")
+        format!(
+            "'{s}' is not a size: use a number of bytes or a number with KiB, MiB, GiB, KB, MB, GB"
+        )
     })?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -128,9 +137,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "kb" => 1000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        _ => return Err(format!("'{s}' has an unknown unit: allowed are B, KiB, MiB, GiB, KB, MB, GB")),
+        _ => {
+            return Err(format!(
+                "'{s}' has an unknown unit: allowed are B, KiB, MiB, GiB, KB, MB, GB"
+            ));
+        }
     };
-    let v = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
     if v == 0 {
         return Err("a size must be greater than zero".into());
     }
@@ -181,27 +196,41 @@ impl Settings {
             .as_deref()
             .map(|b| {
                 b.parse::<SocketAddr>().map_err(|_| {
-                    invalid("bind", format!("'{b}' is not an address: expected IP:PORT such as 127.0.0.1:8080"))
+                    invalid(
+                        "bind",
+                        format!("'{b}' is not an address: expected IP:PORT such as 127.0.0.1:8080"),
+                    )
                 })
             })
             .transpose()?;
         let file_limit = match &file.body_limit {
             None => None,
             Some(toml::Value::Integer(n)) if *n > 0 => Some(n.unsigned_abs()),
-            Some(toml::Value::String(s)) => Some(parse_size(s).map_err(|e| invalid("body_limit", e))?),
+            Some(toml::Value::String(s)) => {
+                Some(parse_size(s).map_err(|e| invalid("body_limit", e))?)
+            }
             Some(other) => {
-                return Err(invalid("body_limit", format!("{other:?} is not a size: use bytes or \"2MiB\"")));
+                return Err(invalid(
+                    "body_limit",
+                    format!("{other:?} is not a size: use bytes or \"2MiB\""),
+                ));
             }
         };
         if let Some(t) = file.request_timeout.filter(|t| !(1..=3600).contains(t)) {
-            return Err(invalid("request_timeout", format!("{t} is outside 1–3600 seconds")));
+            return Err(invalid(
+                "request_timeout",
+                format!("{t} is outside 1–3600 seconds"),
+            ));
         }
         if let Some(c) = file.max_connections.filter(|c| !(2..=1000).contains(c)) {
             return Err(invalid("max_connections", format!("{c} is outside 2–1000")));
         }
         let database_url = match (&args.database_url, &file.database_url) {
             (Some(u), _) => {
-                sources.push(("database_url", source_of(m, "database_url").unwrap_or(Source::Flag)));
+                sources.push((
+                    "database_url",
+                    source_of(m, "database_url").unwrap_or(Source::Flag),
+                ));
                 Some(u.clone())
             }
             (None, Some(u)) => {
@@ -213,24 +242,82 @@ impl Settings {
                 None
             }
         };
-        if let Some(u) = &database_url {
-            if !(u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:")) {
-                return Err(ConfigError::Invalid {
-                    key: "database_url",
-                    path: if args.database_url.is_some() { PathBuf::from("flags/environment") } else { path.clone() },
-                    message: "expected postgres://…, postgresql://… or sqlite:PATH".into(),
-                });
-            }
+        let known_scheme = |u: &str| {
+            ["postgres://", "postgresql://", "sqlite:"]
+                .iter()
+                .any(|p| u.starts_with(p))
+        };
+        if let Some(u) = database_url.as_deref().filter(|u| !known_scheme(u)) {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                path: if args.database_url.is_some() {
+                    PathBuf::from("flags/environment")
+                } else {
+                    path.clone()
+                },
+                message: format!(
+                    "'{}' is not supported: expected postgres://…, postgresql://… or sqlite:PATH",
+                    santong_storage::redact_url(u)
+                ),
+            });
         }
         Ok(Settings {
-            data_dir: pick!("data", "data_dir", args.data_dir.clone(), file.data.clone(), PathBuf::from("santong-data")),
-            bind: pick!("bind", "bind", args.bind, file_bind, SocketAddr::from(([127, 0, 0, 1], 8080))),
-            public_url: pick!("public_url", "public_url", args.public_url.clone().map(Some), file.public_url.clone().map(Some), None),
-            body_limit: pick!("body_limit", "body_limit", args.body_limit, file_limit, 2 * 1024 * 1024),
-            request_timeout: Duration::from_secs(pick!("request_timeout", "request_timeout", args.request_timeout, file.request_timeout, 30)),
-            max_connections: pick!("max_connections", "max_connections", args.max_connections, file.max_connections, 10),
-            log_format: pick!("log_format", "log_format", args.log_format, file.log_format, LogFormat::Text),
-            log: pick!("log", "log", args.log.clone(), file.log.clone(), "info,sqlx=warn,tower_http=info".to_owned()),
+            data_dir: pick!(
+                "data",
+                "data_dir",
+                args.data_dir.clone(),
+                file.data.clone(),
+                PathBuf::from("santong-data")
+            ),
+            bind: pick!(
+                "bind",
+                "bind",
+                args.bind,
+                file_bind,
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            ),
+            public_url: pick!(
+                "public_url",
+                "public_url",
+                args.public_url.clone().map(Some),
+                file.public_url.clone().map(Some),
+                None
+            ),
+            body_limit: pick!(
+                "body_limit",
+                "body_limit",
+                args.body_limit,
+                file_limit,
+                2 * 1024 * 1024
+            ),
+            request_timeout: Duration::from_secs(pick!(
+                "request_timeout",
+                "request_timeout",
+                args.request_timeout,
+                file.request_timeout,
+                30
+            )),
+            max_connections: pick!(
+                "max_connections",
+                "max_connections",
+                args.max_connections,
+                file.max_connections,
+                10
+            ),
+            log_format: pick!(
+                "log_format",
+                "log_format",
+                args.log_format,
+                file.log_format,
+                LogFormat::Text
+            ),
+            log: pick!(
+                "log",
+                "log",
+                args.log.clone(),
+                file.log.clone(),
+                "info,sqlx=warn,tower_http=info".to_owned()
+            ),
             database_url,
             config_file: args.config_file.clone(),
             sources,
@@ -240,7 +327,11 @@ impl Settings {
     /// `santong config show`: every effective setting, where it came from, secrets redacted.
     pub fn show(&self) -> String {
         let src = |k: &str| {
-            self.sources.iter().find(|(key, _)| *key == k).map(|(_, s)| s.label()).unwrap_or("default")
+            self.sources
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, s)| s.label())
+                .unwrap_or("default")
         };
         let db = match &self.database_url {
             Some(u) => format!("\"{}\"", santong_storage::redact_url(u)),
@@ -250,14 +341,34 @@ impl Settings {
             ("data", format!("\"{}\"", self.data_dir.display())),
             ("bind", format!("\"{}\"", self.bind)),
             ("database_url", db),
-            ("public_url", self.public_url.as_deref().map(|u| format!("\"{u}\"")).unwrap_or_else(|| "\"\"".into())),
+            (
+                "public_url",
+                self.public_url
+                    .as_deref()
+                    .map(|u| format!("\"{u}\""))
+                    .unwrap_or_else(|| "\"\"".into()),
+            ),
             ("body_limit", self.body_limit.to_string()),
-            ("request_timeout", self.request_timeout.as_secs().to_string()),
+            (
+                "request_timeout",
+                self.request_timeout.as_secs().to_string(),
+            ),
             ("max_connections", self.max_connections.to_string()),
-            ("log_format", format!("\"{}\"", match self.log_format { LogFormat::Text => "text", LogFormat::Json => "json" })),
+            (
+                "log_format",
+                format!(
+                    "\"{}\"",
+                    match self.log_format {
+                        LogFormat::Text => "text",
+                        LogFormat::Json => "json",
+                    }
+                ),
+            ),
             ("log", format!("\"{}\"", self.log)),
         ];
-        let mut out = String::from("# Effective settings (flags > SANTONG_* environment > config file > defaults)\n");
+        let mut out = String::from(
+            "# Effective settings (flags > SANTONG_* environment > config file > defaults)\n",
+        );
         if let Some(f) = &self.config_file {
             out.push_str(&format!("# config file: {}\n", f.display()));
         }
@@ -278,9 +389,14 @@ impl Settings {
 }
 
 fn load_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -12,13 +12,17 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use santong_storage::jobs::{JobContext, JobError, JobFuture, Worker, WorkerOptions};
-use santong_storage::{demo, reference, users::Users, Db};
+use santong_storage::{Db, demo, reference, users::Users};
 use tokio::sync::watch;
 
 use crate::config::{ConfigArgs, LogFormat, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "santong", version, about = "三通 Santong: education informatization platform")]
+#[command(
+    name = "santong",
+    version,
+    about = "三通 Santong: education informatization platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,9 @@ fn main() -> ExitCode {
         | Command::Worker { config }
         | Command::Migrate { config }
         | Command::Demo { config }
-        | Command::Config { action: ConfigAction::Show { config } } => (config, &cli.command),
+        | Command::Config {
+            action: ConfigAction::Show { config },
+        } => (config, &cli.command),
     };
     let settings = match Settings::resolve(args, sub) {
         Ok(s) => s,
@@ -98,7 +104,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("santong: cannot start the async runtime: {e}");
@@ -119,19 +128,32 @@ fn init_logging(settings: &Settings) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter: Targets = settings.log.parse().unwrap_or_else(|e| {
-        eprintln!("santong: log filter '{}' is not valid ({e}); using 'info'", settings.log);
+        eprintln!(
+            "santong: log filter '{}' is not valid ({e}); using 'info'",
+            settings.log
+        );
         Targets::new().with_default(tracing::Level::INFO)
     });
     let registry = tracing_subscriber::registry().with(filter);
     match settings.log_format {
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_current_span(true)).init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false)).init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true),
+            )
+            .init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .init(),
     }
 }
 
 async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
     let db = Db::open(&settings.db_options()).await?;
-    reference::ensure_regions(&db).await.context("loading the region reference data")?;
+    reference::ensure_regions(&db)
+        .await
+        .context("loading the region reference data")?;
     Ok(db)
 }
 
@@ -139,7 +161,10 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Migrate { .. } => {
             let db = open_db(&settings).await?;
-            println!("migrations applied and reference data loaded: {}", db.url_redacted());
+            println!(
+                "migrations applied and reference data loaded: {}",
+                db.url_redacted()
+            );
             db.close().await;
         }
         Command::Demo { .. } => {
@@ -148,7 +173,11 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             println!(
                 "demo data ready: demo county {} ({})",
                 demo::DEMO_COUNTY,
-                if report.county_set { "set now" } else { "already set" }
+                if report.county_set {
+                    "set now"
+                } else {
+                    "already set"
+                }
             );
             db.close().await;
         }
@@ -161,7 +190,11 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             worker.await.context("worker task")?;
             db.close().await;
         }
-        Command::Serve { demo: with_demo, no_worker, .. } => serve(settings, *with_demo, *no_worker).await?,
+        Command::Serve {
+            demo: with_demo,
+            no_worker,
+            ..
+        } => serve(settings, *with_demo, *no_worker).await?,
         Command::Config { .. } => {}
     }
     Ok(())
@@ -176,7 +209,9 @@ fn worker(db: Db) -> Worker {
 fn reload_regions(ctx: &JobContext) -> JobFuture<'_> {
     Box::pin(async move {
         ctx.progress(10).await?;
-        reference::ensure_regions(&ctx.db).await.map_err(|e| JobError::Failed(e.to_string()))?;
+        reference::ensure_regions(&ctx.db)
+            .await
+            .map_err(|e| JobError::Failed(e.to_string()))?;
         ctx.progress(100).await
     })
 }
@@ -187,7 +222,10 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
     if with_demo {
         demo::seed(&db).await.context("seeding demo data")?;
     }
-    let admin = Users(&db).ensure_initial_admin().await.context("creating the first administrator")?;
+    let admin = Users(&db)
+        .ensure_initial_admin()
+        .await
+        .context("creating the first administrator")?;
 
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -202,17 +240,19 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
 
     // Printed, not logged: the password is shown once to whoever started the server and is never
     // written to a log file.
-    println!("Santong is running at http://{addr}/");
     if let Some(a) = &admin {
         println!("First start: created the system administrator.");
         println!("  user name: {}", a.username);
         println!("  password:  {}", a.password);
         println!("  (shown only this once; you will be asked to change it at first sign-in)");
     }
+    // Last line of start-up output: scripts wait for it.
+    println!("Santong is running at http://{addr}/");
     tracing::info!(%addr, database = db.url_redacted(), "serving");
 
     let (tx, rx) = watch::channel(false);
-    let worker_task = (!no_worker).then(|| tokio::spawn(worker(db.clone()).run(wait_for(rx.clone()))));
+    let worker_task =
+        (!no_worker).then(|| tokio::spawn(worker(db.clone()).run(wait_for(rx.clone()))));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

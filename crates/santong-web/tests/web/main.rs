@@ -1,1 +1,6 @@
+//! HTTP tests through `tower::ServiceExt::oneshot`, each on SQLite and on PostgreSQL.
+//! One test binary for the crate.
 
+mod api;
+mod pages;
+mod shell;
