@@ -156,7 +156,7 @@ impl Db {
             .await
             .map_err(err)?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .connect_with(base.read_only(true))
             .await
             .map_err(err)?;

@@ -195,10 +195,15 @@ impl Regions<'_> {
                     .bind(offset)
                     .fetch_all(ex)
                     .await?;
-                let total = sqlx::query_scalar(sql(count_stmt))
-                    .bind(arg)
-                    .fetch_one(ex)
-                    .await?;
+                // A first page that is not full already tells the total: skip the count.
+                let total: i64 = if page.page == 1 && (items.len() as u64) < page.limit() {
+                    items.len() as i64
+                } else {
+                    sqlx::query_scalar(sql(count_stmt))
+                        .bind(arg)
+                        .fetch_one(ex)
+                        .await?
+                };
                 (items, total)
             }
         );

@@ -30,6 +30,7 @@ regions-search-results = Results for "{ $q }": { $count ->
    *[other] { $count } regions
 }
 regions-none = No region matches.
+regions-no-children = No subdivisions.
 regions-col-code = Code
 regions-col-name = Name
 regions-col-level = Level

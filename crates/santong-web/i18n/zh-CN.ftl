@@ -27,6 +27,7 @@ regions-search-label = 按名称或代码查找
 regions-search-button = 查找
 regions-search-results = “{ $q }”的查找结果：共 { $count } 个
 regions-none = 没有找到符合条件的行政区划。
+regions-no-children = 没有下级行政区划。
 regions-col-code = 代码
 regions-col-name = 名称
 regions-col-level = 级别

@@ -397,7 +397,7 @@ async fn region_page(
         q: String::new(),
         search_action: "/regions".into(),
         rows: list.rows,
-        empty: tr.t("regions-none"),
+        empty: tr.t("regions-no-children"),
         sort_links: list.sort_links,
         pager: list.pager,
     };

@@ -1,0 +1,51 @@
+// Starts the release binary on a free port with a fresh data directory, and Debian's Chromium.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const artifacts = join(here, '..', 'artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+export async function startServer() {
+  const bin = process.env.SANTONG_BIN ?? join(here, '..', '..', 'target', 'release', 'santong');
+  const data = mkdtempSync(join(tmpdir(), 'santong-e2e-'));
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('SANTONG_') && k !== 'SANTONG_BIN') delete env[k];
+  const child = spawn(bin, ['serve', '--demo', '--bind', '127.0.0.1:0', '--data', data, '--log', 'warn'], {
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout });
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('santong did not start within 60 s')), 60_000);
+    child.once('exit', (code) => reject(new Error(`santong exited early with ${code}`)));
+    lines.on('line', (line) => {
+      const m = line.match(/^Santong is running at (http:\/\/\S+?)\/?$/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+  return {
+    url,
+    async stop() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(data, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+}
