@@ -83,21 +83,35 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Replaces the password in a database URL with `***` so it can be printed and logged.
+/// Replaces the password in a database URL with `***` so it can be printed and logged: the one
+/// in the user-info part (even one holding a raw `/` or `@`) and a `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
     };
-    match authority.rsplit_once('@') {
+    let main = match main.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => main.to_owned(),
         },
-        None => url.to_owned(),
+        None => main.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{main}?{q}"),
+        None => format!("{scheme}://{main}"),
     }
 }
 
@@ -224,7 +238,10 @@ impl Db {
     /// Starts a transaction on the writer.
     pub async fn begin(&self) -> crate::Result<Tx> {
         Ok(match &self.backend {
-            Backend::Sqlite(s) => Tx::Sqlite(s.writer.begin().await?),
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+            // writes fails at once with SQLITE_BUSY when another process wrote in between,
+            // instead of waiting on busy_timeout.
+            Backend::Sqlite(s) => Tx::Sqlite(s.writer.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
@@ -238,6 +255,37 @@ impl Db {
             Backend::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// The SQLite settings that matter for durability and concurrency, as a connection sees them.
+#[derive(Debug, Clone)]
+pub struct SqlitePragmas {
+    pub journal_mode: String,
+    pub foreign_keys: i64,
+    pub busy_timeout_ms: i64,
+    pub synchronous: i64,
+}
+
+/// Reads [`SqlitePragmas`] from the writer connection; `None` on PostgreSQL.
+pub async fn sqlite_pragmas(db: &Db) -> crate::Result<Option<SqlitePragmas>> {
+    let Backend::Sqlite(s) = &db.backend else {
+        return Ok(None);
+    };
+    let mut c = s.writer.acquire().await?;
+    Ok(Some(SqlitePragmas {
+        journal_mode: sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *c)
+            .await?,
+        foreign_keys: sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *c)
+            .await?,
+        busy_timeout_ms: sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *c)
+            .await?,
+        synchronous: sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *c)
+            .await?,
+    }))
 }
 
 /// A transaction on either backend; commit it or it rolls back on drop.
@@ -284,9 +332,10 @@ pub(crate) fn intern(sql: String) -> &'static str {
 /// wrong values when a statement mentions `$2` before `$1`; `?n` is positional. Statements are
 /// `'static` literals, so the cache is bounded by the program text.
 pub(crate) fn sqlite_sql(sql: &'static str) -> &'static str {
-    static CACHE: OnceLock<RwLock<HashMap<usize, &'static str>>> = OnceLock::new();
+    static CACHE: OnceLock<RwLock<HashMap<(usize, usize), &'static str>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let key = sql.as_ptr() as usize;
+    // Address and length: a literal that is a prefix of another may share its address.
+    let key = (sql.as_ptr() as usize, sql.len());
     if let Some(hit) = cache.read().ok().and_then(|c| c.get(&key).copied()) {
         return hit;
     }
@@ -316,14 +365,14 @@ pub(crate) fn to_sqlite_placeholders(sql: &str) -> String {
 
 /// Runs one body against the configured backend.
 ///
-/// `db_query!(db, read |sql, ex| body)` binds `ex` to the reader (SQLite) or the pool, and
+/// `db_query!(db, read, |sql, ex| body)` binds `ex` to the reader (SQLite) or the pool, and
 /// `sql` to a function turning a `'static` `$n` statement into this backend's text; `write`
-/// uses the writer. `db_query!(tx, |sql, ex| body)` runs inside a [`Tx`]. The body is compiled
+/// uses the writer. `db_query!(tx, tx, |sql, ex| body)` runs inside a [`Tx`]. The body is compiled
 /// once per backend, so every bound and decoded type must work on both.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! db_query {
-    ($db:expr, read |$sql:ident, $ex:ident| $body:expr) => {
+    ($db:expr, read, |$sql:ident, $ex:ident| $body:expr) => {
         match &$db.backend {
             $crate::Backend::Sqlite(s) => {
                 let $ex = &s.reader;
@@ -337,7 +386,7 @@ macro_rules! db_query {
             }
         }
     };
-    ($db:expr, write |$sql:ident, $ex:ident| $body:expr) => {
+    ($db:expr, write, |$sql:ident, $ex:ident| $body:expr) => {
         match &$db.backend {
             $crate::Backend::Sqlite(s) => {
                 let $ex = &s.writer;
@@ -351,7 +400,7 @@ macro_rules! db_query {
             }
         }
     };
-    ($tx:expr, tx |$sql:ident, $ex:ident| $body:expr) => {
+    ($tx:expr, tx, |$sql:ident, $ex:ident| $body:expr) => {
         match $tx {
             $crate::Tx::Sqlite(t) => {
                 let $ex = &mut **t;
@@ -404,5 +453,13 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://u:p@w@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:a/b@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{Backend, Db, db_query};
@@ -143,47 +144,39 @@ impl Jobs<'_> {
     pub async fn enqueue(&self, job: NewJob) -> crate::Result<Enqueued> {
         let id = Uuid::now_v7();
         let now = Utc::now();
-        let inserted = db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                sqlx::query(sql(
-                    "INSERT INTO job (id, kind, payload, dedup_key, state, priority, attempts, \
+        let inserted = db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO job (id, kind, payload, dedup_key, state, priority, attempts, \
                 max_attempts, run_at, progress, cancel_requested, created_at) \
                 VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7, 0, $8, $9) \
                 ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING",
-                ))
-                .bind(id)
-                .bind(&job.kind)
-                .bind(job.payload.to_string())
-                .bind(&job.dedup_key)
-                .bind(job.priority)
-                .bind(job.max_attempts.max(1))
-                .bind(job.run_at.unwrap_or(now))
-                .bind(false)
-                .bind(now)
-                .execute(ex)
-                .await?
-                .rows_affected()
-            }
-        );
+            ))
+            .bind(id)
+            .bind(&job.kind)
+            .bind(job.payload.to_string())
+            .bind(&job.dedup_key)
+            .bind(job.priority)
+            .bind(job.max_attempts.max(1))
+            .bind(job.run_at.unwrap_or(now))
+            .bind(false)
+            .bind(now)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
         if inserted == 1 {
             return Ok(Enqueued {
                 id,
                 deduplicated: false,
             });
         }
-        let existing: Option<Uuid> = db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                sqlx::query_scalar(sql("SELECT id FROM job WHERE dedup_key = $1 \
+        let existing: Option<Uuid> = db_query!(self.0, write, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT id FROM job WHERE dedup_key = $1 \
                 AND state IN ('queued', 'running')"))
-                .bind(&job.dedup_key)
-                .fetch_optional(ex)
-                .await?
-            }
-        );
+            .bind(&job.dedup_key)
+            .fetch_optional(ex)
+            .await?
+        });
         match existing {
             Some(id) => Ok(Enqueued {
                 id,
@@ -197,16 +190,12 @@ impl Jobs<'_> {
     pub async fn get(&self, id: Uuid) -> crate::Result<Option<JobRow>> {
         const SQL: &str = "SELECT id, kind, payload, state, attempts, max_attempts, progress, \
             cancel_requested, last_error, run_at, created_at, finished_at FROM job WHERE id = $1";
-        Ok(db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                sqlx::query_as::<_, JobRow>(sql(SQL))
-                    .bind(id)
-                    .fetch_optional(ex)
-                    .await?
-            }
-        ))
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, JobRow>(sql(SQL))
+                .bind(id)
+                .fetch_optional(ex)
+                .await?
+        }))
     }
 
     /// The most recent jobs, newest first.
@@ -214,16 +203,12 @@ impl Jobs<'_> {
         const SQL: &str = "SELECT id, kind, payload, state, attempts, max_attempts, progress, \
             cancel_requested, last_error, run_at, created_at, finished_at FROM job \
             ORDER BY created_at DESC, id DESC LIMIT $1";
-        Ok(db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                sqlx::query_as::<_, JobRow>(sql(SQL))
-                    .bind(limit)
-                    .fetch_all(ex)
-                    .await?
-            }
-        ))
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, JobRow>(sql(SQL))
+                .bind(limit)
+                .fetch_all(ex)
+                .await?
+        }))
     }
 
     /// Claims the most urgent due job for `worker`, if any.
@@ -264,53 +249,75 @@ impl Jobs<'_> {
         })
     }
 
-    /// Records progress (0–100) and a heartbeat. Returns true when cancellation was requested.
-    pub async fn report_progress(&self, id: Uuid, percent: u8) -> crate::Result<bool> {
-        let cancel: Option<bool> = db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                sqlx::query_scalar(sql("UPDATE job SET progress = $2, heartbeat_at = $3 \
-                WHERE id = $1 AND state = 'running' RETURNING cancel_requested"))
-                .bind(id)
-                .bind(i32::from(percent.min(100)))
-                .bind(Utc::now())
-                .fetch_optional(ex)
-                .await?
-            }
-        );
-        // A job no longer running (requeued as stale, cancelled) should stop too.
+    /// Records progress (0–100) and a heartbeat for a run `worker` holds. Returns true when the
+    /// job should stop: cancellation was requested, or the run is no longer this worker's (it was
+    /// requeued as stale and may be running elsewhere).
+    pub async fn report_progress(
+        &self,
+        id: Uuid,
+        worker: &str,
+        percent: u8,
+    ) -> crate::Result<bool> {
+        let cancel: Option<bool> = db_query!(self.0, write, |sql, ex| {
+            sqlx::query_scalar(sql("UPDATE job SET progress = $3, heartbeat_at = $4 \
+                WHERE id = $1 AND locked_by = $2 AND state = 'running' RETURNING cancel_requested"))
+            .bind(id)
+            .bind(worker)
+            .bind(i32::from(percent.min(100)))
+            .bind(Utc::now())
+            .fetch_optional(ex)
+            .await?
+        });
         Ok(cancel.unwrap_or(true))
     }
 
-    pub async fn complete(&self, id: Uuid) -> crate::Result<()> {
-        self.finish(id, JobState::Done, None).await
+    /// Tells the queue the run is alive, so it is not requeued as stale.
+    pub async fn heartbeat(&self, id: Uuid, worker: &str) -> crate::Result<()> {
+        db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql("UPDATE job SET heartbeat_at = $3 \
+                WHERE id = $1 AND locked_by = $2 AND state = 'running'"))
+            .bind(id)
+            .bind(worker)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    pub async fn complete(&self, id: Uuid, worker: &str) -> crate::Result<()> {
+        self.finish(id, worker, JobState::Done, None).await
     }
 
     /// Marks a cancelled run as cancelled.
-    pub async fn mark_cancelled(&self, id: Uuid) -> crate::Result<()> {
-        self.finish(id, JobState::Cancelled, None).await
+    pub async fn mark_cancelled(&self, id: Uuid, worker: &str) -> crate::Result<()> {
+        self.finish(id, worker, JobState::Cancelled, None).await
     }
 
-    async fn finish(&self, id: Uuid, state: JobState, error: Option<&str>) -> crate::Result<()> {
-        db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                sqlx::query(sql(
-                    "UPDATE job SET state = $2, progress = CASE WHEN $2 = 'done' THEN 100 \
-                ELSE progress END, last_error = COALESCE($3, last_error), finished_at = $4, \
-                locked_by = NULL WHERE id = $1 AND state = 'running'",
-                ))
-                .bind(id)
-                .bind(state.as_str())
-                .bind(error)
-                .bind(Utc::now())
-                .execute(ex)
-                .await?
-                .rows_affected()
-            }
-        );
+    /// Ends a run; only the worker that holds it can.
+    async fn finish(
+        &self,
+        id: Uuid,
+        worker: &str,
+        state: JobState,
+        error: Option<&str>,
+    ) -> crate::Result<()> {
+        db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE job SET state = $3, progress = CASE WHEN $3 = 'done' THEN 100 \
+                ELSE progress END, last_error = COALESCE($4, last_error), finished_at = $5, \
+                locked_by = NULL WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+            ))
+            .bind(id)
+            .bind(worker)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
         Ok(())
     }
 
@@ -319,62 +326,57 @@ impl Jobs<'_> {
     pub async fn fail(
         &self,
         job: &Claimed,
+        worker: &str,
         error: &str,
         base: Duration,
     ) -> crate::Result<JobState> {
         if job.attempts >= job.max_attempts {
-            self.finish(job.id, JobState::Failed, Some(error)).await?;
+            self.finish(job.id, worker, JobState::Failed, Some(error))
+                .await?;
             return Ok(JobState::Failed);
         }
         let delay = chrono::Duration::from_std(backoff(job.attempts, base)).unwrap_or_default();
-        db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                sqlx::query(sql(
-                    "UPDATE job SET state = 'queued', run_at = $2, last_error = $3, \
-                locked_by = NULL WHERE id = $1 AND state = 'running'",
-                ))
-                .bind(job.id)
-                .bind(Utc::now() + delay)
-                .bind(error)
-                .execute(ex)
-                .await?
-                .rows_affected()
-            }
-        );
+        db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE job SET state = 'queued', run_at = $3, last_error = $4, \
+                locked_by = NULL WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+            ))
+            .bind(job.id)
+            .bind(worker)
+            .bind(Utc::now() + delay)
+            .bind(error)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
         Ok(JobState::Queued)
     }
 
     pub async fn cancel(&self, id: Uuid) -> crate::Result<CancelOutcome> {
         let now = Utc::now();
-        let (cancelled, requested) = db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                let cancelled =
-                    sqlx::query(sql("UPDATE job SET state = 'cancelled', finished_at = $2 \
+        let (cancelled, requested) = db_query!(self.0, write, |sql, ex| {
+            let cancelled =
+                sqlx::query(sql("UPDATE job SET state = 'cancelled', finished_at = $2 \
                 WHERE id = $1 AND state = 'queued'"))
-                    .bind(id)
-                    .bind(now)
-                    .execute(ex)
-                    .await?
-                    .rows_affected();
-                let requested = if cancelled == 0 {
-                    sqlx::query(sql(
-                        "UPDATE job SET cancel_requested = $2 WHERE id = $1 AND state = 'running'",
-                    ))
-                    .bind(id)
-                    .bind(true)
-                    .execute(ex)
-                    .await?
-                    .rows_affected()
-                } else {
-                    0
-                };
-                (cancelled, requested)
-            }
-        );
+                .bind(id)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected();
+            let requested = if cancelled == 0 {
+                sqlx::query(sql(
+                    "UPDATE job SET cancel_requested = $2 WHERE id = $1 AND state = 'running'",
+                ))
+                .bind(id)
+                .bind(true)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            } else {
+                0
+            };
+            (cancelled, requested)
+        });
         Ok(match (cancelled, requested) {
             (1.., _) => CancelOutcome::Cancelled,
             (_, 1..) => CancelOutcome::Requested,
@@ -382,22 +384,23 @@ impl Jobs<'_> {
         })
     }
 
-    /// Puts back running jobs whose worker has not reported for `older_than` (it died).
+    /// Puts back running jobs whose worker has not reported for `older_than` (it died); a job
+    /// whose attempts are used up fails instead, so a job that kills its worker cannot loop.
     pub async fn requeue_stale(&self, older_than: Duration) -> crate::Result<u64> {
-        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        Ok(db_query!(
-            self.0,
-            write | sql,
-            ex | {
-                sqlx::query(sql("UPDATE job SET state = 'queued', locked_by = NULL, \
-                last_error = 'worker stopped reporting' \
+        let now = Utc::now();
+        let cutoff = now - chrono::Duration::from_std(older_than).unwrap_or_default();
+        Ok(db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql("UPDATE job SET locked_by = NULL, \
+                last_error = 'worker stopped reporting', \
+                state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+                finished_at = CASE WHEN attempts >= max_attempts THEN $2 ELSE finished_at END \
                 WHERE state = 'running' AND heartbeat_at < $1"))
-                .bind(cutoff)
-                .execute(ex)
-                .await?
-                .rows_affected()
-            }
-        ))
+            .bind(cutoff)
+            .bind(now)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        }))
     }
 }
 
@@ -420,6 +423,7 @@ impl From<crate::StorageError> for JobError {
 pub struct JobContext {
     pub db: Db,
     pub id: Uuid,
+    pub worker: String,
     pub payload: serde_json::Value,
     pub attempt: i32,
 }
@@ -427,7 +431,10 @@ pub struct JobContext {
 impl JobContext {
     /// Reports progress; returns `Err(Cancelled)` when the job should stop now.
     pub async fn progress(&self, percent: u8) -> Result<(), JobError> {
-        if Jobs(&self.db).report_progress(self.id, percent).await? {
+        if Jobs(&self.db)
+            .report_progress(self.id, &self.worker, percent)
+            .await?
+        {
             return Err(JobError::Cancelled);
         }
         Ok(())
@@ -495,39 +502,64 @@ impl Worker {
     /// Claims and runs one job. Returns false when nothing was due.
     pub async fn run_once(&self) -> crate::Result<bool> {
         let jobs = Jobs(&self.db);
-        let Some(job) = jobs.claim(&self.opts.name).await? else {
+        let worker = self.opts.name.as_str();
+        let Some(job) = jobs.claim(worker).await? else {
             return Ok(false);
         };
         let span =
             tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
-        let _enter = span.enter();
-        let Some(handler) = self.handlers.get(&job.kind).cloned() else {
-            tracing::warn!("no handler for this job kind");
-            jobs.fail(&job, "no handler for this job kind", self.opts.retry_base)
+        async {
+            let Some(handler) = self.handlers.get(&job.kind).cloned() else {
+                tracing::warn!("no handler for this job kind");
+                jobs.fail(
+                    &job,
+                    worker,
+                    "no handler for this job kind",
+                    self.opts.retry_base,
+                )
                 .await?;
-            return Ok(true);
-        };
-        let ctx = JobContext {
-            db: self.db.clone(),
-            id: job.id,
-            payload: serde_json::from_str(&job.payload).unwrap_or(serde_json::Value::Null),
-            attempt: job.attempts,
-        };
-        match handler.run(&ctx).await {
-            Ok(()) => {
-                jobs.complete(job.id).await?;
-                tracing::info!("job done");
+                return Ok(true);
+            };
+            let ctx = JobContext {
+                db: self.db.clone(),
+                id: job.id,
+                worker: worker.to_owned(),
+                payload: serde_json::from_str(&job.payload).unwrap_or(serde_json::Value::Null),
+                attempt: job.attempts,
+            };
+            // Heartbeats keep a long job that reports no progress from looking dead.
+            let beat = {
+                let (db, id, name) = (self.db.clone(), job.id, worker.to_owned());
+                let every = (self.opts.stale_after / 4).max(Duration::from_millis(100));
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(e) = Jobs(&db).heartbeat(id, &name).await {
+                            tracing::warn!(error = %e, "job heartbeat failed");
+                        }
+                    }
+                })
+            };
+            let outcome = handler.run(&ctx).await;
+            beat.abort();
+            match outcome {
+                Ok(()) => {
+                    jobs.complete(job.id, worker).await?;
+                    tracing::info!("job done");
+                }
+                Err(JobError::Cancelled) => {
+                    jobs.mark_cancelled(job.id, worker).await?;
+                    tracing::info!("job cancelled");
+                }
+                Err(JobError::Failed(e)) => {
+                    let state = jobs.fail(&job, worker, &e, self.opts.retry_base).await?;
+                    tracing::warn!(error = %e, next = state.as_str(), "job failed");
+                }
             }
-            Err(JobError::Cancelled) => {
-                jobs.mark_cancelled(job.id).await?;
-                tracing::info!("job cancelled");
-            }
-            Err(JobError::Failed(e)) => {
-                let state = jobs.fail(&job, &e, self.opts.retry_base).await?;
-                tracing::warn!(error = %e, next = state.as_str(), "job failed");
-            }
+            Ok(true)
         }
-        Ok(true)
+        .instrument(span)
+        .await
     }
 
     /// Works until `shutdown` resolves; the job in hand is finished first.

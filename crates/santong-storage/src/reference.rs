@@ -109,16 +109,12 @@ pub fn region_history() -> crate::Result<Vec<HistorySeed>> {
 
 /// Loads the region lists unless this version is already loaded. Returns whether it loaded.
 pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
-    let loaded: Option<String> = db_query!(
-        db,
-        read | sql,
-        ex | {
-            sqlx::query_scalar(sql("SELECT version FROM reference_data WHERE name = $1"))
-                .bind("regions")
-                .fetch_optional(ex)
-                .await?
-        }
-    );
+    let loaded: Option<String> = db_query!(db, read, |sql, ex| {
+        sqlx::query_scalar(sql("SELECT version FROM reference_data WHERE name = $1"))
+            .bind("regions")
+            .fetch_optional(ex)
+            .await?
+    });
     if loaded.as_deref() == Some(REGIONS_VERSION) {
         return Ok(false);
     }
@@ -140,23 +136,35 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
     successor_rows.sort();
 
     let mut tx = db.begin().await?;
+    // Several nodes may start at once on one PostgreSQL database: serialise the load and look
+    // again inside the transaction, so only the first one loads. (SQLite has one writer.)
+    if let Tx::Postgres(t) = &mut tx {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('santong.reference.regions'))")
+            .execute(&mut **t)
+            .await?;
+    }
+    let loaded: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
+        sqlx::query_scalar(sql("SELECT version FROM reference_data WHERE name = $1"))
+            .bind("regions")
+            .fetch_optional(ex)
+            .await?
+    });
+    if loaded.as_deref() == Some(REGIONS_VERSION) {
+        return Ok(false);
+    }
     // The history tables are derived entirely from the embedded files: replace them whole.
-    db_query!(
-        &mut tx,
-        tx | _sql,
-        ex | sqlx::query("DELETE FROM region_successor")
-            .execute(ex)
-            .await?
-            .rows_affected()
-    );
-    db_query!(
-        &mut tx,
-        tx | _sql,
-        ex | sqlx::query("DELETE FROM region_history")
-            .execute(ex)
-            .await?
-            .rows_affected()
-    );
+    db_query!(&mut tx, tx, |_sql, ex| sqlx::query(
+        "DELETE FROM region_successor"
+    )
+    .execute(ex)
+    .await?
+    .rows_affected());
+    db_query!(&mut tx, tx, |_sql, ex| sqlx::query(
+        "DELETE FROM region_history"
+    )
+    .execute(ex)
+    .await?
+    .rows_affected());
     // Regions are upserted rather than deleted: later contexts (schools) reference them.
     insert_batched(
         &mut tx,
@@ -211,24 +219,20 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
 
     let now = Utc::now();
     let count = i32::try_from(regions.len()).unwrap_or(i32::MAX);
-    db_query!(
-        &mut tx,
-        tx | sql,
-        ex | {
-            sqlx::query(sql(
-                "INSERT INTO reference_data (name, version, row_count, loaded_at) \
+    db_query!(&mut tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO reference_data (name, version, row_count, loaded_at) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
             row_count = excluded.row_count, loaded_at = excluded.loaded_at",
-            ))
-            .bind("regions")
-            .bind(REGIONS_VERSION)
-            .bind(count)
-            .bind(now)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        }
-    );
+        ))
+        .bind("regions")
+        .bind(REGIONS_VERSION)
+        .bind(count)
+        .bind(now)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
     tx.commit().await?;
     tracing::info!(
         regions = regions.len(),

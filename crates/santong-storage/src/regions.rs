@@ -88,16 +88,12 @@ pub struct Regions<'a>(pub &'a Db);
 impl Regions<'_> {
     pub async fn get(&self, code: RegionCode) -> crate::Result<Option<Region>> {
         const SQL: &str = select!(" WHERE r.code = $1");
-        Ok(db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                sqlx::query_as::<_, Region>(sql(SQL))
-                    .bind(code.to_string())
-                    .fetch_optional(ex)
-                    .await?
-            }
-        ))
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, Region>(sql(SQL))
+                .bind(code.to_string())
+                .fetch_optional(ex)
+                .await?
+        }))
     }
 
     /// The chain from the province down to `code`'s parent, in that order.
@@ -111,17 +107,13 @@ impl Regions<'_> {
         };
         // At most two levels sit above a county: fetch both candidates in one query.
         const SQL: &str = select!(" WHERE r.code IN ($1, $2)");
-        let rows: Vec<Region> = db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                sqlx::query_as::<_, Region>(sql(SQL))
-                    .bind(parent.to_string())
-                    .bind(parent.province().to_string())
-                    .fetch_all(ex)
-                    .await?
-            }
-        );
+        let rows: Vec<Region> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, Region>(sql(SQL))
+                .bind(parent.to_string())
+                .bind(parent.province().to_string())
+                .fetch_all(ex)
+                .await?
+        });
         let mut chain = Vec::new();
         let mut next = Some(parent.to_string());
         while let Some(code) = next.take() {
@@ -140,24 +132,31 @@ impl Regions<'_> {
         page: PageRequest,
         sort: Option<Sort<RegionSort>>,
     ) -> crate::Result<Page<Region>> {
+        // Names sort by code point on both backends (PostgreSQL would otherwise use its locale),
+        // so a list pages identically wherever it runs.
+        let name = if self.0.is_postgres() {
+            "r.name COLLATE \"C\""
+        } else {
+            "r.name"
+        };
         let order = match sort {
             None
             | Some(Sort {
                 field: RegionSort::Code,
                 descending: false,
-            }) => "r.code",
+            }) => "r.code".to_owned(),
             Some(Sort {
                 field: RegionSort::Code,
                 descending: true,
-            }) => "r.code DESC",
+            }) => "r.code DESC".to_owned(),
             Some(Sort {
                 field: RegionSort::Name,
                 descending: false,
-            }) => "r.name, r.code",
+            }) => format!("{name}, r.code"),
             Some(Sort {
                 field: RegionSort::Name,
                 descending: true,
-            }) => "r.name DESC, r.code",
+            }) => format!("{name} DESC, r.code"),
         };
         // Orders and filters come from closed sets, so the statements are a small fixed family.
         let (filter_sql, arg): (&str, Option<String>) = match (&filter.query, filter.parent) {
@@ -185,28 +184,24 @@ impl Regions<'_> {
         let count_stmt = intern(format!("SELECT COUNT(*) FROM region r{filter_sql}"));
         let limit = i64::try_from(page.limit()).unwrap_or(i64::MAX);
         let offset = i64::try_from(page.offset()).unwrap_or(i64::MAX);
-        let (items, total): (Vec<Region>, i64) = db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                let items = sqlx::query_as::<_, Region>(sql(stmt))
-                    .bind(arg.clone())
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(ex)
-                    .await?;
-                // A first page that is not full already tells the total: skip the count.
-                let total: i64 = if page.page == 1 && (items.len() as u64) < page.limit() {
-                    items.len() as i64
-                } else {
-                    sqlx::query_scalar(sql(count_stmt))
-                        .bind(arg)
-                        .fetch_one(ex)
-                        .await?
-                };
-                (items, total)
-            }
-        );
+        let (items, total): (Vec<Region>, i64) = db_query!(self.0, read, |sql, ex| {
+            let items = sqlx::query_as::<_, Region>(sql(stmt))
+                .bind(arg.clone())
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(ex)
+                .await?;
+            // A first page that is not full already tells the total: skip the count.
+            let total: i64 = if page.page == 1 && (items.len() as u64) < page.limit() {
+                items.len() as i64
+            } else {
+                sqlx::query_scalar(sql(count_stmt))
+                    .bind(arg)
+                    .fetch_one(ex)
+                    .await?
+            };
+            (items, total)
+        });
         Ok(Page {
             items,
             total: u64::try_from(total).unwrap_or(0),
@@ -216,42 +211,30 @@ impl Regions<'_> {
     pub async fn history(&self, code: RegionCode) -> crate::Result<Vec<HistoryRow>> {
         const SQL: &str = "SELECT code, name, level, status, province, prefecture, start_year, \
             end_year FROM region_history WHERE code = $1 ORDER BY start_year, end_year";
-        Ok(db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                sqlx::query_as::<_, HistoryRow>(sql(SQL))
-                    .bind(code.to_string())
-                    .fetch_all(ex)
-                    .await?
-            }
-        ))
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, HistoryRow>(sql(SQL))
+                .bind(code.to_string())
+                .fetch_all(ex)
+                .await?
+        }))
     }
 
     pub async fn successors(&self, code: RegionCode) -> crate::Result<Vec<SuccessorRow>> {
         const SQL: &str = "SELECT s.successor_code AS code, r.name, s.year FROM region_successor s \
             JOIN region r ON r.code = s.successor_code WHERE s.code = $1 ORDER BY s.successor_code";
-        Ok(db_query!(
-            self.0,
-            read | sql,
-            ex | {
-                sqlx::query_as::<_, SuccessorRow>(sql(SQL))
-                    .bind(code.to_string())
-                    .fetch_all(ex)
-                    .await?
-            }
-        ))
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, SuccessorRow>(sql(SQL))
+                .bind(code.to_string())
+                .fetch_all(ex)
+                .await?
+        }))
     }
 
     pub async fn count(&self) -> crate::Result<i64> {
-        Ok(db_query!(
-            self.0,
-            read | _sql,
-            ex | {
-                sqlx::query_scalar("SELECT COUNT(*) FROM region")
-                    .fetch_one(ex)
-                    .await?
-            }
-        ))
+        Ok(db_query!(self.0, read, |_sql, ex| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM region")
+                .fetch_one(ex)
+                .await?
+        }))
     }
 }

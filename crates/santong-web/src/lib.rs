@@ -120,8 +120,9 @@ pub fn router(state: AppState) -> Router {
             ))
             .option_layer(hsts)
             .layer(axum::middleware::from_fn_with_state(state, shell::shell))
+            // 503, not 408: the server was slow, not the client; clients must not blindly resend.
             .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 config.request_timeout,
             ))
             .layer(CatchPanicLayer::new())

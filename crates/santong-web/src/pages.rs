@@ -413,8 +413,8 @@ async fn switch_language(
     // Only local paths: never an open redirect to another site.
     let next = params
         .get("next")
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
         .map(String::as_str)
+        .filter(|n| is_local_path(n))
         .unwrap_or("/");
     let mut res = Redirect::to(next).into_response();
     let cookie = format!(
@@ -426,6 +426,14 @@ async fn switch_language(
         HeaderValue::from_str(&cookie).map_err(|_| AppError::internal())?,
     );
     Ok(res)
+}
+
+/// A path on this site: starts with one `/`, and only visible ASCII without `\\`. Browsers drop
+/// tabs and newlines from `Location`, so `/\t/evil.example` would become `//evil.example`.
+pub(crate) fn is_local_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
 }
 
 async fn healthz() -> &'static str {

@@ -115,28 +115,33 @@ pub fn make_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
-pub async fn shell(State(_state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let ctx = ctx_of(&parts);
     parts.extensions.insert(ctx.clone());
     let is_api = parts.uri.path().starts_with("/api/");
+    let is_static = parts.uri.path().starts_with("/static/");
     let mut res = next.run(Request::from_parts(parts, body)).await;
 
-    // Pages depend on the language; caches must keep the variants apart.
-    res.headers_mut().append(
-        header::VARY,
-        HeaderValue::from_static("Accept-Language, Cookie"),
-    );
+    // Pages depend on the language; caches must keep the variants apart. Hashed assets do not.
+    if !is_static {
+        res.headers_mut().append(
+            header::VARY,
+            HeaderValue::from_static("Accept-Language, Cookie"),
+        );
+    }
 
     let status = res.status();
     if status.as_u16() < 400 {
         return res;
     }
-    let err = res
-        .extensions()
-        .get::<Arc<AppError>>()
-        .map(|e| (**e).clone())
-        .unwrap_or_else(|| AppError::from_status(status));
+    let err = match res.extensions().get::<Arc<AppError>>() {
+        Some(e) => (**e).clone(),
+        None if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            AppError::from_status(status).arg("limit", human_size(state.config.body_limit))
+        }
+        None => AppError::from_status(status),
+    };
     if status.is_server_error() {
         tracing::error!(status = status.as_u16(), code = err.code, "server error");
     }
@@ -175,7 +180,7 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
             .collect();
         let mut body = json!({
             "type": "about:blank",
-            "title": err.status.canonical_reason().unwrap_or("Error"),
+                        "title": status_title(&tr, err.status),
             "status": err.status.as_u16(),
             "code": err.code,
             "detail": detail,
@@ -212,6 +217,41 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// The translated name of a status, for the problem `title`.
+fn status_title(tr: &Tr, status: StatusCode) -> String {
+    let key = match status.as_u16() {
+        400 => "status-400",
+        401 => "status-401",
+        403 => "status-403",
+        404 => "status-404",
+        405 => "status-405",
+        408 => "status-408",
+        409 => "status-409",
+        413 => "status-413",
+        429 => "status-429",
+        503 => "status-503",
+        s if s >= 500 => "status-500",
+        _ => "status-400",
+    };
+    tr.t(key)
+}
+
+/// `2097152` → `2 MiB`, for messages.
+pub fn human_size(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            let v = bytes as f64 / size as f64;
+            return if v.fract() == 0.0 {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{bytes} B")
 }
 
 fn detail_fallback(tr: &Tr) -> String {

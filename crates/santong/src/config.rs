@@ -119,6 +119,8 @@ pub enum ConfigError {
     },
 }
 
+const DEFAULT_LOG: &str = "info,sqlx=warn,tower_http=info";
+
 /// Parses `2MiB`, `512KiB`, `10MB`, `1000` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -242,6 +244,41 @@ impl Settings {
                 None
             }
         };
+        let log: String = pick!(
+            "log",
+            "log",
+            args.log.clone(),
+            file.log.clone(),
+            DEFAULT_LOG.to_owned()
+        );
+        if let Err(e) = log.parse::<tracing_subscriber::filter::Targets>() {
+            return Err(ConfigError::Invalid {
+                key: "log",
+                path: path.clone(),
+                message: format!(
+                    "'{log}' is not a log filter ({e}): use a level such as info, or info,santong_storage=debug"
+                ),
+            });
+        }
+        let public_url: Option<String> = pick!(
+            "public_url",
+            "public_url",
+            args.public_url.clone().map(Some),
+            file.public_url.clone().map(Some),
+            None
+        );
+        if let Some(u) = public_url.as_deref().filter(|u| {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace))
+        }) {
+            return Err(ConfigError::Invalid {
+                key: "public_url",
+                path: path.clone(),
+                message: format!("'{u}' is not a URL: expected https://host or http://host"),
+            });
+        }
         let known_scheme = |u: &str| {
             ["postgres://", "postgresql://", "sqlite:"]
                 .iter()
@@ -276,13 +313,7 @@ impl Settings {
                 file_bind,
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             ),
-            public_url: pick!(
-                "public_url",
-                "public_url",
-                args.public_url.clone().map(Some),
-                file.public_url.clone().map(Some),
-                None
-            ),
+            public_url,
             body_limit: pick!(
                 "body_limit",
                 "body_limit",
@@ -311,13 +342,7 @@ impl Settings {
                 file.log_format,
                 LogFormat::Text
             ),
-            log: pick!(
-                "log",
-                "log",
-                args.log.clone(),
-                file.log.clone(),
-                "info,sqlx=warn,tower_http=info".to_owned()
-            ),
+            log,
             database_url,
             config_file: args.config_file.clone(),
             sources,

@@ -127,13 +127,11 @@ fn init_logging(settings: &Settings) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter: Targets = settings.log.parse().unwrap_or_else(|e| {
-        eprintln!(
-            "santong: log filter '{}' is not valid ({e}); using 'info'",
-            settings.log
-        );
-        Targets::new().with_default(tracing::Level::INFO)
-    });
+    // Validated in `Settings::resolve`; the fallback is unreachable in practice.
+    let filter: Targets = settings
+        .log
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let registry = tracing_subscriber::registry().with(filter);
     match settings.log_format {
         LogFormat::Json => registry
@@ -222,15 +220,16 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
     if with_demo {
         demo::seed(&db).await.context("seeding demo data")?;
     }
-    let admin = Users(&db)
-        .ensure_initial_admin()
-        .await
-        .context("creating the first administrator")?;
-
+    // Bind before creating the administrator: a start that cannot listen must not consume the
+    // one-time password.
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("cannot listen on {}", settings.bind))?;
     let addr = listener.local_addr()?;
+    let admin = Users(&db)
+        .ensure_initial_admin()
+        .await
+        .context("creating the first administrator")?;
     let config = santong_web::WebConfig {
         public_url: settings.public_url.clone(),
         body_limit: usize::try_from(settings.body_limit).unwrap_or(usize::MAX),

@@ -16,6 +16,7 @@ santong_testkit::conformance!(
     cancel_queued_and_running,
     two_workers_never_run_a_job_twice,
     stale_jobs_are_requeued,
+    heartbeats_keep_a_quiet_job_alive,
 );
 
 fn opts(name: &str) -> WorkerOptions {
@@ -61,9 +62,9 @@ async fn enqueue_dedup_and_claim_order(t: TestDb) {
             .unwrap()
             .deduplicated
     );
-    assert!(!jobs.report_progress(a.id, 40).await.unwrap());
+    assert!(!jobs.report_progress(a.id, "w", 40).await.unwrap());
     assert_eq!(jobs.get(a.id).await.unwrap().unwrap().progress, 40);
-    jobs.complete(a.id).await.unwrap();
+    jobs.complete(a.id, "w").await.unwrap();
     let done = jobs.get(a.id).await.unwrap().unwrap();
     assert_eq!((done.state(), done.progress), (Some(JobState::Done), 100));
     assert!(done.finished_at.is_some());
@@ -251,4 +252,81 @@ async fn stale_jobs_are_requeued(t: TestDb) {
     let row = jobs.get(id).await.unwrap().unwrap();
     assert_eq!(row.state(), Some(JobState::Queued));
     assert_eq!(row.attempts, 1);
+
+    // The dead worker comes back: it no longer owns the run and cannot finish it.
+    let claimed = jobs.claim("live-worker").await.unwrap().unwrap();
+    assert_eq!(claimed.id, id);
+    assert!(
+        jobs.report_progress(id, "dead-worker", 50).await.unwrap(),
+        "told to stop"
+    );
+    jobs.complete(id, "dead-worker").await.unwrap();
+    assert_eq!(
+        jobs.get(id).await.unwrap().unwrap().state(),
+        Some(JobState::Running)
+    );
+    jobs.complete(id, "live-worker").await.unwrap();
+    assert_eq!(
+        jobs.get(id).await.unwrap().unwrap().state(),
+        Some(JobState::Done)
+    );
+
+    // A job that keeps killing its worker fails once its attempts are used up.
+    let doomed = jobs
+        .enqueue(NewJob {
+            max_attempts: 1,
+            ..NewJob::new("k", json!({}))
+        })
+        .await
+        .unwrap()
+        .id;
+    jobs.claim("w").await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        jobs.requeue_stale(Duration::from_millis(10)).await.unwrap(),
+        1
+    );
+    let row = jobs.get(doomed).await.unwrap().unwrap();
+    assert_eq!(row.state(), Some(JobState::Failed));
+    assert!(row.finished_at.is_some());
+}
+
+fn quiet_but_long(_ctx: &JobContext) -> JobFuture<'_> {
+    Box::pin(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Ok(())
+    })
+}
+
+async fn heartbeats_keep_a_quiet_job_alive(t: TestDb) {
+    let jobs = Jobs(&t.db);
+    let id = jobs
+        .enqueue(NewJob::new("quiet", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let worker = Worker::new(
+        t.db.clone(),
+        WorkerOptions {
+            stale_after: Duration::from_millis(400),
+            ..opts("w")
+        },
+    )
+    .register("quiet", quiet_but_long);
+    let run = tokio::spawn(async move { worker.run_once().await });
+    // Sweep with the same staleness while it runs: the heartbeat must keep it.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            jobs.requeue_stale(Duration::from_millis(400))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        jobs.get(id).await.unwrap().unwrap().state(),
+        Some(JobState::Done)
+    );
 }

@@ -14,7 +14,17 @@ santong_testkit::conformance!(
     search_by_name_and_code_prefix,
     retired_codes_resolve,
     demo_is_idempotent,
+    concurrent_first_starts_load_once,
 );
+
+async fn concurrent_first_starts_load_once(t: TestDb) {
+    let other = santong_storage::Db::open(&t.options()).await.unwrap();
+    let (a, b) = tokio::join!(ensure_regions(&t.db), ensure_regions(&other));
+    let loaded = [a.unwrap(), b.unwrap()];
+    assert_eq!(loaded.iter().filter(|l| **l).count(), 1, "{loaded:?}");
+    assert_eq!(Regions(&t.db).count().await.unwrap(), 3213);
+    other.close().await;
+}
 
 async fn loads_once_and_counts(t: TestDb) {
     assert!(ensure_regions(&t.db).await.unwrap());
@@ -106,6 +116,10 @@ async fn children_ancestors_and_paging(t: TestDb) {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names.len(), 21);
+    assert_eq!(
+        names, sorted,
+        "name order is by code point on every backend"
+    );
     assert!(r.get(rc("999999")).await.unwrap().is_none());
 }
 

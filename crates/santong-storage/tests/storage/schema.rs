@@ -67,3 +67,16 @@ async fn reopening_keeps_data(t: TestDb) {
     );
     again.close().await;
 }
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_with_foreign_keys() {
+    let t = TestDb::new(BackendKind::Sqlite).await.unwrap();
+    let pragmas = santong_storage::db::sqlite_pragmas(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pragmas.journal_mode, "wal");
+    assert_eq!(pragmas.foreign_keys, 1);
+    assert!(pragmas.busy_timeout_ms >= 5000, "{pragmas:?}");
+    assert_eq!(pragmas.synchronous, 1, "NORMAL");
+}

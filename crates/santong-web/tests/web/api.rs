@@ -81,6 +81,7 @@ async fn unknown_code_is_problem_json(app: TestApp) {
     let j = zh.json();
     assert_eq!(j["code"], "region_not_found");
     assert_eq!(j["status"], 404);
+    assert_eq!(j["title"], "未找到");
     assert_eq!(j["detail"], "没有代码为 999999 的行政区划。");
     let en = app
         .get_with("/api/v1/regions/999999", &[("accept-language", "en")])

@@ -68,6 +68,7 @@ async fn language_switch_sets_cookie_and_returns(app: TestApp) {
         "%2F%5Cevil.example",
     ] {
         let res = app.get(&format!("/lang/en?next={evil}")).await;
+        assert_eq!(res.status, 303, "{evil}");
         assert_eq!(res.header("location"), Some("/"), "{evil}");
     }
     assert_eq!(app.get("/lang/fr").await.status, 404);
@@ -133,7 +134,8 @@ async fn retired_code_page_names_successor(app: TestApp) {
     assert_eq!(res.status, 200);
     assert!(res.body.contains("莱芜市"));
     assert!(
-        res.body.contains("自 2018 年起由 济南市（370100）承继。"),
+        res.body
+            .contains("自 2018 年版代码表起由 济南市（370100）承继。"),
         "{}",
         res.body
     );
@@ -141,7 +143,10 @@ async fn retired_code_page_names_successor(app: TestApp) {
     let en = app
         .get_with("/regions/371200", &[("accept-language", "en")])
         .await;
-    assert!(en.body.contains("Succeeded by 济南市 (370100) from 2018."));
+    assert!(
+        en.body
+            .contains("Succeeded by 济南市 (370100) as of the 2018 code list.")
+    );
 }
 
 async fn unknown_region_is_a_translated_404(app: TestApp) {

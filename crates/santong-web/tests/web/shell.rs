@@ -27,6 +27,10 @@ async fn static_assets_are_hashed_and_cached(app: TestApp) {
     );
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     assert_eq!(app.get("/static/app-000000000000.css").await.status, 404);
+    assert!(
+        !css.header("vary").unwrap_or("").contains("Accept-Language"),
+        "hashed assets do not vary by language"
+    );
     let home = app.get("/").await;
     assert!(home.body.contains(url));
 }
@@ -111,7 +115,10 @@ async fn body_over_the_limit_is_413_translated() {
     let res = app.request(req).await;
     assert_eq!(res.status, 413);
     assert_eq!(res.header("content-type"), Some("application/problem+json"));
-    assert_eq!(res.json()["code"], "payload_too_large");
+    let j = res.json();
+    assert_eq!(j["code"], "payload_too_large");
+    assert_eq!(j["detail"], "The request is too large: the limit is 1 KiB.");
+    assert_eq!(j["title"], "Content too large");
     let page = app
         .request(
             Request::post("/regions")
@@ -121,7 +128,7 @@ async fn body_over_the_limit_is_413_translated() {
         )
         .await;
     assert_eq!(page.status, 413);
-    assert!(page.body.contains("提交的内容太大"));
+    assert!(page.body.contains("提交的内容太大，超过了 1 KiB 的上限。"));
 }
 
 #[tokio::test]

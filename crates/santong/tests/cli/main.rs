@@ -102,6 +102,11 @@ fn bad_settings_name_the_setting_and_fail() {
     check("body_limit = \"5 parsecs\"\n", &["body_limit", "MiB"]);
     check("request_timeout = 0\n", &["request_timeout", "3600"]);
     check("bind = [\n", &["not valid"]);
+    check("log = \"info,santong=loud\"\n", &["setting `log`", "info"]);
+    check(
+        "public_url = \"edu.example.cn\"\n",
+        &["setting `public_url`", "https://"],
+    );
     let (code, _, err) = output(santong().args(["config", "show", "--database-url", "mysql://x"]));
     assert_eq!(code, 2);
     assert!(
@@ -147,21 +152,27 @@ struct Server {
     child: Child,
     addr: String,
     stdout: Vec<String>,
+    lines: Option<std::io::Lines<BufReader<std::process::ChildStdout>>>,
 }
 
 /// Starts `serve` on a free port and reads its start-up output up to the URL line.
 fn start(data: &std::path::Path) -> Server {
+    start_with(data, &["--log", "warn"])
+}
+
+fn start_with(data: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = santong()
-        .args(["serve", "--bind", "127.0.0.1:0", "--log", "warn", "--data"])
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stdout = vec![];
     let mut addr = String::new();
-    for line in lines.map_while(Result::ok) {
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(u) = line.strip_prefix("Santong is running at http://") {
             addr = u.trim_end_matches('/').to_owned();
         }
@@ -175,6 +186,7 @@ fn start(data: &std::path::Path) -> Server {
         child,
         addr,
         stdout,
+        lines: Some(lines),
     }
 }
 
@@ -264,6 +276,128 @@ fn first_start_prints_admin_once_and_sigterm_drains() {
     sigterm(&second.child);
     assert!(
         wait_exit(&mut second.child, Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_start_that_cannot_listen_keeps_the_first_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, out, err) = output(
+        santong()
+            .args(["serve", "--bind", &addr, "--data"])
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains(&addr), "{err}");
+    assert!(!out.contains("password"), "{out}");
+    drop(busy);
+    let mut s = start(dir.path());
+    assert!(
+        s.stdout.iter().any(|l| l.contains("password:")),
+        "{:?}",
+        s.stdout
+    );
+    sigterm(&s.child);
+    assert!(
+        wait_exit(&mut s.child, Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_with(dir.path(), &["--log-format", "json", "--log", "info"]);
+    let res = http_get(&s.addr, "/healthz");
+    let id = res
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id header")
+        .trim()
+        .to_owned();
+    let lines = s.lines.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = None;
+    while Instant::now() < deadline && found.is_none() {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && line.contains(&id)
+        {
+            found = Some(line);
+        }
+    }
+    let line = found.expect("a log line with the request id");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("the log line is JSON");
+    assert_eq!(v["span"]["request_id"], id.as_str(), "{line}");
+    assert_eq!(v["span"]["path"], "/healthz");
+    sigterm(&s.child);
+    assert!(
+        wait_exit(&mut s.child, Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn the_worker_inside_serve_and_santong_worker_run_jobs() {
+    use santong_storage::jobs::{JobState, Jobs, NewJob};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let wait_done = |kind: &str| {
+        rt.block_on(async {
+            let db = santong_storage::Db::open(&santong_storage::DbOptions::sqlite_in(dir.path()))
+                .await
+                .unwrap();
+            let id = Jobs(&db)
+                .enqueue(NewJob::new(kind, serde_json::json!({})))
+                .await
+                .unwrap()
+                .id;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut state = None;
+            while Instant::now() < deadline {
+                state = Jobs(&db).get(id).await.unwrap().and_then(|r| r.state());
+                if state == Some(JobState::Done) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            db.close().await;
+            state
+        })
+    };
+
+    let mut s = start(dir.path());
+    assert_eq!(wait_done("reference.regions"), Some(JobState::Done));
+    sigterm(&s.child);
+    assert!(
+        wait_exit(&mut s.child, Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
+
+    let mut worker = santong()
+        .args(["worker", "--log", "warn", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_done("reference.regions"), Some(JobState::Done));
+    sigterm(&worker);
+    assert!(
+        wait_exit(&mut worker, Duration::from_secs(20))
             .unwrap()
             .success()
     );
