@@ -3,6 +3,8 @@
 //! Values from the outside world (codes, query parameters, passwords) are parsed here into
 //! newtypes once, at the edge; everything further in takes the parsed type.
 
+pub mod audit;
+pub mod identity;
 pub mod paging;
 pub mod password;
 pub mod region;

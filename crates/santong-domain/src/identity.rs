@@ -1,0 +1,568 @@
+//! Identity rules: roles and their permissions, the nodes roles are granted at, the scope a set of
+//! grants gives, the password policy, and the sign-in throttle.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::region::RegionCode;
+
+/// What a role allows. Checked in handlers; the *where* is the [`Scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// See accounts in scope.
+    UsersView,
+    /// Create, disable and reset accounts in scope.
+    UsersManage,
+    /// Reset the passwords of student accounts in scope.
+    StudentPasswordsReset,
+    /// Grant and revoke roles in scope; unlock accounts; edit security policy.
+    GrantsManage,
+    /// Read and export the audit log.
+    AuditRead,
+    /// Run the system: settings, jobs, reference data.
+    SystemOperate,
+}
+
+/// A role. The three admin roles are the separated duties (三权分立): no account holds two of
+/// them, and none of them is combined with an ordinary role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    SystemAdmin,
+    SecurityAdmin,
+    AuditAdmin,
+    /// Education bureau official (ministry, province, city or county), granted at a region.
+    Official,
+    SchoolAdmin,
+    Teacher,
+    Student,
+    Parent,
+    /// Resource provider (company).
+    Provider,
+    /// Expert reviewer of featured lessons.
+    Reviewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 10] = [
+        Role::SystemAdmin,
+        Role::SecurityAdmin,
+        Role::AuditAdmin,
+        Role::Official,
+        Role::SchoolAdmin,
+        Role::Teacher,
+        Role::Student,
+        Role::Parent,
+        Role::Provider,
+        Role::Reviewer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SystemAdmin => "system_admin",
+            Role::SecurityAdmin => "security_admin",
+            Role::AuditAdmin => "audit_admin",
+            Role::Official => "official",
+            Role::SchoolAdmin => "school_admin",
+            Role::Teacher => "teacher",
+            Role::Student => "student",
+            Role::Parent => "parent",
+            Role::Provider => "provider",
+            Role::Reviewer => "reviewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s.trim())
+    }
+
+    /// One of the three separated admin duties.
+    pub fn is_admin_duty(self) -> bool {
+        matches!(
+            self,
+            Role::SystemAdmin | Role::SecurityAdmin | Role::AuditAdmin
+        )
+    }
+
+    /// Roles whose sessions are short and whose passwords expire (officials and admins).
+    pub fn is_privileged(self) -> bool {
+        self.is_admin_duty() || matches!(self, Role::Official | Role::SchoolAdmin)
+    }
+
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Role::SystemAdmin => &[UsersView, UsersManage, SystemOperate],
+            Role::SecurityAdmin => &[UsersView, GrantsManage],
+            Role::AuditAdmin => &[AuditRead],
+            Role::Official => &[UsersView],
+            Role::SchoolAdmin => &[UsersView, UsersManage, StudentPasswordsReset],
+            Role::Teacher => &[StudentPasswordsReset],
+            Role::Student | Role::Parent | Role::Provider | Role::Reviewer => &[],
+        }
+    }
+
+    /// Which roles a holder of `self` may grant to someone else (inside the holder's scope).
+    pub fn may_grant(self, other: Role) -> bool {
+        match self {
+            // The security admin grants every role except the separated admin duties, which are
+            // created with their accounts by the system admin during setup.
+            Role::SecurityAdmin => !other.is_admin_duty(),
+            Role::SchoolAdmin => matches!(other, Role::Teacher | Role::Student | Role::Parent),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A 10-digit school identification code (学校标识码).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SchoolCode(u64);
+
+impl SchoolCode {
+    pub fn parse(s: &str) -> Option<SchoolCode> {
+        let s = s.trim();
+        (s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok().map(SchoolCode))
+            .flatten()
+    }
+}
+
+impl fmt::Display for SchoolCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:010}", self.0)
+    }
+}
+
+impl TryFrom<String> for SchoolCode {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SchoolCode::parse(&s).ok_or("a school code has ten digits")
+    }
+}
+
+impl From<SchoolCode> for String {
+    fn from(c: SchoolCode) -> String {
+        c.to_string()
+    }
+}
+
+/// Where a role is granted and where an account belongs: the nation, a region, or a school (which
+/// lies in a county).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Node {
+    Nation,
+    Region(RegionCode),
+    School {
+        code: SchoolCode,
+        county: RegionCode,
+    },
+}
+
+impl Node {
+    /// The code written in grants and shown to users: `000000` for the nation.
+    pub fn code(&self) -> String {
+        match self {
+            Node::Nation => "000000".into(),
+            Node::Region(r) => r.to_string(),
+            Node::School { code, .. } => code.to_string(),
+        }
+    }
+
+    /// The region part: for a school, its county.
+    pub fn region(&self) -> Option<RegionCode> {
+        match self {
+            Node::Nation => None,
+            Node::Region(r) => Some(*r),
+            Node::School { county, .. } => Some(*county),
+        }
+    }
+
+    /// True when `other` lies in this node's subtree (itself included).
+    pub fn contains(&self, other: &Node) -> bool {
+        match (self, other) {
+            (Node::Nation, _) => true,
+            (_, Node::Nation) => false,
+            (Node::Region(r), o) => o.region().is_some_and(|c| region_contains(*r, c)),
+            (Node::School { code, .. }, Node::School { code: c, .. }) => code == c,
+            (Node::School { .. }, Node::Region(_)) => false,
+        }
+    }
+}
+
+/// Region containment from the code structure alone: a province holds every code with its first
+/// two digits, a prefecture every code with its first four, a county only itself. This matches the
+/// tree because a county's parent is its XXYY00 prefecture whenever that exists.
+pub fn region_contains(outer: RegionCode, inner: RegionCode) -> bool {
+    if outer.is_province_shaped() {
+        inner.province() == outer
+    } else if outer.is_prefecture_shaped() {
+        inner.prefecture() == outer && inner != inner.province()
+    } else {
+        outer == inner
+    }
+}
+
+/// The LIKE pattern matching every region code inside `r` (`44%`, `4403%`, `440305`).
+pub fn region_prefix_pattern(r: RegionCode) -> String {
+    let s = r.to_string();
+    if r.is_province_shaped() {
+        format!("{}%", &s[..2])
+    } else if r.is_prefecture_shaped() {
+        format!("{}%", &s[..4])
+    } else {
+        s
+    }
+}
+
+/// The part of the tree a caller may see for one permission: the union of the nodes of the
+/// grants that carry it. Storage turns it into a WHERE clause; an empty scope sees nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub nation: bool,
+    pub regions: Vec<RegionCode>,
+    pub schools: Vec<SchoolCode>,
+}
+
+impl Scope {
+    pub fn everything() -> Self {
+        Scope {
+            nation: true,
+            ..Scope::default()
+        }
+    }
+
+    pub fn of_nodes<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Self {
+        let mut s = Scope::default();
+        for n in nodes {
+            match n {
+                Node::Nation => s.nation = true,
+                Node::Region(r) => s.regions.push(*r),
+                Node::School { code, .. } => s.schools.push(*code),
+            }
+        }
+        s.regions.sort();
+        s.regions.dedup();
+        s.schools.sort();
+        s.schools.dedup();
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.nation && self.regions.is_empty() && self.schools.is_empty()
+    }
+
+    pub fn contains(&self, node: &Node) -> bool {
+        self.nation
+            || self.regions.iter().any(|r| Node::Region(*r).contains(node))
+            || match node {
+                Node::School { code, .. } => self.schools.contains(code),
+                _ => false,
+            }
+    }
+}
+
+/// Password rules; the defaults follow 等保 level 3 for privileged accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    /// How many of: lower case, upper case, digits, other characters.
+    pub min_classes: usize,
+    /// Earlier passwords that may not be reused.
+    pub history: usize,
+    /// Days before officials and admins must change their password; 0 = never.
+    pub max_age_days_privileged: u32,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            min_classes: 3,
+            history: 5,
+            max_age_days_privileged: 90,
+        }
+    }
+}
+
+/// Why a new password is refused. Each is an i18n key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PasswordProblem {
+    TooShort,
+    TooFewClasses,
+    Common,
+    ContainsUsername,
+    Reused,
+}
+
+impl PasswordProblem {
+    pub fn key(self) -> &'static str {
+        match self {
+            PasswordProblem::TooShort => "password-too-short",
+            PasswordProblem::TooFewClasses => "password-too-few-classes",
+            PasswordProblem::Common => "password-common",
+            PasswordProblem::ContainsUsername => "password-contains-username",
+            PasswordProblem::Reused => "password-reused",
+        }
+    }
+}
+
+/// Passwords refused whatever the policy: the most common ones in Chinese and global leak lists,
+/// and keyboard walks.
+const COMMON_PASSWORDS: &[&str] = &[
+    "123456",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "111111",
+    "000000",
+    "888888",
+    "666666",
+    "123123",
+    "654321",
+    "112233",
+    "520520",
+    "5201314",
+    "1314520",
+    "woaini",
+    "woaini1314",
+    "iloveyou",
+    "password",
+    "password1",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "admin",
+    "admin123",
+    "admin@123",
+    "root",
+    "root123",
+    "qwerty",
+    "qwerty123",
+    "qwertyuiop",
+    "1qaz2wsx",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "zxcvbnm",
+    "asdfghjkl",
+    "abc123",
+    "abc12345",
+    "abcd1234",
+    "a123456",
+    "a12345678",
+    "aa123456",
+    "qq123456",
+    "letmein",
+    "welcome",
+    "welcome1",
+    "changeme",
+    "huawei123",
+    "test123",
+    "test1234",
+    "abc@123",
+    "Aa123456",
+    "Abc123456",
+    "Abcd1234",
+    "Qwer1234",
+    "Admin123",
+    "Admin@123",
+    "Password1",
+    "Password@123",
+    "P@ssw0rd",
+    "Passw0rd!",
+    "Aa123456!",
+    "santong",
+    "santong123",
+    "Santong123",
+    "Santong@123",
+];
+
+impl PasswordPolicy {
+    /// Checks a new password (reuse is checked separately against stored hashes).
+    pub fn check(&self, username: &str, password: &str) -> Vec<PasswordProblem> {
+        let mut problems = vec![];
+        if password.chars().count() < self.min_length {
+            problems.push(PasswordProblem::TooShort);
+        }
+        let classes = [
+            password.chars().any(|c| c.is_lowercase()),
+            password.chars().any(|c| c.is_uppercase()),
+            password.chars().any(|c| c.is_ascii_digit()),
+            password.chars().any(|c| !c.is_ascii_alphanumeric()),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if classes < self.min_classes {
+            problems.push(PasswordProblem::TooFewClasses);
+        }
+        let lower = password.to_lowercase();
+        if COMMON_PASSWORDS.iter().any(|c| c.to_lowercase() == lower) {
+            problems.push(PasswordProblem::Common);
+        }
+        let user = username.trim().to_lowercase();
+        if user.chars().count() >= 3 && lower.contains(&user) {
+            problems.push(PasswordProblem::ContainsUsername);
+        }
+        problems
+    }
+}
+
+/// Limits of the sign-in throttle.
+///
+/// Three counters, all counted before the password is checked so parallel attempts cannot slip
+/// past a limit: per account (a classmate can hold a teacher off only briefly: escalating waits,
+/// capped low), per account and address (the attacker's own pair: a longer cap), and per address
+/// (failures only, with a limit high enough for a whole school behind one NAT address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ThrottlePolicy {
+    pub account_free_failures: u32,
+    pub account_max_lock_secs: u64,
+    pub pair_free_failures: u32,
+    pub pair_max_lock_secs: u64,
+    pub ip_max_failures: u32,
+    pub ip_window_secs: u64,
+    pub ip_lock_secs: u64,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        Self {
+            account_free_failures: 5,
+            account_max_lock_secs: 300,
+            pair_free_failures: 10,
+            pair_max_lock_secs: 3600,
+            ip_max_failures: 500,
+            ip_window_secs: 600,
+            ip_lock_secs: 300,
+        }
+    }
+}
+
+/// How long a counter with `failures` consecutive failures stays locked: nothing up to `free`,
+/// then 1 s, 2 s, 4 s … up to `cap`.
+pub fn escalating_lock(failures: u32, free: u32, cap: Duration) -> Option<Duration> {
+    if failures < free {
+        return None;
+    }
+    let exp = (failures - free).min(20);
+    Some(Duration::from_secs(1u64 << exp).min(cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rc(s: &str) -> RegionCode {
+        RegionCode::parse(s).unwrap()
+    }
+
+    fn school(code: &str, county: &str) -> Node {
+        Node::School {
+            code: SchoolCode::parse(code).unwrap(),
+            county: rc(county),
+        }
+    }
+
+    #[test]
+    fn region_containment_follows_the_tree() {
+        assert!(region_contains(rc("440000"), rc("440305")));
+        assert!(region_contains(rc("440300"), rc("440305")));
+        assert!(!region_contains(rc("440300"), rc("440000")));
+        assert!(!region_contains(rc("440300"), rc("440100")));
+        assert!(region_contains(rc("440305"), rc("440305")));
+        assert!(!region_contains(rc("440305"), rc("440306")));
+        // Municipality districts hang off the province directly.
+        assert!(region_contains(rc("110000"), rc("110105")));
+        assert_eq!(region_prefix_pattern(rc("440000")), "44%");
+        assert_eq!(region_prefix_pattern(rc("440300")), "4403%");
+        assert_eq!(region_prefix_pattern(rc("440305")), "440305");
+    }
+
+    #[test]
+    fn nodes_and_scopes() {
+        let a = school("1144030501", "440305");
+        let b = school("1144030502", "440305");
+        let c = school("1144010601", "440106");
+        assert!(Node::Region(rc("440300")).contains(&a));
+        assert!(!Node::Region(rc("440300")).contains(&c));
+        assert!(a.contains(&a) && !a.contains(&b));
+        assert!(!a.contains(&Node::Region(rc("440305"))));
+        let s = Scope::of_nodes(&[a, Node::Region(rc("440100"))]);
+        assert!(s.contains(&a) && s.contains(&c) && !s.contains(&b));
+        assert!(Scope::default().is_empty() && !Scope::default().contains(&a));
+        assert!(Scope::everything().contains(&Node::Nation));
+    }
+
+    #[test]
+    fn separation_of_duties() {
+        for r in Role::ALL {
+            assert!(!r.may_grant(Role::SystemAdmin) && !r.may_grant(Role::AuditAdmin));
+        }
+        assert!(Role::SecurityAdmin.may_grant(Role::Official));
+        assert!(Role::SchoolAdmin.may_grant(Role::Teacher));
+        assert!(!Role::SchoolAdmin.may_grant(Role::SchoolAdmin));
+        assert!(!Role::SystemAdmin.may_grant(Role::Teacher));
+        assert_eq!(Role::AuditAdmin.permissions(), &[Permission::AuditRead]);
+        assert_eq!(Role::parse("teacher"), Some(Role::Teacher));
+    }
+
+    #[test]
+    fn password_policy() {
+        let p = PasswordPolicy::default();
+        assert!(p.check("zhang.san", "Kx9!long-enough").is_empty());
+        assert_eq!(p.check("u", "Ab1!"), [PasswordProblem::TooShort]);
+        assert_eq!(
+            p.check("u", "alllowercase"),
+            [PasswordProblem::TooFewClasses]
+        );
+        assert!(p.check("u", "Admin@123").contains(&PasswordProblem::Common));
+        assert!(
+            p.check("wangwu", "Wangwu-2024x")
+                .contains(&PasswordProblem::ContainsUsername)
+        );
+        // Chinese characters count as "other" characters and as length.
+        assert!(p.check("li", "学习使我快乐2024a").is_empty());
+    }
+
+    #[test]
+    fn lock_escalates_and_caps() {
+        let cap = Duration::from_secs(300);
+        assert_eq!(escalating_lock(4, 5, cap), None);
+        assert_eq!(escalating_lock(5, 5, cap), Some(Duration::from_secs(1)));
+        assert_eq!(escalating_lock(8, 5, cap), Some(Duration::from_secs(8)));
+        assert_eq!(escalating_lock(40, 5, cap), Some(cap));
+    }
+
+    proptest! {
+        #[test]
+        fn containment_agrees_with_prefix_pattern(outer in 10_000u32..1_000_000, inner in 10_000u32..1_000_000) {
+            let (o, i) = (RegionCode::parse(&format!("{outer:06}")).unwrap(), RegionCode::parse(&format!("{inner:06}")).unwrap());
+            let pat = region_prefix_pattern(o);
+            let like = match pat.strip_suffix('%') {
+                Some(p) => i.to_string().starts_with(p) && !(o.is_prefecture_shaped() && i == i.province()),
+                None => pat == i.to_string(),
+            };
+            prop_assert_eq!(region_contains(o, i), like);
+        }
+
+        #[test]
+        fn school_codes_parse_only_ten_digits(s in "\\PC{0,12}") {
+            if let Some(c) = SchoolCode::parse(&s) {
+                prop_assert_eq!(c.to_string(), s.trim());
+            }
+        }
+    }
+}
