@@ -450,6 +450,38 @@ impl Default for ThrottlePolicy {
     }
 }
 
+/// Session lifetimes: short for officials and admins (等保: automatic sign-out when idle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionPolicy {
+    pub idle_secs_privileged: u64,
+    pub absolute_secs_privileged: u64,
+    pub idle_secs: u64,
+    pub absolute_secs: u64,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle_secs_privileged: 15 * 60,
+            absolute_secs_privileged: 8 * 3600,
+            idle_secs: 2 * 3600,
+            absolute_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// A user name: 3–32 of `a-z 0-9 . _ -`, starting with a letter or digit, stored in lower case.
+/// Real names (Chinese) are display names, not user names.
+pub fn parse_username(s: &str) -> Option<String> {
+    let u = s.trim().to_ascii_lowercase();
+    let ok = (3..=32).contains(&u.len())
+        && u.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && u.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    ok.then_some(u)
+}
+
 /// How long a counter with `failures` consecutive failures stays locked: nothing up to `free`,
 /// then 1 s, 2 s, 4 s … up to `cap`.
 pub fn escalating_lock(failures: u32, free: u32, cap: Duration) -> Option<Duration> {
@@ -544,6 +576,16 @@ mod tests {
         assert_eq!(escalating_lock(5, 5, cap), Some(Duration::from_secs(1)));
         assert_eq!(escalating_lock(8, 5, cap), Some(Duration::from_secs(8)));
         assert_eq!(escalating_lock(40, 5, cap), Some(cap));
+    }
+
+    #[test]
+    fn usernames() {
+        assert_eq!(parse_username(" Zhang.San "), Some("zhang.san".into()));
+        assert_eq!(parse_username("s2024001"), Some("s2024001".into()));
+        assert_eq!(parse_username("ab"), None);
+        assert_eq!(parse_username("张三"), None);
+        assert_eq!(parse_username("-abc"), None);
+        assert_eq!(parse_username("a b c"), None);
     }
 
     proptest! {

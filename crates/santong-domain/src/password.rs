@@ -32,14 +32,47 @@ pub fn generate(len: usize) -> String {
     let n = ALPHABET.len() as u32;
     // Rejection sampling keeps every character equally likely.
     let limit = u32::MAX - u32::MAX % n;
-    let mut out = String::with_capacity(len);
-    while out.len() < len {
-        let r = OsRng.next_u32();
-        if r < limit {
-            out.push(char::from(ALPHABET[(r % n) as usize]));
+    loop {
+        let mut out = String::with_capacity(len);
+        while out.len() < len {
+            let r = OsRng.next_u32();
+            if r < limit {
+                out.push(char::from(ALPHABET[(r % n) as usize]));
+            }
+        }
+        // Every generated password satisfies the default character-class policy.
+        let classes = [
+            out.bytes().any(|b| b.is_ascii_lowercase()),
+            out.bytes().any(|b| b.is_ascii_uppercase()),
+            out.bytes().any(|b| b.is_ascii_digit()),
+        ];
+        if len < 3 || classes.iter().all(|c| *c) {
+            return out;
         }
     }
-    out
+}
+
+/// A random secret for cookies and tokens: 32 bytes as 64 hex characters.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a token as hex: what is stored instead of the token.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A hash to verify against when the account does not exist, so the response takes as long as
+/// for a real account and reveals nothing.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash(&random_token()))
 }
 
 #[cfg(test)]
@@ -62,5 +95,15 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert_ne!(a, b);
         assert!(!a.contains(['0', 'O', '1', 'l', 'I']));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let t = random_token();
+        assert_eq!(t.len(), 64);
+        assert_ne!(t, random_token());
+        assert_eq!(token_hash(&t), token_hash(&t));
+        assert_ne!(token_hash(&t), t);
+        assert!(!verify("anything", dummy_hash()));
     }
 }

@@ -5,8 +5,11 @@
 //! same Rust code against whichever pool is configured, rewriting placeholders for SQLite. SQL that
 //! genuinely differs (row locking in the job queue) is written per backend beside each other.
 
+pub mod audit;
 pub mod db;
 pub mod demo;
+mod dynsql;
+pub mod identity;
 pub mod jobs;
 pub mod reference;
 pub mod regions;

@@ -11,9 +11,9 @@ use chrono::Utc;
 use santong_domain::region::{
     HistoryEntry, HistoryStatus, RegionCode, RegionLevel, parse_new_codes, resolve_successors,
 };
-use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
+use crate::dynsql::{Val, insert_batched};
 use crate::{Db, StorageError, Tx, db_query};
 
 const REGIONS_CSV: &str = include_str!("../../../data/admin_divisions_gbt2260_2024.csv");
@@ -171,14 +171,15 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
         "INSERT INTO region (code, name, level, parent_code, province_code) VALUES ",
         " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, \
           parent_code = excluded.parent_code, province_code = excluded.province_code",
-        5,
         &regions,
-        |r, a| {
-            a.push(Val::Text(r.code.to_string()));
-            a.push(Val::Text(r.name.clone()));
-            a.push(Val::Text(r.level.as_str().to_owned()));
-            a.push(Val::OptText(r.parent.map(|p| p.to_string())));
-            a.push(Val::Text(r.code.province().to_string()));
+        |r| {
+            vec![
+                Val::Text(r.code.to_string()),
+                Val::Text(r.name.clone()),
+                Val::Text(r.level.as_str().to_owned()),
+                Val::OptText(r.parent.map(|p| p.to_string())),
+                Val::Text(r.code.province().to_string()),
+            ]
         },
     )
     .await?;
@@ -187,19 +188,20 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
         "INSERT INTO region_history (id, code, name, level, status, province, \
         prefecture, start_year, end_year, new_codes) VALUES ",
         "",
-        10,
         &history,
-        |h, a| {
-            a.push(Val::Uuid(Uuid::now_v7()));
-            a.push(Val::Text(h.entry.code.to_string()));
-            a.push(Val::Text(h.entry.name.clone()));
-            a.push(Val::Text(h.entry.level.as_str().to_owned()));
-            a.push(Val::Text(h.entry.status.as_str().to_owned()));
-            a.push(Val::Text(h.province.clone()));
-            a.push(Val::Text(h.prefecture.clone()));
-            a.push(Val::Int(i32::from(h.entry.start_year)));
-            a.push(Val::OptInt(h.entry.end_year.map(i32::from)));
-            a.push(Val::Text(h.new_codes_raw.clone()));
+        |h| {
+            vec![
+                Val::Uuid(Uuid::now_v7()),
+                Val::Text(h.entry.code.to_string()),
+                Val::Text(h.entry.name.clone()),
+                Val::Text(h.entry.level.as_str().to_owned()),
+                Val::Text(h.entry.status.as_str().to_owned()),
+                Val::Text(h.province.clone()),
+                Val::Text(h.prefecture.clone()),
+                Val::Int(i32::from(h.entry.start_year)),
+                Val::OptInt(h.entry.end_year.map(i32::from)),
+                Val::Text(h.new_codes_raw.clone()),
+            ]
         },
     )
     .await?;
@@ -207,12 +209,13 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
         &mut tx,
         "INSERT INTO region_successor (code, successor_code, year) VALUES ",
         "",
-        3,
         &successor_rows,
-        |(c, s, y), a| {
-            a.push(Val::Text(c.to_string()));
-            a.push(Val::Text(s.to_string()));
-            a.push(Val::Int(i32::from(*y)));
+        |(c, s, y)| {
+            vec![
+                Val::Text(c.to_string()),
+                Val::Text(s.to_string()),
+                Val::Int(i32::from(*y)),
+            ]
         },
     )
     .await?;
@@ -241,78 +244,6 @@ pub async fn ensure_regions(db: &Db) -> crate::Result<bool> {
         "loaded region reference data"
     );
     Ok(true)
-}
-
-/// A bind value for the batched inserts, which build their statements at run time.
-pub(crate) enum Val {
-    Text(String),
-    OptText(Option<String>),
-    Int(i32),
-    OptInt(Option<i32>),
-    Uuid(Uuid),
-}
-
-/// Inserts rows in multi-row statements (a few hundred rows each): one round trip per batch
-/// instead of per row matters on PostgreSQL. The statement text holds only placeholders.
-pub(crate) async fn insert_batched<T>(
-    tx: &mut Tx,
-    head: &str,
-    tail: &str,
-    cols: usize,
-    rows: &[T],
-    mut push: impl FnMut(&T, &mut Vec<Val>),
-) -> crate::Result<()> {
-    let per_batch = (4000 / cols).max(1);
-    for chunk in rows.chunks(per_batch) {
-        let mut sql = String::from(head);
-        let mut vals = Vec::with_capacity(chunk.len() * cols);
-        let pg = matches!(tx, Tx::Postgres(_));
-        for (i, row) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..cols {
-                if c > 0 {
-                    sql.push(',');
-                }
-                sql.push(if pg { '$' } else { '?' });
-                sql.push_str(&(i * cols + c + 1).to_string());
-            }
-            sql.push(')');
-            push(row, &mut vals);
-        }
-        sql.push_str(tail);
-        match tx {
-            Tx::Sqlite(t) => {
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for v in vals {
-                    q = match v {
-                        Val::Text(s) => q.bind(s),
-                        Val::OptText(s) => q.bind(s),
-                        Val::Int(n) => q.bind(n),
-                        Val::OptInt(n) => q.bind(n),
-                        Val::Uuid(u) => q.bind(u),
-                    };
-                }
-                q.execute(&mut **t).await?;
-            }
-            Tx::Postgres(t) => {
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for v in vals {
-                    q = match v {
-                        Val::Text(s) => q.bind(s),
-                        Val::OptText(s) => q.bind(s),
-                        Val::Int(n) => q.bind(n),
-                        Val::OptInt(n) => q.bind(n),
-                        Val::Uuid(u) => q.bind(u),
-                    };
-                }
-                q.execute(&mut **t).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

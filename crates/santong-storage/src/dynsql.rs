@@ -1,0 +1,193 @@
+//! Statements assembled at run time (variable filters, scope conditions, multi-row inserts) with
+//! the right placeholder syntax per backend. Only placeholders and fixed fragments go into the
+//! text; every value is bound.
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use crate::{Backend, Db, Tx};
+
+/// A bind value.
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Text(String),
+    OptText(Option<String>),
+    Int(i32),
+    OptInt(Option<i32>),
+    BigInt(i64),
+    Uuid(Uuid),
+    Time(DateTime<Utc>),
+}
+
+impl From<&str> for Val {
+    fn from(s: &str) -> Self {
+        Val::Text(s.to_owned())
+    }
+}
+impl From<String> for Val {
+    fn from(s: String) -> Self {
+        Val::Text(s)
+    }
+}
+impl From<i64> for Val {
+    fn from(n: i64) -> Self {
+        Val::BigInt(n)
+    }
+}
+impl From<Uuid> for Val {
+    fn from(u: Uuid) -> Self {
+        Val::Uuid(u)
+    }
+}
+impl From<DateTime<Utc>> for Val {
+    fn from(t: DateTime<Utc>) -> Self {
+        Val::Time(t)
+    }
+}
+
+/// Binds every value of `$vals` to the query `$q`.
+macro_rules! bind_vals {
+    ($q:expr, $vals:expr) => {{
+        let mut q = $q;
+        for v in $vals {
+            q = match v {
+                Val::Text(s) => q.bind(s),
+                Val::OptText(s) => q.bind(s),
+                Val::Int(n) => q.bind(n),
+                Val::OptInt(n) => q.bind(n),
+                Val::BigInt(n) => q.bind(n),
+                Val::Uuid(u) => q.bind(u),
+                Val::Time(t) => q.bind(t),
+            };
+        }
+        q
+    }};
+}
+
+/// A statement under construction.
+#[derive(Debug)]
+pub(crate) struct DynQuery {
+    sql: String,
+    vals: Vec<Val>,
+    pg: bool,
+}
+
+impl DynQuery {
+    pub fn new(pg: bool) -> Self {
+        Self {
+            sql: String::with_capacity(256),
+            vals: vec![],
+            pg,
+        }
+    }
+
+    pub fn for_db(db: &Db) -> Self {
+        Self::new(db.is_postgres())
+    }
+
+    /// Appends fixed SQL text (never user input).
+    pub fn push(&mut self, fragment: &str) -> &mut Self {
+        self.sql.push_str(fragment);
+        self
+    }
+
+    /// Appends a placeholder for `v`.
+    pub fn bind(&mut self, v: impl Into<Val>) -> &mut Self {
+        self.vals.push(v.into());
+        self.sql.push(if self.pg { '$' } else { '?' });
+        self.sql.push_str(&self.vals.len().to_string());
+        self
+    }
+
+    pub fn bind_val(&mut self, v: Val) -> &mut Self {
+        self.bind(v)
+    }
+
+    pub async fn fetch_all<T>(self, db: &Db) -> crate::Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        Ok(match &db.backend {
+            Backend::Sqlite(s) => {
+                bind_vals!(sqlx::query_as::<_, T>(AssertSqlSafe(self.sql)), self.vals)
+                    .fetch_all(&s.reader)
+                    .await?
+            }
+            Backend::Postgres(p) => {
+                bind_vals!(sqlx::query_as::<_, T>(AssertSqlSafe(self.sql)), self.vals)
+                    .fetch_all(p)
+                    .await?
+            }
+        })
+    }
+
+    pub async fn fetch_count(self, db: &Db) -> crate::Result<i64> {
+        Ok(match &db.backend {
+            Backend::Sqlite(s) => {
+                bind_vals!(
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql)),
+                    self.vals
+                )
+                .fetch_one(&s.reader)
+                .await?
+            }
+            Backend::Postgres(p) => {
+                bind_vals!(
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql)),
+                    self.vals
+                )
+                .fetch_one(p)
+                .await?
+            }
+        })
+    }
+
+    pub async fn execute_in(self, tx: &mut Tx) -> crate::Result<u64> {
+        Ok(match tx {
+            Tx::Sqlite(t) => bind_vals!(sqlx::query(AssertSqlSafe(self.sql)), self.vals)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(t) => bind_vals!(sqlx::query(AssertSqlSafe(self.sql)), self.vals)
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+        })
+    }
+}
+
+/// Inserts rows in multi-row statements (a few hundred rows each): one round trip per batch
+/// instead of per row matters on PostgreSQL.
+pub(crate) async fn insert_batched<T>(
+    tx: &mut Tx,
+    head: &str,
+    tail: &str,
+    rows: &[T],
+    row_vals: impl Fn(&T) -> Vec<Val>,
+) -> crate::Result<()> {
+    let pg = matches!(tx, Tx::Postgres(_));
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let per_batch = (4000 / row_vals(first).len().max(1)).max(1);
+    for chunk in rows.chunks(per_batch) {
+        let mut q = DynQuery::new(pg);
+        q.push(head);
+        for (i, row) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ",(" });
+            for (c, v) in row_vals(row).into_iter().enumerate() {
+                if c > 0 {
+                    q.push(",");
+                }
+                q.bind_val(v);
+            }
+            q.push(")");
+        }
+        q.push(tail);
+        q.execute_in(tx).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1328 @@
+//! Identity: accounts, role grants at nodes, the scope filter every query of people goes through,
+//! passwords, the sign-in throttle and sessions. Every change is audited in its own transaction.
+//!
+//! Authorisation lives here, below the handlers: each operation takes the [`Actor`] and checks its
+//! permission *and* that the target lies in the actor's scope, so no page or API route can forget.
+
+use chrono::{DateTime, Utc};
+use santong_domain::identity::{
+    Node, PasswordPolicy, PasswordProblem, Permission, Role, SchoolCode, Scope, SessionPolicy,
+    ThrottlePolicy, escalating_lock, parse_username, region_prefix_pattern,
+};
+use santong_domain::password;
+use santong_domain::region::RegionCode;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::dynsql::DynQuery;
+use crate::settings::Settings;
+use crate::{Db, Page, StorageError, Tx, db_query};
+
+/// An account as stored. The password hash never leaves this module's callers' process.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub must_change_password: bool,
+    pub system_role: Option<String>,
+    pub home_region: Option<String>,
+    pub home_school: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub password_changed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const USER_COLUMNS: &str = "SELECT u.id, u.username, u.display_name, u.password_hash, \
+    u.must_change_password, u.system_role, u.home_region, u.home_school, u.disabled_at, \
+    u.password_changed_at, u.created_at FROM app_user u";
+
+impl UserRow {
+    /// Where the account belongs.
+    pub fn home(&self) -> Node {
+        node_of(self.home_region.as_deref(), self.home_school.as_deref())
+    }
+
+    pub fn system_role(&self) -> Option<Role> {
+        self.system_role.as_deref().and_then(Role::parse)
+    }
+}
+
+fn node_of(region: Option<&str>, school: Option<&str>) -> Node {
+    let region = region.and_then(|r| RegionCode::parse(r).ok());
+    match (school.and_then(SchoolCode::parse), region) {
+        (Some(code), Some(county)) => Node::School { code, county },
+        (_, Some(r)) => Node::Region(r),
+        _ => Node::Nation,
+    }
+}
+
+/// A role granted at a node.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GrantRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub role: String,
+    pub node_code: String,
+    pub node_region: Option<String>,
+    pub node_school: Option<String>,
+    pub granted_at: DateTime<Utc>,
+}
+
+impl GrantRow {
+    pub fn node(&self) -> Node {
+        node_of(self.node_region.as_deref(), self.node_school.as_deref())
+    }
+}
+
+/// A signed-in user with their grants, as loaded for a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: UserRow,
+    pub grants: Vec<(Role, Node)>,
+    pub session_id: Option<Uuid>,
+    /// The session's synchronizer token for forms.
+    pub csrf: String,
+}
+
+impl Principal {
+    /// Every role held, with where: an admin duty applies to the whole node.
+    pub fn roles(&self) -> Vec<(Role, Node)> {
+        let mut out: Vec<(Role, Node)> = self
+            .user
+            .system_role()
+            .map(|r| (r, Node::Nation))
+            .into_iter()
+            .collect();
+        out.extend(self.grants.iter().copied());
+        out
+    }
+
+    pub fn has(&self, perm: Permission) -> bool {
+        self.roles()
+            .iter()
+            .any(|(r, _)| r.permissions().contains(&perm))
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles().iter().any(|(r, _)| *r == role)
+    }
+
+    /// Where `perm` applies for this user.
+    pub fn scope(&self, perm: Permission) -> Scope {
+        let nodes: Vec<Node> = self
+            .roles()
+            .into_iter()
+            .filter(|(r, _)| r.permissions().contains(&perm))
+            .map(|(_, n)| n)
+            .collect();
+        Scope::of_nodes(&nodes)
+    }
+
+    /// Officials and admins: shorter sessions, expiring passwords.
+    pub fn privileged(&self) -> bool {
+        self.roles().iter().any(|(r, _)| r.is_privileged())
+    }
+}
+
+/// Who performs an operation: a signed-in principal, or the command line (an operator with
+/// shell access to the server, audited as `cli`).
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    User {
+        principal: &'a Principal,
+        ip: &'a str,
+    },
+    Cli,
+}
+
+impl Actor<'_> {
+    fn name(&self) -> String {
+        match self {
+            Actor::User { principal, .. } => principal.user.username.clone(),
+            Actor::Cli => "cli".into(),
+        }
+    }
+
+    fn id(&self) -> Option<Uuid> {
+        match self {
+            Actor::User { principal, .. } => Some(principal.user.id),
+            Actor::Cli => None,
+        }
+    }
+
+    fn ip(&self) -> String {
+        match self {
+            Actor::User { ip, .. } => (*ip).to_owned(),
+            Actor::Cli => "-".into(),
+        }
+    }
+
+    /// The CLI may do anything; a user needs `perm` where `node` lies.
+    fn may(&self, perm: Permission, node: &Node) -> bool {
+        match self {
+            Actor::Cli => true,
+            Actor::User { principal, .. } => principal.scope(perm).contains(node),
+        }
+    }
+
+    fn entry(
+        &self,
+        event: &'static str,
+        target: &str,
+        result: &'static str,
+        scope: &Node,
+    ) -> AuditEntry {
+        AuditEntry {
+            actor: self.name(),
+            actor_id: self.id(),
+            ip: self.ip(),
+            event,
+            target: target.to_owned(),
+            result,
+            scope: scope.code(),
+            detail: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("not allowed")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("the user name is taken")]
+    UsernameTaken,
+    #[error("the user name is not valid")]
+    BadUsername,
+    #[error("the password does not meet the policy")]
+    Password(Vec<PasswordProblem>),
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("an account holds at most one admin duty and nothing else")]
+    SeparationOfDuties,
+    #[error("nobody can grant themselves a role")]
+    SelfGrant,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sqlx::Error> for IdentityError {
+    fn from(e: sqlx::Error) -> Self {
+        IdentityError::Storage(StorageError::Sqlx(e))
+    }
+}
+
+type IdResult<T> = Result<T, IdentityError>;
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    /// `None` generates one (returned once).
+    pub password: Option<String>,
+    pub home: Node,
+    /// One of the separated admin duties, or none.
+    pub system_role: Option<Role>,
+    /// A first grant, given with the account.
+    pub grant: Option<(Role, Node)>,
+}
+
+/// Outcome of a sign-in attempt.
+#[derive(Debug)]
+pub enum Login {
+    Ok {
+        principal: Box<Principal>,
+        token: String,
+        must_change: bool,
+    },
+    /// Wrong user name or password (never says which), or the account is disabled.
+    Invalid,
+    /// Too many failures: try again after this many seconds.
+    Locked { retry_after: u64 },
+}
+
+/// The security policies, stored as JSON in instance settings.
+pub async fn password_policy(db: &Db) -> crate::Result<PasswordPolicy> {
+    policy(db, "policy.password").await
+}
+
+pub async fn throttle_policy(db: &Db) -> crate::Result<ThrottlePolicy> {
+    policy(db, "policy.throttle").await
+}
+
+pub async fn session_policy(db: &Db) -> crate::Result<SessionPolicy> {
+    policy(db, "policy.session").await
+}
+
+async fn policy<T: serde::de::DeserializeOwned + Default>(db: &Db, key: &str) -> crate::Result<T> {
+    Ok(Settings(db)
+        .get(key)
+        .await?
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default())
+}
+
+/// `a:<user>`, `p:<user>|<ip>`, `i:<ip>`.
+fn throttle_keys(username: &str, ip: &str) -> [String; 3] {
+    [
+        format!("a:{username}"),
+        format!("p:{username}|{ip}"),
+        format!("i:{ip}"),
+    ]
+}
+
+pub struct Identity<'a>(pub &'a Db);
+
+impl Identity<'_> {
+    // ----- reading -------------------------------------------------------------------------
+
+    async fn user_by_id(&self, id: Uuid) -> crate::Result<Option<UserRow>> {
+        const SQL: &str = "SELECT u.id, u.username, u.display_name, u.password_hash, \
+            u.must_change_password, u.system_role, u.home_region, u.home_school, u.disabled_at, \
+            u.password_changed_at, u.created_at FROM app_user u WHERE u.id = $1";
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, UserRow>(sql(SQL))
+                .bind(id)
+                .fetch_optional(ex)
+                .await?
+        }))
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> crate::Result<Option<UserRow>> {
+        const SQL: &str = "SELECT u.id, u.username, u.display_name, u.password_hash, \
+            u.must_change_password, u.system_role, u.home_region, u.home_school, u.disabled_at, \
+            u.password_changed_at, u.created_at FROM app_user u WHERE u.username = $1";
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, UserRow>(sql(SQL))
+                .bind(username)
+                .fetch_optional(ex)
+                .await?
+        }))
+    }
+
+    pub async fn grants_of(&self, user_id: Uuid) -> crate::Result<Vec<GrantRow>> {
+        const SQL: &str = "SELECT id, user_id, role, node_code, node_region, node_school, \
+            granted_at FROM role_grant WHERE user_id = $1 ORDER BY granted_at";
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, GrantRow>(sql(SQL))
+                .bind(user_id)
+                .fetch_all(ex)
+                .await?
+        }))
+    }
+
+    async fn principal_of(
+        &self,
+        user: UserRow,
+        session: Option<(Uuid, String)>,
+    ) -> crate::Result<Principal> {
+        let grants = self
+            .grants_of(user.id)
+            .await?
+            .into_iter()
+            .filter_map(|g| Role::parse(&g.role).map(|r| (r, g.node())))
+            .collect();
+        let (session_id, csrf) = match session {
+            Some((id, csrf)) => (Some(id), csrf),
+            None => (None, String::new()),
+        };
+        Ok(Principal {
+            user,
+            grants,
+            session_id,
+            csrf,
+        })
+    }
+
+    /// Appends the scope condition on `app_user u` to `q`: the one filter for people.
+    fn push_user_scope(q: &mut DynQuery, scope: &Scope) {
+        if scope.nation {
+            q.push(" (1 = 1)");
+            return;
+        }
+        if scope.is_empty() {
+            q.push(" (1 = 0)");
+            return;
+        }
+        q.push(" (1 = 0");
+        for r in &scope.regions {
+            q.push(" OR u.home_region LIKE ")
+                .bind(region_prefix_pattern(*r));
+        }
+        for s in &scope.schools {
+            q.push(" OR u.home_school = ").bind(s.to_string());
+        }
+        q.push(")");
+    }
+
+    /// Accounts in `scope`, optionally matching `query` (user name or display name), by user name.
+    pub async fn list_users(
+        &self,
+        scope: &Scope,
+        query: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<UserRow>> {
+        let filter = |q: &mut DynQuery| {
+            q.push(" WHERE");
+            Self::push_user_scope(q, scope);
+            if let Some(text) = query.map(str::trim).filter(|t| !t.is_empty()) {
+                let pattern = format!("%{}%", text.replace(['%', '_', '\\'], ""));
+                q.push(" AND (u.username LIKE ").bind(pattern.clone());
+                q.push(" OR u.display_name LIKE ").bind(pattern).push(")");
+            }
+        };
+        let mut q = DynQuery::for_db(self.0);
+        q.push(USER_COLUMNS);
+        filter(&mut q);
+        q.push(" ORDER BY u.username LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let items = q.fetch_all(self.0).await?;
+        let mut c = DynQuery::for_db(self.0);
+        c.push("SELECT COUNT(*) FROM app_user u");
+        filter(&mut c);
+        let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
+        Ok(Page { items, total })
+    }
+
+    /// One account, only if it lies in `scope` (otherwise `None`, as if it did not exist).
+    pub async fn get_user(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<UserRow>> {
+        let mut q = DynQuery::for_db(self.0);
+        q.push(USER_COLUMNS)
+            .push(" WHERE u.id = ")
+            .bind(id)
+            .push(" AND");
+        Self::push_user_scope(&mut q, scope);
+        Ok(q.fetch_all::<UserRow>(self.0).await?.into_iter().next())
+    }
+
+    /// Setup mode lasts until the security and the audit admin both exist.
+    pub async fn setup_complete(&self) -> crate::Result<bool> {
+        let n: i64 = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT COUNT(DISTINCT system_role) FROM app_user \
+                WHERE system_role IN ($1, $2) AND disabled_at IS NULL"))
+            .bind(Role::SecurityAdmin.as_str())
+            .bind(Role::AuditAdmin.as_str())
+            .fetch_one(ex)
+            .await?
+        });
+        Ok(n == 2)
+    }
+
+    // ----- accounts ------------------------------------------------------------------------
+
+    /// Creates an account. Returns its id and, when none was given, the generated password.
+    pub async fn create_user(
+        &self,
+        actor: Actor<'_>,
+        new: NewUser,
+    ) -> IdResult<(Uuid, Option<String>)> {
+        let username = parse_username(&new.username).ok_or(IdentityError::BadUsername)?;
+        match new.system_role {
+            Some(duty) => {
+                if !duty.is_admin_duty() || new.grant.is_some() {
+                    return Err(IdentityError::SeparationOfDuties);
+                }
+                // Only the system admin (or the CLI) creates the other two duties.
+                let allowed = match actor {
+                    Actor::Cli => true,
+                    Actor::User { principal, .. } => {
+                        principal.has_role(Role::SystemAdmin) && duty != Role::SystemAdmin
+                    }
+                };
+                if !allowed {
+                    return Err(IdentityError::Forbidden);
+                }
+            }
+            None => {
+                if !actor.may(Permission::UsersManage, &new.home) {
+                    return Err(IdentityError::Forbidden);
+                }
+                if let Some((role, node)) = &new.grant {
+                    self.check_grant(actor, None, *role, node)?;
+                }
+            }
+        }
+        let policy = password_policy(self.0).await?;
+        let (pw, generated) = match new.password {
+            Some(p) => (p, None),
+            None => {
+                let p = password::generate(16);
+                (p.clone(), Some(p))
+            }
+        };
+        let problems = policy.check(&username, &pw);
+        if !problems.is_empty() {
+            return Err(IdentityError::Password(problems));
+        }
+        let hash = password::hash(&pw);
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let (region, school) = home_columns(&new.home);
+        let mut tx = self.0.begin().await?;
+        let inserted = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO app_user (id, username, display_name, password_hash, \
+                must_change_password, system_role, created_at, home_region, home_school, \
+                password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                ON CONFLICT (username) DO NOTHING",
+            ))
+            .bind(id)
+            .bind(&username)
+            .bind(new.display_name.trim())
+            .bind(&hash)
+            .bind(true)
+            .bind(new.system_role.map(Role::as_str))
+            .bind(now)
+            .bind(region)
+            .bind(school)
+            .bind(now)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 0 {
+            return Err(IdentityError::UsernameTaken);
+        }
+        record_password(&mut tx, id, &hash).await?;
+        let mut e = actor.entry("user.create", &username, "success", &new.home);
+        e.detail = new
+            .system_role
+            .map(|r| format!("duty {r}"))
+            .unwrap_or_default();
+        audit::append(&mut tx, &e).await?;
+        if let Some((role, node)) = new.grant {
+            insert_grant(&mut tx, id, role, &node, actor.id()).await?;
+            audit::append(
+                &mut tx,
+                &AuditEntry {
+                    detail: role.to_string(),
+                    ..actor.entry("grant.add", &username, "success", &node)
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((id, generated))
+    }
+
+    fn check_grant(
+        &self,
+        actor: Actor<'_>,
+        target: Option<&UserRow>,
+        role: Role,
+        node: &Node,
+    ) -> IdResult<()> {
+        if role.is_admin_duty() {
+            return Err(IdentityError::SeparationOfDuties);
+        }
+        if target.is_some_and(|t| t.system_role.is_some()) {
+            return Err(IdentityError::SeparationOfDuties);
+        }
+        match actor {
+            Actor::Cli => Ok(()),
+            Actor::User { principal, .. } => {
+                if target.is_some_and(|t| t.id == principal.user.id) {
+                    return Err(IdentityError::SelfGrant);
+                }
+                let ok = principal
+                    .roles()
+                    .iter()
+                    .any(|(r, at)| r.may_grant(role) && at.contains(node));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(IdentityError::Forbidden)
+                }
+            }
+        }
+    }
+
+    /// Grants `role` at `node` to an account the actor can see.
+    pub async fn grant(
+        &self,
+        actor: Actor<'_>,
+        user_id: Uuid,
+        role: Role,
+        node: Node,
+    ) -> IdResult<()> {
+        let target = self
+            .visible_user(actor, Permission::UsersView, user_id)
+            .await?;
+        self.check_grant(actor, Some(&target), role, &node)?;
+        let mut tx = self.0.begin().await?;
+        insert_grant(&mut tx, user_id, role, &node, actor.id()).await?;
+        audit::append(
+            &mut tx,
+            &AuditEntry {
+                detail: role.to_string(),
+                ..actor.entry("grant.add", &target.username, "success", &node)
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoke_grant(
+        &self,
+        actor: Actor<'_>,
+        user_id: Uuid,
+        grant_id: Uuid,
+    ) -> IdResult<()> {
+        let target = self
+            .visible_user(actor, Permission::UsersView, user_id)
+            .await?;
+        let grant = self
+            .grants_of(user_id)
+            .await?
+            .into_iter()
+            .find(|g| g.id == grant_id)
+            .ok_or(IdentityError::NotFound)?;
+        let role = Role::parse(&grant.role).ok_or(IdentityError::NotFound)?;
+        self.check_grant(actor, Some(&target), role, &grant.node())?;
+        let mut tx = self.0.begin().await?;
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql("DELETE FROM role_grant WHERE id = $1 AND user_id = $2"))
+                .bind(grant_id)
+                .bind(user_id)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        });
+        audit::append(
+            &mut tx,
+            &AuditEntry {
+                detail: role.to_string(),
+                ..actor.entry("grant.revoke", &target.username, "success", &grant.node())
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The target account if the actor holds `perm` where it lives; `NotFound` otherwise, so an
+    /// account outside the actor's scope is indistinguishable from none.
+    async fn visible_user(
+        &self,
+        actor: Actor<'_>,
+        perm: Permission,
+        id: Uuid,
+    ) -> IdResult<UserRow> {
+        let scope = match actor {
+            Actor::Cli => Scope::everything(),
+            Actor::User { principal, .. } => principal.scope(perm),
+        };
+        self.get_user(&scope, id)
+            .await?
+            .ok_or(IdentityError::NotFound)
+    }
+
+    /// Sets a new generated password, to be changed at next sign-in; signs the account out
+    /// everywhere and clears its lock. Teachers may reset students' passwords in their scope.
+    pub async fn reset_password(&self, actor: Actor<'_>, user_id: Uuid) -> IdResult<String> {
+        let target = match self
+            .visible_user(actor, Permission::UsersManage, user_id)
+            .await
+        {
+            Ok(t) => t,
+            Err(IdentityError::NotFound) => {
+                let t = self
+                    .visible_user(actor, Permission::StudentPasswordsReset, user_id)
+                    .await?;
+                let is_student = self
+                    .grants_of(t.id)
+                    .await?
+                    .iter()
+                    .any(|g| g.role == Role::Student.as_str());
+                if !is_student {
+                    return Err(IdentityError::NotFound);
+                }
+                t
+            }
+            Err(e) => return Err(e),
+        };
+        if actor.id() == Some(target.id)
+            || target.system_role.is_some() && !matches!(actor, Actor::Cli)
+        {
+            return Err(IdentityError::Forbidden);
+        }
+        let pw = password::generate(12);
+        let hash = password::hash(&pw);
+        let mut tx = self.0.begin().await?;
+        set_password(&mut tx, target.id, &hash, true).await?;
+        revoke_sessions(&mut tx, target.id, None).await?;
+        clear_throttle(&mut tx, &target.username).await?;
+        audit::append(
+            &mut tx,
+            &actor.entry(
+                "password.reset",
+                &target.username,
+                "success",
+                &target.home(),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(pw)
+    }
+
+    /// Resets a password by user name from the CLI (`santong user reset-password`).
+    pub async fn reset_password_by_name(
+        &self,
+        username: &str,
+        new_password: Option<&str>,
+    ) -> IdResult<String> {
+        let name = parse_username(username).ok_or(IdentityError::NotFound)?;
+        let user = self
+            .user_by_username(&name)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        let pw = match new_password {
+            Some(p) => {
+                let problems = password_policy(self.0).await?.check(&name, p);
+                if !problems.is_empty() {
+                    return Err(IdentityError::Password(problems));
+                }
+                p.to_owned()
+            }
+            None => password::generate(12),
+        };
+        let hash = password::hash(&pw);
+        let mut tx = self.0.begin().await?;
+        set_password(&mut tx, user.id, &hash, true).await?;
+        revoke_sessions(&mut tx, user.id, None).await?;
+        clear_throttle(&mut tx, &user.username).await?;
+        audit::append(
+            &mut tx,
+            &Actor::Cli.entry("password.reset", &user.username, "success", &user.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(pw)
+    }
+
+    /// The user changes their own password: checks the old one, the policy and the history;
+    /// signs out every other session.
+    pub async fn change_password(
+        &self,
+        me: &Principal,
+        ip: &str,
+        old: &str,
+        new: &str,
+    ) -> IdResult<()> {
+        let user = self
+            .user_by_id(me.user.id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        let actor = Actor::User { principal: me, ip };
+        if !password::verify(old, &user.password_hash) {
+            audit::record(
+                self.0,
+                &actor.entry("password.change", &user.username, "failure", &user.home()),
+            )
+            .await?;
+            return Err(IdentityError::WrongPassword);
+        }
+        let policy = password_policy(self.0).await?;
+        let mut problems = policy.check(&user.username, new);
+        let history: Vec<String> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT password_hash FROM password_history WHERE user_id = $1 \
+                ORDER BY created_at DESC LIMIT $2",
+            ))
+            .bind(user.id)
+            .bind(i64::try_from(policy.history.max(1)).unwrap_or(1))
+            .fetch_all(ex)
+            .await?
+        });
+        if password::verify(new, &user.password_hash)
+            || history.iter().any(|h| password::verify(new, h))
+        {
+            problems.push(PasswordProblem::Reused);
+        }
+        if !problems.is_empty() {
+            return Err(IdentityError::Password(problems));
+        }
+        let hash = password::hash(new);
+        let mut tx = self.0.begin().await?;
+        set_password(&mut tx, user.id, &hash, false).await?;
+        revoke_sessions(&mut tx, user.id, me.session_id).await?;
+        audit::append(
+            &mut tx,
+            &actor.entry("password.change", &user.username, "success", &user.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Clears the sign-in locks of an account.
+    pub async fn unlock(&self, actor: Actor<'_>, user_id: Uuid) -> IdResult<()> {
+        let target = match self
+            .visible_user(actor, Permission::GrantsManage, user_id)
+            .await
+        {
+            Err(IdentityError::NotFound) => {
+                self.visible_user(actor, Permission::UsersManage, user_id)
+                    .await?
+            }
+            other => other?,
+        };
+        let mut tx = self.0.begin().await?;
+        clear_throttle(&mut tx, &target.username).await?;
+        audit::append(
+            &mut tx,
+            &actor.entry("user.unlock", &target.username, "success", &target.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Disables (signing out everywhere) or re-enables an account.
+    pub async fn set_disabled(
+        &self,
+        actor: Actor<'_>,
+        user_id: Uuid,
+        disabled: bool,
+    ) -> IdResult<()> {
+        let target = self
+            .visible_user(actor, Permission::UsersManage, user_id)
+            .await?;
+        if actor.id() == Some(target.id) {
+            return Err(IdentityError::Forbidden);
+        }
+        let mut tx = self.0.begin().await?;
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql("UPDATE app_user SET disabled_at = $2 WHERE id = $1"))
+                .bind(target.id)
+                .bind(disabled.then(Utc::now))
+                .execute(ex)
+                .await?
+                .rows_affected()
+        });
+        if disabled {
+            revoke_sessions(&mut tx, target.id, None).await?;
+        }
+        let event = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        audit::append(
+            &mut tx,
+            &actor.entry(event, &target.username, "success", &target.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// True when the account is currently locked by the throttle.
+    pub async fn is_locked(&self, username: &str) -> crate::Result<bool> {
+        let until: Option<Option<DateTime<Utc>>> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT locked_until FROM login_throttle WHERE key = $1",
+            ))
+            .bind(format!("a:{username}"))
+            .fetch_optional(ex)
+            .await?
+        });
+        Ok(until.flatten().is_some_and(|u| u > Utc::now()))
+    }
+
+    // ----- sign-in -------------------------------------------------------------------------
+
+    /// Checks a user name and password under the throttle, and opens a session on success.
+    ///
+    /// Counters are reserved *before* the password is checked, inside one locking transaction, so
+    /// parallel wrong attempts cannot run more checks than the limit allows.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        pw: &str,
+        ip: &str,
+        user_agent: &str,
+    ) -> crate::Result<Login> {
+        let name = username.trim().to_ascii_lowercase();
+        let name = if name.len() > 64 {
+            name[..64].to_owned()
+        } else {
+            name
+        };
+        let tp = throttle_policy(self.0).await?;
+        let now = Utc::now();
+        let keys = throttle_keys(&name, ip);
+
+        if let Some(wait) = self.reserve_attempt(&keys, &tp, now).await? {
+            audit::record(
+                self.0,
+                &AuditEntry {
+                    actor: name.clone(),
+                    ip: ip.to_owned(),
+                    event: "login.locked",
+                    target: name.clone(),
+                    result: "denied",
+                    scope: "000000".into(),
+                    ..AuditEntry::default()
+                },
+            )
+            .await?;
+            return Ok(Login::Locked { retry_after: wait });
+        }
+
+        let user = self.user_by_username(&name).await?;
+        // Always run one argon2 verification so timing does not tell whether the account exists.
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.as_str())
+            .unwrap_or(password::dummy_hash());
+        let matches = password::verify(pw, hash);
+        let user = user.filter(|u| matches && u.disabled_at.is_none());
+
+        let Some(user) = user else {
+            let mut tx = self.0.begin().await?;
+            count_ip_failure(&mut tx, &keys[2], &tp, now).await?;
+            audit::append(
+                &mut tx,
+                &AuditEntry {
+                    actor: name.clone(),
+                    ip: ip.to_owned(),
+                    event: "login.failure",
+                    target: name.clone(),
+                    result: "failure",
+                    scope: "000000".into(),
+                    ..AuditEntry::default()
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Login::Invalid);
+        };
+
+        let principal = self.principal_of(user, None).await?;
+        let sp = session_policy(self.0).await?;
+        let (idle, absolute) = if principal.privileged() {
+            (sp.idle_secs_privileged, sp.absolute_secs_privileged)
+        } else {
+            (sp.idle_secs, sp.absolute_secs)
+        };
+        let token = password::random_token();
+        let csrf = password::random_token();
+        let session_id = Uuid::now_v7();
+        let mut tx = self.0.begin().await?;
+        for k in &keys[..2] {
+            db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql("DELETE FROM login_throttle WHERE key = $1"))
+                    .bind(k)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO user_session (id, token_hash, user_id, csrf_token, \
+                created_at, last_seen_at, expires_at, idle_secs, ip, user_agent) \
+                VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+            ))
+            .bind(session_id)
+            .bind(password::token_hash(&token))
+            .bind(principal.user.id)
+            .bind(&csrf)
+            .bind(now)
+            .bind(now + chrono::Duration::seconds(i64::try_from(absolute).unwrap_or(i64::MAX / 2)))
+            .bind(i32::try_from(idle).unwrap_or(i32::MAX))
+            .bind(ip)
+            .bind(user_agent.chars().take(200).collect::<String>())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        audit::append(
+            &mut tx,
+            &AuditEntry {
+                actor: principal.user.username.clone(),
+                actor_id: Some(principal.user.id),
+                ip: ip.to_owned(),
+                event: "login.success",
+                target: principal.user.username.clone(),
+                result: "success",
+                scope: principal.user.home().code(),
+                ..AuditEntry::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+
+        let pp = password_policy(self.0).await?;
+        let expired = principal.privileged()
+            && pp.max_age_days_privileged > 0
+            && principal.user.password_changed_at.is_some_and(|t| {
+                now - t > chrono::Duration::days(i64::from(pp.max_age_days_privileged))
+            });
+        let must_change = principal.user.must_change_password || expired;
+        let principal = Principal {
+            session_id: Some(session_id),
+            csrf,
+            ..principal
+        };
+        Ok(Login::Ok {
+            principal: Box::new(principal),
+            token,
+            must_change,
+        })
+    }
+
+    /// Checks the locks and counts this attempt. `Some(seconds)` when it must wait.
+    async fn reserve_attempt(
+        &self,
+        keys: &[String; 3],
+        tp: &ThrottlePolicy,
+        now: DateTime<Utc>,
+    ) -> crate::Result<Option<u64>> {
+        let mut tx = self.0.begin().await?;
+        let mut wait: Option<u64> = None;
+        let mut counts = [0i32; 2];
+        for (i, key) in keys.iter().enumerate() {
+            if i < 2 {
+                db_query!(&mut tx, tx, |sql, ex| {
+                    sqlx::query(sql(
+                        "INSERT INTO login_throttle (key, failures, first_failure_at) \
+                        VALUES ($1, 0, $2) ON CONFLICT (key) DO NOTHING",
+                    ))
+                    .bind(key)
+                    .bind(now)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+                });
+            }
+            let row: Option<(i32, Option<DateTime<Utc>>)> = match &mut tx {
+                Tx::Sqlite(t) => {
+                    sqlx::query_as(
+                        "SELECT failures, locked_until FROM login_throttle WHERE key = ?1",
+                    )
+                    .bind(key)
+                    .fetch_optional(&mut **t)
+                    .await?
+                }
+                Tx::Postgres(t) => sqlx::query_as(
+                    "SELECT failures, locked_until FROM login_throttle WHERE key = $1 FOR UPDATE",
+                )
+                .bind(key)
+                .fetch_optional(&mut **t)
+                .await?,
+            };
+            let (failures, locked) = row.unwrap_or((0, None));
+            if let Some(until) = locked.filter(|u| *u > now) {
+                let secs = u64::try_from((until - now).num_seconds())
+                    .unwrap_or(0)
+                    .max(1);
+                wait = Some(wait.map_or(secs, |w| w.max(secs)));
+            }
+            if i < 2 {
+                counts[i] = failures;
+            }
+        }
+        if wait.is_some() {
+            return Ok(wait);
+        }
+        // Count this attempt now, and lock for the next one if it would exceed the free tries.
+        for (i, key) in keys[..2].iter().enumerate() {
+            let n = u32::try_from(counts[i]).unwrap_or(0) + 1;
+            let (free, cap) = if i == 0 {
+                (tp.account_free_failures, tp.account_max_lock_secs)
+            } else {
+                (tp.pair_free_failures, tp.pair_max_lock_secs)
+            };
+            let lock = escalating_lock(n, free, std::time::Duration::from_secs(cap))
+                .map(|d| now + chrono::Duration::from_std(d).unwrap_or_default());
+            db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE login_throttle SET failures = $2, locked_until = $3 WHERE key = $1",
+                ))
+                .bind(key)
+                .bind(i32::try_from(n).unwrap_or(i32::MAX))
+                .bind(lock)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    // ----- sessions ------------------------------------------------------------------------
+
+    /// The principal of a live session token, refreshing its idle timer at most once a minute.
+    pub async fn session(&self, token: &str) -> crate::Result<Option<Principal>> {
+        #[derive(sqlx::FromRow)]
+        struct S {
+            id: Uuid,
+            user_id: Uuid,
+            csrf_token: String,
+            last_seen_at: DateTime<Utc>,
+            expires_at: DateTime<Utc>,
+            idle_secs: i32,
+        }
+        let row: Option<S> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, S>(sql(
+                "SELECT id, user_id, csrf_token, last_seen_at, expires_at, \
+                idle_secs FROM user_session WHERE token_hash = $1 AND revoked_at IS NULL",
+            ))
+            .bind(password::token_hash(token))
+            .fetch_optional(ex)
+            .await?
+        });
+        let Some(s) = row else { return Ok(None) };
+        let now = Utc::now();
+        if s.expires_at <= now
+            || s.last_seen_at + chrono::Duration::seconds(i64::from(s.idle_secs)) <= now
+        {
+            return Ok(None);
+        }
+        let Some(user) = self
+            .user_by_id(s.user_id)
+            .await?
+            .filter(|u| u.disabled_at.is_none())
+        else {
+            return Ok(None);
+        };
+        if now - s.last_seen_at > chrono::Duration::seconds(60) {
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE user_session SET last_seen_at = $2 WHERE id = $1",
+                ))
+                .bind(s.id)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+        }
+        Ok(Some(
+            self.principal_of(user, Some((s.id, s.csrf_token))).await?,
+        ))
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn sessions_of(&self, user_id: Uuid) -> crate::Result<Vec<SessionRow>> {
+        let rows: Vec<SessionRow> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, SessionRow>(sql(
+                "SELECT id, created_at, last_seen_at, expires_at, \
+                idle_secs, ip, user_agent FROM user_session WHERE user_id = $1 \
+                AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at DESC",
+            ))
+            .bind(user_id)
+            .bind(Utc::now())
+            .fetch_all(ex)
+            .await?
+        });
+        let now = Utc::now();
+        Ok(rows
+            .into_iter()
+            .filter(|s| s.last_seen_at + chrono::Duration::seconds(i64::from(s.idle_secs)) > now)
+            .collect())
+    }
+
+    /// Ends one of the user's own sessions (sign-out, or "my sessions" → revoke).
+    pub async fn end_session(
+        &self,
+        me: &Principal,
+        ip: &str,
+        session_id: Uuid,
+    ) -> crate::Result<bool> {
+        let mut tx = self.0.begin().await?;
+        let n = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE user_session SET revoked_at = $3 WHERE id = $1 AND user_id = $2 \
+                AND revoked_at IS NULL",
+            ))
+            .bind(session_id)
+            .bind(me.user.id)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        let event = if me.session_id == Some(session_id) {
+            "logout"
+        } else {
+            "session.revoke"
+        };
+        audit::append(
+            &mut tx,
+            &Actor::User { principal: me, ip }.entry(
+                event,
+                &me.user.username,
+                "success",
+                &me.user.home(),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+}
+
+/// A session as listed under "my sessions".
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub idle_secs: i32,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+fn home_columns(node: &Node) -> (Option<String>, Option<String>) {
+    match node {
+        Node::Nation => (None, None),
+        Node::Region(r) => (Some(r.to_string()), None),
+        Node::School { code, county } => (Some(county.to_string()), Some(code.to_string())),
+    }
+}
+
+async fn insert_grant(
+    tx: &mut Tx,
+    user_id: Uuid,
+    role: Role,
+    node: &Node,
+    by: Option<Uuid>,
+) -> crate::Result<()> {
+    let (region, school) = home_columns(node);
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO role_grant (id, user_id, role, node_code, node_region, \
+            node_school, granted_by, granted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            ON CONFLICT (user_id, role, node_code) DO NOTHING",
+        ))
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(role.as_str())
+        .bind(node.code())
+        .bind(region)
+        .bind(school)
+        .bind(by)
+        .bind(Utc::now())
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+async fn record_password(tx: &mut Tx, user_id: Uuid, hash: &str) -> crate::Result<()> {
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO password_history (id, user_id, password_hash, created_at) \
+            VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(hash)
+        .bind(Utc::now())
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+async fn set_password(
+    tx: &mut Tx,
+    user_id: Uuid,
+    hash: &str,
+    must_change: bool,
+) -> crate::Result<()> {
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "UPDATE app_user SET password_hash = $2, must_change_password = $3, \
+            password_changed_at = $4 WHERE id = $1",
+        ))
+        .bind(user_id)
+        .bind(hash)
+        .bind(must_change)
+        .bind(Utc::now())
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    record_password(tx, user_id, hash).await
+}
+
+async fn revoke_sessions(tx: &mut Tx, user_id: Uuid, except: Option<Uuid>) -> crate::Result<()> {
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "UPDATE user_session SET revoked_at = $2 WHERE user_id = $1 \
+            AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)",
+        ))
+        .bind(user_id)
+        .bind(Utc::now())
+        .bind(except)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+async fn clear_throttle(tx: &mut Tx, username: &str) -> crate::Result<()> {
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "DELETE FROM login_throttle WHERE key = $1 OR key LIKE $2",
+        ))
+        .bind(format!("a:{username}"))
+        .bind(format!("p:{}|%", username.replace(['%', '_'], "")))
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Counts a failure for an address; a window that has passed starts again.
+async fn count_ip_failure(
+    tx: &mut Tx,
+    key: &str,
+    tp: &ThrottlePolicy,
+    now: DateTime<Utc>,
+) -> crate::Result<()> {
+    let window_start =
+        now - chrono::Duration::seconds(i64::try_from(tp.ip_window_secs).unwrap_or(600));
+    let lock_until = now + chrono::Duration::seconds(i64::try_from(tp.ip_lock_secs).unwrap_or(300));
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql("INSERT INTO login_throttle (key, failures, first_failure_at) VALUES ($1, 1, $2) \
+            ON CONFLICT (key) DO UPDATE SET \
+              failures = CASE WHEN login_throttle.first_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+              first_failure_at = CASE WHEN login_throttle.first_failure_at < $3 THEN $2 ELSE login_throttle.first_failure_at END"))
+        .bind(key)
+        .bind(now)
+        .bind(window_start)
+        .execute(&mut *ex)
+        .await?;
+        sqlx::query(sql(
+            "UPDATE login_throttle SET locked_until = $2 WHERE key = $1 AND failures >= $3",
+        ))
+        .bind(key)
+        .bind(lock_until)
+        .bind(i32::try_from(tp.ip_max_failures).unwrap_or(i32::MAX))
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}

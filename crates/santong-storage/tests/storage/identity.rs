@@ -1,0 +1,560 @@
+use santong_domain::identity::{Node, Permission, Role, SchoolCode, Scope};
+use santong_domain::region::RegionCode;
+use santong_storage::audit::{self, Verification};
+use santong_storage::identity::{Actor, Identity, IdentityError, Login, NewUser, Principal};
+use santong_testkit::TestDb;
+use uuid::Uuid;
+
+const PW: &str = "Kx9!long-enough";
+
+fn region(s: &str) -> Node {
+    Node::Region(RegionCode::parse(s).unwrap())
+}
+
+fn school(code: &str, county: &str) -> Node {
+    Node::School {
+        code: SchoolCode::parse(code).unwrap(),
+        county: RegionCode::parse(county).unwrap(),
+    }
+}
+
+/// 南山区 school A and B, 福田区 school C (both in 深圳市), and 天河区 (广州市) school D.
+fn a() -> Node {
+    school("1144030501", "440305")
+}
+fn b() -> Node {
+    school("1144030502", "440305")
+}
+fn c() -> Node {
+    school("1144030401", "440304")
+}
+fn d() -> Node {
+    school("1144010601", "440106")
+}
+
+async fn user(id: &Identity<'_>, name: &str, home: Node, grant: Option<(Role, Node)>) -> Uuid {
+    id.create_user(
+        Actor::Cli,
+        NewUser {
+            username: name.into(),
+            display_name: name.into(),
+            password: Some(PW.into()),
+            home,
+            system_role: None,
+            grant,
+        },
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+async fn login(id: &Identity<'_>, name: &str, pw: &str, ip: &str) -> Login {
+    id.authenticate(name, pw, ip, "test").await.unwrap()
+}
+
+async fn principal(id: &Identity<'_>, name: &str) -> Principal {
+    match login(id, name, PW, "10.0.0.1").await {
+        Login::Ok { principal, .. } => *principal,
+        other => panic!("{name} cannot sign in: {other:?}"),
+    }
+}
+
+async fn names(id: &Identity<'_>, p: &Principal) -> Vec<String> {
+    let scope = p.scope(Permission::UsersView);
+    let page = id.list_users(&scope, None, 100, 0).await.unwrap();
+    page.items.into_iter().map(|u| u.username).collect()
+}
+
+santong_testkit::conformance!(
+    scope_filters_people_by_school_and_region,
+    grants_follow_separation_of_duties,
+    sign_in_is_uniform_for_unknown_wrong_and_disabled,
+    parallel_wrong_attempts_stay_within_the_limit,
+    a_failing_student_does_not_lock_the_school,
+    sessions_revoke_on_password_change_and_disable,
+    password_history_and_policy,
+    audit_chain_detects_tampering_and_survives_pruning,
+    setup_mode_until_the_other_two_admins_exist,
+);
+
+async fn scope_filters_people_by_school_and_region(t: TestDb) {
+    let id = Identity(&t.db);
+    let admin_a = user(&id, "admin.a", a(), Some((Role::SchoolAdmin, a()))).await;
+    user(&id, "teacher.a", a(), Some((Role::Teacher, a()))).await;
+    let tb = user(&id, "teacher.b", b(), Some((Role::Teacher, b()))).await;
+    user(&id, "teacher.c", c(), Some((Role::Teacher, c()))).await;
+    let td = user(&id, "teacher.d", d(), Some((Role::Teacher, d()))).await;
+    user(
+        &id,
+        "official.sz",
+        region("440300"),
+        Some((Role::Official, region("440300"))),
+    )
+    .await;
+
+    let pa = principal(&id, "admin.a").await;
+    assert_eq!(pa.user.id, admin_a);
+    assert_eq!(names(&id, &pa).await, ["admin.a", "teacher.a"]);
+    // Another school's record is invisible, by id too.
+    assert!(
+        id.get_user(&pa.scope(Permission::UsersView), tb)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let official = principal(&id, "official.sz").await;
+    assert_eq!(
+        names(&id, &official).await,
+        [
+            "admin.a",
+            "official.sz",
+            "teacher.a",
+            "teacher.b",
+            "teacher.c"
+        ],
+        "深圳 sees its schools, not 广州's"
+    );
+    assert!(
+        id.get_user(&official.scope(Permission::UsersView), td)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A teacher holds no UsersView: sees nobody.
+    let teacher = principal(&id, "teacher.a").await;
+    assert!(names(&id, &teacher).await.is_empty());
+    assert!(Scope::default().is_empty());
+
+    // Mutations outside scope look like "not found".
+    let actor = Actor::User {
+        principal: &pa,
+        ip: "10.0.0.1",
+    };
+    assert!(matches!(
+        id.reset_password(actor, tb).await,
+        Err(IdentityError::NotFound)
+    ));
+    assert!(matches!(
+        id.set_disabled(actor, td, true).await,
+        Err(IdentityError::NotFound)
+    ));
+    assert!(matches!(
+        id.unlock(actor, tb).await,
+        Err(IdentityError::NotFound)
+    ));
+    let new_b = NewUser {
+        username: "intruder".into(),
+        display_name: "x".into(),
+        password: Some(PW.into()),
+        home: b(),
+        system_role: None,
+        grant: None,
+    };
+    assert!(matches!(
+        id.create_user(actor, new_b).await,
+        Err(IdentityError::Forbidden)
+    ));
+}
+
+async fn grants_follow_separation_of_duties(t: TestDb) {
+    let id = Identity(&t.db);
+    let (_, _) = id
+        .create_user(
+            Actor::Cli,
+            NewUser {
+                username: "sec".into(),
+                display_name: "安全管理员".into(),
+                password: Some(PW.into()),
+                home: Node::Nation,
+                system_role: Some(Role::SecurityAdmin),
+                grant: None,
+            },
+        )
+        .await
+        .unwrap();
+    let admin_a = user(&id, "admin.a", a(), Some((Role::SchoolAdmin, a()))).await;
+    let pupil = user(&id, "pupil.a", a(), None).await;
+    let sec = principal(&id, "sec").await;
+    let sec_actor = Actor::User {
+        principal: &sec,
+        ip: "10.0.0.2",
+    };
+    // The security admin grants ordinary roles anywhere, never admin duties.
+    id.grant(sec_actor, pupil, Role::Student, a())
+        .await
+        .unwrap();
+    assert!(matches!(
+        id.grant(sec_actor, pupil, Role::AuditAdmin, Node::Nation)
+            .await,
+        Err(IdentityError::SeparationOfDuties)
+    ));
+    // Admin-duty accounts hold nothing else; nobody grants themselves.
+    assert!(matches!(
+        id.grant(sec_actor, sec.user.id, Role::Teacher, a()).await,
+        Err(IdentityError::SeparationOfDuties)
+    ));
+    let pa = principal(&id, "admin.a").await;
+    let a_actor = Actor::User {
+        principal: &pa,
+        ip: "10.0.0.3",
+    };
+    assert!(matches!(
+        id.grant(a_actor, admin_a, Role::Teacher, a()).await,
+        Err(IdentityError::SelfGrant)
+    ));
+    // A school admin grants teacher/student/parent at their own school only.
+    id.grant(a_actor, pupil, Role::Parent, a()).await.unwrap();
+    assert!(matches!(
+        id.grant(a_actor, pupil, Role::Official, a()).await,
+        Err(IdentityError::Forbidden)
+    ));
+    assert!(matches!(
+        id.grant(a_actor, pupil, Role::Teacher, b()).await,
+        Err(IdentityError::Forbidden)
+    ));
+    let roles: Vec<_> = id
+        .grants_of(pupil)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.role)
+        .collect();
+    assert_eq!(roles, ["student", "parent"]);
+    // Creating an admin duty is the system admin's (or the CLI's), and with no grant.
+    let sys = id
+        .create_user(
+            Actor::Cli,
+            NewUser {
+                username: "sys2".into(),
+                display_name: "sys".into(),
+                password: Some(PW.into()),
+                home: Node::Nation,
+                system_role: Some(Role::SystemAdmin),
+                grant: Some((Role::Teacher, a())),
+            },
+        )
+        .await;
+    assert!(matches!(sys, Err(IdentityError::SeparationOfDuties)));
+    let dup = NewUser {
+        username: "ADMIN.A".into(),
+        display_name: "dup".into(),
+        password: Some(PW.into()),
+        home: a(),
+        system_role: None,
+        grant: None,
+    };
+    assert!(matches!(
+        id.create_user(Actor::Cli, dup).await,
+        Err(IdentityError::UsernameTaken)
+    ));
+    // Grants and revocations are audited.
+    let events = audit::search(
+        &t.db,
+        &audit::AuditFilter {
+            event: Some("grant.add".into()),
+            ..Default::default()
+        },
+        50,
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.actor == "sec" && e.target == "pupil.a" && e.detail == "student")
+    );
+}
+
+async fn sign_in_is_uniform_for_unknown_wrong_and_disabled(t: TestDb) {
+    let id = Identity(&t.db);
+    let uid = user(&id, "teacher.a", a(), Some((Role::Teacher, a()))).await;
+    assert!(matches!(
+        login(&id, "teacher.a", PW, "10.0.0.1").await,
+        Login::Ok {
+            must_change: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        login(&id, "Teacher.A ", PW, "10.0.0.1").await,
+        Login::Ok { .. }
+    ));
+    assert!(matches!(
+        login(&id, "teacher.a", "wrong", "10.0.0.1").await,
+        Login::Invalid
+    ));
+    assert!(matches!(
+        login(&id, "nobody", "wrong", "10.0.0.1").await,
+        Login::Invalid
+    ));
+    id.set_disabled(Actor::Cli, uid, true).await.unwrap();
+    assert!(matches!(
+        login(&id, "teacher.a", PW, "10.0.0.1").await,
+        Login::Invalid
+    ));
+    id.set_disabled(Actor::Cli, uid, false).await.unwrap();
+    assert!(matches!(
+        login(&id, "teacher.a", PW, "10.0.0.1").await,
+        Login::Ok { .. }
+    ));
+}
+
+async fn parallel_wrong_attempts_stay_within_the_limit(t: TestDb) {
+    let id = Identity(&t.db);
+    user(&id, "teacher.a", a(), None).await;
+    let mut tasks = vec![];
+    for i in 0..20 {
+        let db = t.db.clone();
+        tasks.push(tokio::spawn(async move {
+            Identity(&db)
+                .authenticate("teacher.a", "wrong", &format!("10.1.0.{}", i % 3), "t")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut invalid = 0;
+    let mut locked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Login::Invalid => invalid += 1,
+            Login::Locked { .. } => locked += 1,
+            Login::Ok { .. } => panic!("wrong password accepted"),
+        }
+    }
+    // 5 free failures per account by default; the 5th sets the first lock.
+    assert_eq!(
+        (invalid, locked),
+        (5, 15),
+        "password checks must not exceed the limit"
+    );
+    assert!(id.is_locked("teacher.a").await.unwrap());
+    // Even the right password waits out the lock.
+    assert!(matches!(
+        login(&id, "teacher.a", PW, "10.9.9.9").await,
+        Login::Locked { .. }
+    ));
+    // Admin unlock.
+    let uid = id.user_by_username("teacher.a").await.unwrap().unwrap().id;
+    id.unlock(Actor::Cli, uid).await.unwrap();
+    assert!(matches!(
+        login(&id, "teacher.a", PW, "10.0.0.1").await,
+        Login::Ok { .. }
+    ));
+    let locked_events = audit::search(
+        &t.db,
+        &audit::AuditFilter {
+            event: Some("login.locked".into()),
+            ..Default::default()
+        },
+        100,
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(locked_events.total, 16);
+}
+
+async fn a_failing_student_does_not_lock_the_school(t: TestDb) {
+    let id = Identity(&t.db);
+    for i in 0..20 {
+        user(&id, &format!("s{i:03}"), a(), Some((Role::Student, a()))).await;
+    }
+    let nat = "203.0.113.7";
+    for _ in 0..12 {
+        let _ = login(&id, "s000", "wrong", nat).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The failing account's own lock is short (capped at 5 minutes by default)…
+    let Login::Locked { retry_after } = login(&id, "s000", PW, nat).await else {
+        panic!("s000 is not locked")
+    };
+    assert!(retry_after <= 300, "{retry_after}");
+    // …and everyone else behind the same address signs in.
+    for i in 1..20 {
+        assert!(
+            matches!(
+                login(&id, &format!("s{i:03}"), PW, nat).await,
+                Login::Ok { .. }
+            ),
+            "s{i:03}"
+        );
+    }
+}
+
+async fn sessions_revoke_on_password_change_and_disable(t: TestDb) {
+    let id = Identity(&t.db);
+    let uid = user(&id, "teacher.a", a(), None).await;
+    let Login::Ok {
+        token: t1,
+        principal: p1,
+        ..
+    } = login(&id, "teacher.a", PW, "10.0.0.1").await
+    else {
+        panic!()
+    };
+    let Login::Ok { token: t2, .. } = login(&id, "teacher.a", PW, "10.0.0.2").await else {
+        panic!()
+    };
+    assert_ne!(t1, t2, "a new session id at every sign-in");
+    let s1 = id.session(&t1).await.unwrap().unwrap();
+    assert_eq!(s1.user.id, uid);
+    assert_eq!(s1.csrf.len(), 64);
+    assert_eq!(id.sessions_of(uid).await.unwrap().len(), 2);
+    assert!(id.session("not-a-token").await.unwrap().is_none());
+
+    // Changing the password keeps this session and ends the others.
+    id.change_password(&p1, "10.0.0.1", PW, "New!pass-2026x")
+        .await
+        .unwrap();
+    assert!(id.session(&t1).await.unwrap().is_some());
+    assert!(id.session(&t2).await.unwrap().is_none());
+
+    // Revoking one's own session from "my sessions".
+    let Login::Ok { token: t3, .. } = login(&id, "teacher.a", "New!pass-2026x", "10.0.0.3").await
+    else {
+        panic!()
+    };
+    let s3 = id.session(&t3).await.unwrap().unwrap();
+    assert!(
+        id.end_session(&s1, "10.0.0.1", s3.session_id.unwrap())
+            .await
+            .unwrap()
+    );
+    assert!(id.session(&t3).await.unwrap().is_none());
+
+    // Disabling ends every session.
+    id.set_disabled(Actor::Cli, uid, true).await.unwrap();
+    assert!(id.session(&t1).await.unwrap().is_none());
+}
+
+async fn password_history_and_policy(t: TestDb) {
+    let id = Identity(&t.db);
+    user(&id, "teacher.a", a(), None).await;
+    let p = principal(&id, "teacher.a").await;
+    let err = |r: Result<(), IdentityError>| match r {
+        Err(IdentityError::Password(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        id.change_password(&p, "ip", "wrong", "Other!pass-1").await,
+        Err(IdentityError::WrongPassword)
+    ));
+    use santong_domain::identity::PasswordProblem as P;
+    assert_eq!(err(id.change_password(&p, "ip", PW, PW).await), [P::Reused]);
+    assert_eq!(
+        err(id.change_password(&p, "ip", PW, "short").await),
+        [P::TooShort, P::TooFewClasses]
+    );
+    assert!(err(id.change_password(&p, "ip", PW, "Admin@123").await).contains(&P::Common));
+    id.change_password(&p, "ip", PW, "Second!pass-1")
+        .await
+        .unwrap();
+    id.change_password(&p, "ip", "Second!pass-1", "Third!pass-1")
+        .await
+        .unwrap();
+    // The first password is in the history: refused.
+    assert_eq!(
+        err(id.change_password(&p, "ip", "Third!pass-1", PW).await),
+        [P::Reused]
+    );
+}
+
+async fn audit_chain_detects_tampering_and_survives_pruning(t: TestDb) {
+    let id = Identity(&t.db);
+    user(&id, "teacher.a", a(), None).await;
+    for _ in 0..3 {
+        let _ = login(&id, "teacher.a", "wrong", "10.0.0.1").await;
+    }
+    let Verification::Intact { events, .. } = audit::verify(&t.db).await.unwrap() else {
+        panic!("intact")
+    };
+    assert_eq!(events, 4);
+
+    // Changing a row breaks it at that row.
+    t.db.execute_unchecked("UPDATE audit_event SET detail = 'edited' WHERE seq = 2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        audit::verify(&t.db).await.unwrap(),
+        Verification::Broken { seq: 2, .. }
+    ));
+    t.db.execute_unchecked("UPDATE audit_event SET detail = '' WHERE seq = 2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        audit::verify(&t.db).await.unwrap(),
+        Verification::Intact { .. }
+    ));
+    // Removing a row in the middle, or the last one, is found too.
+    t.db.execute_unchecked("DELETE FROM audit_event WHERE seq = 4")
+        .await
+        .unwrap();
+    assert!(matches!(
+        audit::verify(&t.db).await.unwrap(),
+        Verification::Broken { seq: 4, .. }
+    ));
+
+    // Retention on a fresh chain: everything older than 0 days goes, a checkpoint keeps the rest
+    // verifiable.
+    let fresh = TestDb::new(t.kind).await.unwrap();
+    let id2 = Identity(&fresh.db);
+    user(&id2, "teacher.b", b(), None).await;
+    let _ = login(&id2, "teacher.b", "wrong", "10.0.0.1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let removed = audit::prune(&fresh.db, 0).await.unwrap();
+    assert_eq!(removed, 2);
+    let _ = login(&id2, "teacher.b", "wrong", "10.0.0.1").await;
+    match audit::verify(&fresh.db).await.unwrap() {
+        Verification::Intact { events, from_seq } => assert_eq!((events, from_seq), (2, 2)),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn setup_mode_until_the_other_two_admins_exist(t: TestDb) {
+    let id = Identity(&t.db);
+    let created = santong_storage::users::Users(&t.db)
+        .ensure_initial_admin()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!id.setup_complete().await.unwrap());
+    let Login::Ok {
+        principal: sys,
+        must_change,
+        ..
+    } = login(&id, "admin", &created.password, "10.0.0.1").await
+    else {
+        panic!()
+    };
+    assert!(must_change);
+    let actor = Actor::User {
+        principal: &sys,
+        ip: "10.0.0.1",
+    };
+    let duty = |name: &str, role| NewUser {
+        username: name.into(),
+        display_name: name.into(),
+        password: None,
+        home: Node::Nation,
+        system_role: Some(role),
+        grant: None,
+    };
+    // The system admin cannot make another system admin, nor grant ordinary roles.
+    assert!(matches!(
+        id.create_user(actor, duty("sys2", Role::SystemAdmin)).await,
+        Err(IdentityError::Forbidden)
+    ));
+    let (_, pw) = id
+        .create_user(actor, duty("security", Role::SecurityAdmin))
+        .await
+        .unwrap();
+    assert!(pw.is_some(), "a generated password is returned once");
+    assert!(!id.setup_complete().await.unwrap());
+    id.create_user(actor, duty("auditor", Role::AuditAdmin))
+        .await
+        .unwrap();
+    assert!(id.setup_complete().await.unwrap());
+}
