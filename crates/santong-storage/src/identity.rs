@@ -206,6 +206,8 @@ pub enum IdentityError {
     SeparationOfDuties,
     #[error("nobody can grant themselves a role")]
     SelfGrant,
+    #[error("the security and audit administrators must be created first")]
+    SetupIncomplete,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -444,6 +446,9 @@ impl Identity<'_> {
             None => {
                 if !actor.may(Permission::UsersManage, &new.home) {
                     return Err(IdentityError::Forbidden);
+                }
+                if matches!(actor, Actor::User { .. }) && !self.setup_complete().await? {
+                    return Err(IdentityError::SetupIncomplete);
                 }
                 if let Some((role, node)) = &new.grant {
                     self.check_grant(actor, None, *role, node)?;
@@ -970,6 +975,18 @@ impl Identity<'_> {
             && principal.user.password_changed_at.is_some_and(|t| {
                 now - t > chrono::Duration::days(i64::from(pp.max_age_days_privileged))
             });
+        if expired && !principal.user.must_change_password {
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE app_user SET must_change_password = $2 WHERE id = $1",
+                ))
+                .bind(principal.user.id)
+                .bind(true)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+        }
         let must_change = principal.user.must_change_password || expired;
         let principal = Principal {
             session_id: Some(session_id),

@@ -264,3 +264,198 @@ macro_rules! web_conformance {
         }
     };
 }
+
+/// The password every account made by [`TestApp::user`] ends up with.
+pub const READY_PASSWORD: &str = "Ready!pass-2026";
+const FIRST_PASSWORD: &str = "First!pass-2026";
+
+/// A signed-in browser: its session cookie and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub username: String,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// Reads `name="_csrf" value="…"` from a page.
+pub fn csrf_in(body: &str) -> Option<String> {
+    let i = body.find(r#"name="_csrf" value=""#)? + r#"name="_csrf" value=""#.len();
+    body[i..].split('"').next().map(str::to_owned)
+}
+
+fn set_cookie_value(res: &TestResponse, name: &str) -> Option<String> {
+    res.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.strip_prefix(&format!("{name}="))
+                .map(|v| v.split(';').next().unwrap_or("").to_owned())
+        })
+}
+
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                santong_web::views::percent_encode(k),
+                santong_web::views::percent_encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl TestApp {
+    /// Creates an account ready to use: made by the CLI actor, first password already changed.
+    pub async fn user(
+        &self,
+        username: &str,
+        home: santong_domain::identity::Node,
+        grant: Option<(
+            santong_domain::identity::Role,
+            santong_domain::identity::Node,
+        )>,
+        duty: Option<santong_domain::identity::Role>,
+    ) -> uuid::Uuid {
+        use santong_storage::identity::{Actor, Identity, Login, NewUser};
+        let id = Identity(&self.t.db);
+        let (uid, _) = id
+            .create_user(
+                Actor::Cli,
+                NewUser {
+                    username: username.into(),
+                    display_name: format!("{username} 名"),
+                    password: Some(FIRST_PASSWORD.into()),
+                    home,
+                    system_role: duty,
+                    grant,
+                },
+            )
+            .await
+            .expect("test user");
+        let Login::Ok { principal, .. } = id
+            .authenticate(username, FIRST_PASSWORD, "127.0.0.1", "testkit")
+            .await
+            .expect("login")
+        else {
+            panic!("{username} cannot sign in")
+        };
+        id.change_password(&principal, "127.0.0.1", FIRST_PASSWORD, READY_PASSWORD)
+            .await
+            .expect("password change");
+        uid
+    }
+
+    /// Posts the sign-in form as a browser would (login CSRF cookie and field included).
+    pub async fn post_login(
+        &self,
+        username: &str,
+        password: &str,
+        extra: &[(&str, &str)],
+    ) -> TestResponse {
+        let form = self.get("/login").await;
+        let token = csrf_in(&form.body).expect("login form has a CSRF field");
+        let cookie = set_cookie_value(&form, "santong_login_csrf").expect("login CSRF cookie");
+        let body = form_body(&[
+            ("username", username),
+            ("password", password),
+            ("_csrf", &token),
+            ("next", "/"),
+        ]);
+        let mut req = Request::post("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("santong_login_csrf={cookie}"));
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        self.request(req.body(Body::from(body)).expect("request"))
+            .await
+    }
+
+    /// Signs in with [`READY_PASSWORD`] and returns the session.
+    pub async fn sign_in(&self, username: &str) -> Session {
+        self.sign_in_with(username, READY_PASSWORD).await
+    }
+
+    pub async fn sign_in_with(&self, username: &str, password: &str) -> Session {
+        let res = self.post_login(username, password, &[]).await;
+        assert_eq!(
+            res.status,
+            StatusCode::SEE_OTHER,
+            "sign-in of {username} failed: {}",
+            res.body
+        );
+        let cookie = set_cookie_value(&res, "santong_session").expect("session cookie");
+        let mut s = Session {
+            username: username.into(),
+            cookie,
+            csrf: String::new(),
+        };
+        let page = self.get_as(&s, "/account/password").await;
+        s.csrf = csrf_in(&page.body).expect("a CSRF token in the page");
+        s
+    }
+
+    pub async fn get_as(&self, s: &Session, uri: &str) -> TestResponse {
+        self.get_with(uri, &[("cookie", &format!("santong_session={}", s.cookie))])
+            .await
+    }
+
+    /// Posts a form as `s`, adding the session's CSRF token.
+    pub async fn post_as(&self, s: &Session, uri: &str, fields: &[(&str, &str)]) -> TestResponse {
+        let mut all = fields.to_vec();
+        all.push(("_csrf", &s.csrf));
+        self.post_raw(s, uri, &form_body(&all), &[]).await
+    }
+
+    /// Posts a body as `s` with extra headers (no CSRF token added).
+    pub async fn post_raw(
+        &self,
+        s: &Session,
+        uri: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut req = Request::post(uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("santong_session={}", s.cookie));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.request(req.body(Body::from(body.to_owned())).expect("request"))
+            .await
+    }
+
+    /// The scope matrix: every route must answer 403 or 404 to each of `outsiders` (users of
+    /// another school and of another region). Later issues add their routes to the lists.
+    pub async fn assert_out_of_scope(
+        &self,
+        outsiders: &[&Session],
+        gets: &[String],
+        posts: &[(String, Vec<(&str, &str)>)],
+    ) {
+        for s in outsiders {
+            for uri in gets {
+                let res = self.get_as(s, uri).await;
+                assert!(
+                    res.status == StatusCode::NOT_FOUND || res.status == StatusCode::FORBIDDEN,
+                    "GET {uri} as {} answered {}",
+                    s.username,
+                    res.status
+                );
+            }
+            for (uri, fields) in posts {
+                let res = self.post_as(s, uri, fields).await;
+                assert!(
+                    res.status == StatusCode::NOT_FOUND || res.status == StatusCode::FORBIDDEN,
+                    "POST {uri} as {} answered {}",
+                    s.username,
+                    res.status
+                );
+            }
+        }
+    }
+}

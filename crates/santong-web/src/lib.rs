@@ -6,8 +6,11 @@
 //! parse input into domain types, call a storage repository, and render a view or JSON. Errors are
 //! [`AppError`] values rendered once, in [`shell`], as a translated page or `problem+json`.
 
+pub mod account;
+pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod error;
 pub mod i18n;
 pub mod pages;
@@ -85,6 +88,8 @@ pub fn router(state: AppState) -> Router {
 
     let routes = Router::new()
         .merge(pages::routes())
+        .merge(account::routes())
+        .merge(admin::routes())
         .nest("/api/v1", api::routes())
         .fallback(shell::not_found)
         .with_state(state.clone());

@@ -16,6 +16,7 @@ use crate::error::AppError;
 use crate::i18n::{Catalog, Lang, Tr, s};
 use crate::views::{Chrome, ErrorPage};
 use crate::{AppState, REQUEST_ID};
+use santong_storage::identity::Principal;
 
 /// Per-request facts every handler and view may need.
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct Ctx {
     pub request_id: String,
     /// Path and query as requested, for the language switch to come back to.
     pub path_and_query: String,
+    /// The signed-in user, when the request carries a live session cookie.
+    pub user: Option<Arc<Principal>>,
+    /// The client address (the socket peer).
+    pub ip: String,
 }
 
 impl Ctx {
@@ -59,6 +64,18 @@ pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// Reads a cookie value from request headers (for handlers that have no `Parts`).
+pub fn cookie_of(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -98,10 +115,17 @@ fn ctx_of(parts: &Parts) -> Ctx {
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
+    let ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     Ctx {
         lang,
         request_id,
         path_and_query,
+        user: None,
+        ip,
     }
 }
 
@@ -117,10 +141,46 @@ pub fn make_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 
 pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let ctx = ctx_of(&parts);
-    parts.extensions.insert(ctx.clone());
+    let mut ctx = ctx_of(&parts);
     let is_api = parts.uri.path().starts_with("/api/");
     let is_static = parts.uri.path().starts_with("/static/");
+    let is_probe = matches!(parts.uri.path(), "/healthz" | "/readyz");
+    let token = (!is_static && !is_probe)
+        .then(|| cookie(&parts, crate::auth::session_cookie_name(&state.config)))
+        .flatten();
+    if let Some(token) = token {
+        match santong_storage::identity::Identity(&state.db)
+            .session(token)
+            .await
+        {
+            Ok(p) => ctx.user = p.map(Arc::new),
+            Err(e) => tracing::error!(error = %e, "session lookup failed"),
+        }
+    }
+    if let Err(e) = crate::auth::check_origin(&parts) {
+        return render_error(&ctx, &e, is_api);
+    }
+    // A first sign-in or an expired password: nothing but the change form until it is done.
+    let path = parts.uri.path();
+    let exempt = matches!(path, "/account/password" | "/logout") || path.starts_with("/lang/");
+    if ctx
+        .user
+        .as_ref()
+        .is_some_and(|u| u.user.must_change_password)
+        && !exempt
+        && !is_static
+    {
+        if is_api {
+            let e = AppError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "password-forced",
+            );
+            return render_error(&ctx, &e, true);
+        }
+        return axum::response::Redirect::to("/account/password").into_response();
+    }
+    parts.extensions.insert(ctx.clone());
     let mut res = next.run(Request::from_parts(parts, body)).await;
 
     // Pages depend on the language; caches must keep the variants apart. Hashed assets do not.
@@ -135,6 +195,19 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
     if status.as_u16() < 400 {
         return res;
     }
+    // A handler may answer 4xx with a page of its own (a sign-in form with its message): keep it.
+    // Errors from handlers (AppError) and bare statuses from layers and extractors are rendered.
+    let has_error = res.extensions().get::<Arc<AppError>>().is_some();
+    let own_page = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.starts_with("text/html") || ct.starts_with("application/problem+json")
+        });
+    if !has_error && own_page {
+        return res;
+    }
     let err = match res.extensions().get::<Arc<AppError>>() {
         Some(e) => (**e).clone(),
         None if status == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -144,6 +217,10 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     if status.is_server_error() {
         tracing::error!(status = status.as_u16(), code = err.code, "server error");
+    }
+    if err.status == StatusCode::UNAUTHORIZED && !is_api {
+        let next = crate::views::percent_encode(&ctx.path_and_query);
+        return axum::response::Redirect::to(&format!("/login?next={next}")).into_response();
     }
     let mut rendered = render_error(&ctx, &err, is_api);
     // Keep headers such as `Allow` (405) or `Retry-After`; the body and its type are ours.

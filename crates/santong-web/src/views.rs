@@ -12,6 +12,12 @@ pub struct Chrome {
     pub title: String,
     pub css: &'static str,
     pub switch: Vec<LangLink>,
+    /// Display name of the signed-in user.
+    pub user: Option<String>,
+    /// The session's CSRF token, for the sign-out form in the header.
+    pub csrf: String,
+    /// Admin pages this user may open: (href, label).
+    pub admin: Vec<(&'static str, String)>,
 }
 
 pub struct LangLink {
@@ -33,11 +39,29 @@ impl Chrome {
                 tag: l.tag(),
             })
             .collect();
+        let t = ctx.tr();
+        let (user, csrf, admin) = match &ctx.user {
+            Some(p) => {
+                use santong_domain::identity::Permission;
+                let mut admin = vec![];
+                if p.has(Permission::UsersView) {
+                    admin.push(("/admin/users", t.t("nav-users")));
+                }
+                if p.has(Permission::AuditRead) {
+                    admin.push(("/admin/audit", t.t("nav-audit")));
+                }
+                (Some(p.user.display_name.clone()), p.csrf.clone(), admin)
+            }
+            None => (None, String::new(), vec![]),
+        };
         Self {
-            t: ctx.tr(),
+            t,
             title,
             css: crate::assets::css_url(),
             switch,
+            user,
+            csrf,
+            admin,
         }
     }
 }

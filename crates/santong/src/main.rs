@@ -4,6 +4,7 @@
 //! a separate node, `migrate` applies migrations, `demo` seeds demo data, `config show` prints the
 //! effective settings.
 
+mod cli;
 mod config;
 
 use std::process::ExitCode;
@@ -61,6 +62,67 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Manage accounts from scripts (audited as `cli`).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Check or prune the security audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create an account; prints the generated password when none is given.
+    Add {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+        /// Real name shown in pages (defaults to the user name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Initial password (must meet the policy); generated when omitted.
+        #[arg(long)]
+        password: Option<String>,
+        /// A role: official, school_admin, teacher, student, parent, provider, reviewer,
+        /// or an admin duty: security_admin, audit_admin, system_admin.
+        #[arg(long)]
+        role: Option<String>,
+        /// Where the account belongs and the role applies: a region code, or
+        /// COUNTY/SCHOOLCODE for a school (e.g. 440305/1144030501); omitted = the nation.
+        #[arg(long, value_name = "CODE")]
+        at: Option<String>,
+    },
+    /// Set a new password (generated when omitted), to be changed at next sign-in.
+    ResetPassword {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Recompute the hash chain; names the first broken link and exits 1 if there is one.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Remove events older than the retention period, keeping a checkpoint.
+    Prune {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Days to keep (default 180: at least six months, as the Cybersecurity Law requires).
+        #[arg(long, default_value_t = 180)]
+        keep_days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +152,12 @@ fn main() -> ExitCode {
         | Command::Demo { config }
         | Command::Config {
             action: ConfigAction::Show { config },
+        }
+        | Command::User {
+            action: UserAction::Add { config, .. } | UserAction::ResetPassword { config, .. },
+        }
+        | Command::Audit {
+            action: AuditAction::Verify { config } | AuditAction::Prune { config, .. },
         } => (config, &cli.command),
     };
     let settings = match Settings::resolve(args, sub) {
@@ -194,6 +262,18 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             ..
         } => serve(settings, *with_demo, *no_worker).await?,
         Command::Config { .. } => {}
+        Command::User { action } => {
+            let db = open_db(&settings).await?;
+            let result = cli::user(&db, action).await;
+            db.close().await;
+            result?;
+        }
+        Command::Audit { action } => {
+            let db = open_db(&settings).await?;
+            let result = cli::audit(&db, action).await;
+            db.close().await;
+            result?;
+        }
     }
     Ok(())
 }
@@ -252,14 +332,18 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
     let (tx, rx) = watch::channel(false);
     let worker_task =
         (!no_worker).then(|| tokio::spawn(worker(db.clone()).run(wait_for(rx.clone()))));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = tx.send(true);
-        })
-        .await
-        .context("server error")?;
+    // The peer address feeds the sign-in throttle and the audit log.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = tx.send(true);
+    })
+    .await
+    .context("server error")?;
     if let Some(t) = worker_task {
         // The worker finishes the job in hand; give it a bound so shutdown cannot hang.
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;

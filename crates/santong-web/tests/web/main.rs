@@ -2,5 +2,6 @@
 //! One test binary for the crate.
 
 mod api;
+mod identity;
 mod pages;
 mod shell;

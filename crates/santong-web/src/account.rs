@@ -1,0 +1,334 @@
+//! Sign-in, sign-out, change of password and "my account" (sessions with revoke).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use santong_domain::password;
+use santong_storage::identity::{Identity, IdentityError, Login};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{self, LOGIN_CSRF_COOKIE, User, check_csrf, same_secret};
+use crate::error::AppError;
+use crate::i18n::{n, s};
+use crate::pages::is_local_path;
+use crate::shell::{Ctx, cookie_of, template_error};
+use crate::views::Chrome;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/account", get(account))
+        .route(
+            "/account/password",
+            get(password_form).post(change_password),
+        )
+        .route("/account/sessions/{id}/revoke", post(revoke_session))
+}
+
+type FormData = Form<HashMap<String, String>>;
+
+fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
+    f.get(k).map(String::as_str).unwrap_or("")
+}
+
+fn html(t: &impl Template) -> Result<Response, AppError> {
+    let mut res = Html(t.render().map_err(template_error)?).into_response();
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    c: Chrome,
+    csrf: String,
+    next: String,
+    username: String,
+    error: Option<String>,
+}
+
+async fn login_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    let next = q
+        .get("next")
+        .filter(|n| is_local_path(n))
+        .cloned()
+        .unwrap_or_else(|| "/".into());
+    if ctx.user.is_some() {
+        return Ok(Redirect::to(&next).into_response());
+    }
+    render_login(&state, &ctx, next, String::new(), None)
+}
+
+fn render_login(
+    state: &AppState,
+    ctx: &Ctx,
+    next: String,
+    username: String,
+    error: Option<String>,
+) -> Result<Response, AppError> {
+    // Login CSRF: a fresh double-submit token in a cookie and in the form.
+    let csrf = password::random_token();
+    let page = LoginPage {
+        c: ctx.chrome(ctx.tr().t("login-title")),
+        csrf: csrf.clone(),
+        next,
+        username,
+        error,
+    };
+    let mut res = html(&page)?;
+    auth::set_cookie(
+        &mut res,
+        &state.config,
+        LOGIN_CSRF_COOKIE,
+        &csrf,
+        Some(3600),
+    );
+    Ok(res)
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let next = Some(field(&f, "next"))
+        .filter(|n| is_local_path(n))
+        .unwrap_or("/")
+        .to_owned();
+    let username = field(&f, "username").trim().to_owned();
+    let cookie_token = cookie_of(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if cookie_token.is_empty() || !same_secret(&cookie_token, field(&f, "_csrf")) {
+        return Err(AppError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf_token_invalid",
+            "error-csrf",
+        ));
+    }
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let outcome = Identity(&state.db)
+        .authenticate(&username, field(&f, "password"), &ctx.ip, ua)
+        .await?;
+    match outcome {
+        Login::Ok {
+            token,
+            must_change,
+            principal,
+        } => {
+            let target = if must_change {
+                "/account/password".to_owned()
+            } else {
+                next
+            };
+            let mut res = Redirect::to(&target).into_response();
+            // A new token at every sign-in: any session id planted before is worthless.
+            auth::set_cookie(
+                &mut res,
+                &state.config,
+                auth::session_cookie_name(&state.config),
+                &token,
+                None,
+            );
+            auth::clear_cookie(&mut res, &state.config, LOGIN_CSRF_COOKIE);
+            if let Some(old) = ctx.user.as_ref().and_then(|u| u.session_id) {
+                let _ = Identity(&state.db)
+                    .end_session(&principal, &ctx.ip, old)
+                    .await;
+            }
+            Ok(res)
+        }
+        Login::Invalid => render_login(&state, &ctx, next, username, Some(tr.t("login-invalid")))
+            .map(|mut r| {
+                *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+                r
+            }),
+        Login::Locked { retry_after } => {
+            let msg = tr.f("login-locked", &[("seconds", n(retry_after as f64))]);
+            render_login(&state, &ctx, next, username, Some(msg)).map(|mut r| {
+                *r.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+                if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+                r
+            })
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    if let Some(id) = user.0.session_id {
+        Identity(&state.db)
+            .end_session(&user.0, &ctx.ip, id)
+            .await?;
+    }
+    let mut res = Redirect::to("/").into_response();
+    auth::clear_cookie(
+        &mut res,
+        &state.config,
+        auth::session_cookie_name(&state.config),
+    );
+    Ok(res)
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    c: Chrome,
+    forced: bool,
+    errors: Vec<String>,
+    done: bool,
+}
+
+async fn password_form(ctx: Ctx, user: User) -> Result<Response, AppError> {
+    let forced = user.0.user.must_change_password;
+    html(&PasswordPage {
+        c: ctx.chrome(ctx.tr().t("password-title")),
+        forced,
+        errors: vec![],
+        done: false,
+    })
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    let tr = ctx.tr();
+    let mut errors = vec![];
+    if field(&f, "new") != field(&f, "confirm") {
+        errors.push(tr.t("password-mismatch"));
+    } else {
+        match Identity(&state.db)
+            .change_password(&user.0, &ctx.ip, field(&f, "old"), field(&f, "new"))
+            .await
+        {
+            Ok(()) => {
+                let page = PasswordPage {
+                    c: ctx.chrome(tr.t("password-title")),
+                    forced: false,
+                    errors: vec![],
+                    done: true,
+                };
+                return html(&page);
+            }
+            Err(IdentityError::WrongPassword) => errors.push(tr.t("password-wrong-current")),
+            Err(IdentityError::Password(problems)) => {
+                errors.extend(problems.iter().map(|p| tr.t(p.key())))
+            }
+            Err(e) => return Err(crate::admin::identity_error(e)),
+        }
+    }
+    let page = PasswordPage {
+        c: ctx.chrome(tr.t("password-title")),
+        forced: user.0.user.must_change_password,
+        errors,
+        done: false,
+    };
+    html(&page).map(|mut r| {
+        *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+        r
+    })
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    c: Chrome,
+    username: String,
+    roles: Vec<String>,
+    sessions: Vec<SessionView>,
+}
+
+struct SessionView {
+    id: String,
+    current: bool,
+    created: String,
+    last_seen: String,
+    ip: String,
+    agent: String,
+}
+
+async fn account(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let p = &user.0;
+    let roles = p
+        .roles()
+        .into_iter()
+        .map(|(r, node)| {
+            tr.f(
+                "account-role-at",
+                &[
+                    ("role", s(tr.t(&format!("role-{}", r.as_str())))),
+                    ("node", s(node.code())),
+                ],
+            )
+        })
+        .collect();
+    let sessions = Identity(&state.db)
+        .sessions_of(p.user.id)
+        .await?
+        .into_iter()
+        .map(|x| SessionView {
+            current: Some(x.id) == p.session_id,
+            id: x.id.to_string(),
+            created: x.created_at.format("%Y-%m-%d %H:%M").to_string(),
+            last_seen: x.last_seen_at.format("%Y-%m-%d %H:%M").to_string(),
+            ip: x.ip,
+            agent: x.user_agent.chars().take(60).collect(),
+        })
+        .collect();
+    html(&AccountPage {
+        c: ctx.chrome(tr.t("account-title")),
+        username: p.user.username.clone(),
+        roles,
+        sessions,
+    })
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    if !Identity(&state.db)
+        .end_session(&user.0, &ctx.ip, id)
+        .await?
+    {
+        return Err(AppError::not_found());
+    }
+    Ok(Redirect::to("/account").into_response())
+}

@@ -1,0 +1,811 @@
+//! User administration (scoped: every list and record goes through the caller's scope in
+//! storage) and the audit viewer with CSV export.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chrono::{NaiveDate, TimeZone, Utc};
+use santong_domain::identity::{Node, Permission, Role, SchoolCode};
+use santong_domain::paging::{FieldError, FieldErrorKind, parse_page};
+use santong_domain::region::RegionCode;
+use santong_storage::audit::{self, AuditEntry, AuditFilter, Verification};
+use santong_storage::identity::{Actor, Identity, IdentityError, NewUser};
+use santong_storage::regions::Regions;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{User, check_csrf};
+use crate::error::AppError;
+use crate::i18n::{Tr, n, s};
+use crate::shell::{Ctx, template_error};
+use crate::views::{Chrome, Pager, percent_encode};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/{id}", get(user_page))
+        .route("/admin/users/{id}/grants", post(add_grant))
+        .route(
+            "/admin/users/{id}/grants/{grant}/revoke",
+            post(revoke_grant),
+        )
+        .route("/admin/users/{id}/reset-password", post(reset_password))
+        .route("/admin/users/{id}/unlock", post(unlock))
+        .route("/admin/users/{id}/disable", post(disable))
+        .route("/admin/users/{id}/enable", post(enable))
+        .route("/admin/audit", get(audit_page))
+        .route("/admin/audit/export.csv", get(audit_export))
+}
+
+type FormData = Form<HashMap<String, String>>;
+
+fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
+    f.get(k).map(String::as_str).unwrap_or("").trim()
+}
+
+/// Maps identity errors to statuses; an out-of-scope target is a 404, like a missing one.
+pub fn identity_error(e: IdentityError) -> AppError {
+    match e {
+        IdentityError::Forbidden => {
+            AppError::new(StatusCode::FORBIDDEN, "forbidden", "error-forbidden")
+        }
+        IdentityError::NotFound => AppError::not_found(),
+        IdentityError::UsernameTaken => AppError::new(
+            StatusCode::CONFLICT,
+            "username_taken",
+            "error-username-taken",
+        ),
+        IdentityError::BadUsername => AppError::bad_params(vec![FieldError::new(
+            "username",
+            FieldErrorKind::InvalidValue,
+        )]),
+        IdentityError::Password(_) | IdentityError::WrongPassword => AppError::new(
+            StatusCode::BAD_REQUEST,
+            "password_policy",
+            "password-policy-failed",
+        ),
+        IdentityError::SeparationOfDuties => AppError::new(
+            StatusCode::CONFLICT,
+            "separation_of_duties",
+            "error-separation-of-duties",
+        ),
+        IdentityError::SelfGrant => {
+            AppError::new(StatusCode::FORBIDDEN, "self_grant", "error-self-grant")
+        }
+        IdentityError::SetupIncomplete => {
+            AppError::new(StatusCode::CONFLICT, "setup_incomplete", "setup-banner")
+        }
+        IdentityError::Storage(e) => e.into(),
+    }
+}
+
+fn role_label(tr: &Tr, r: &str) -> String {
+    tr.t(&format!("role-{r}"))
+}
+
+/// Parses the node fields of a form: a region code, and optionally a school code in it.
+async fn parse_node(state: &AppState, region: &str, school: &str) -> Result<Node, AppError> {
+    let bad =
+        |f: &str| AppError::bad_params(vec![FieldError::new(f, FieldErrorKind::InvalidValue)]);
+    if region.is_empty() || region == "000000" {
+        return if school.is_empty() {
+            Ok(Node::Nation)
+        } else {
+            Err(bad("region"))
+        };
+    }
+    let code = RegionCode::parse(region).map_err(|_| bad("region"))?;
+    if Regions(&state.db).get(code).await?.is_none() {
+        return Err(bad("region"));
+    }
+    if school.is_empty() {
+        return Ok(Node::Region(code));
+    }
+    let school = SchoolCode::parse(school).ok_or_else(|| bad("school"))?;
+    if code.is_province_shaped() || code.is_prefecture_shaped() {
+        // A school lies in a county.
+        return Err(bad("region"));
+    }
+    Ok(Node::School {
+        code: school,
+        county: code,
+    })
+}
+
+fn html(t: &impl Template) -> Result<Response, AppError> {
+    let mut res = t
+        .render()
+        .map(axum::response::Html)
+        .map_err(template_error)?
+        .into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+struct UserRowView {
+    id: String,
+    username: String,
+    display_name: String,
+    home: String,
+    status: String,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    c: Chrome,
+    q: String,
+    rows: Vec<UserRowView>,
+    pager: Pager,
+    can_create: bool,
+    setup: bool,
+    duty_choices: Vec<(String, String)>,
+    role_choices: Vec<(String, String)>,
+    notice: Option<String>,
+    secret: Option<String>,
+}
+
+async fn users(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    user.require(Permission::UsersView)?;
+    render_users(&state, &ctx, &user, &q, None, None).await
+}
+
+async fn render_users(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    q: &HashMap<String, String>,
+    notice: Option<String>,
+    secret: Option<String>,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let mut errors = vec![];
+    let page = parse_page(
+        q.get("page").map(String::as_str),
+        q.get("size").map(String::as_str),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    let text = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let scope = user.0.scope(Permission::UsersView);
+    let id = Identity(&state.db);
+    let list = id
+        .list_users(&scope, Some(&text), page.limit(), page.offset())
+        .await?;
+    let pages = page.page_count(list.total);
+    let href = |p: u32| format!("/admin/users?q={}&page={p}", percent_encode(&text));
+    let rows = list
+        .items
+        .into_iter()
+        .map(|u| UserRowView {
+            id: u.id.to_string(),
+            home: u.home().code(),
+            status: if u.disabled_at.is_some() {
+                tr.t("user-disabled")
+            } else {
+                tr.t("user-active")
+            },
+            username: u.username,
+            display_name: u.display_name,
+        })
+        .collect();
+    let setup = !id.setup_complete().await?;
+    let is_sys = user.0.has_role(Role::SystemAdmin);
+    let duty_choices = if is_sys {
+        [Role::SecurityAdmin, Role::AuditAdmin]
+            .iter()
+            .map(|r| (r.as_str().to_owned(), role_label(&tr, r.as_str())))
+            .collect()
+    } else {
+        vec![]
+    };
+    let role_choices = Role::ALL
+        .iter()
+        .filter(|r| user.0.roles().iter().any(|(mine, _)| mine.may_grant(**r)))
+        .map(|r| (r.as_str().to_owned(), role_label(&tr, r.as_str())))
+        .collect();
+    let view = UsersPage {
+        c: ctx.chrome(tr.t("users-title")),
+        q: text.clone(),
+        rows,
+        pager: Pager {
+            summary: tr.f(
+                "pager-summary",
+                &[
+                    ("page", n(page.page)),
+                    ("pages", n(pages as f64)),
+                    ("total", n(list.total as f64)),
+                ],
+            ),
+            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
+            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
+        },
+        can_create: user.0.has(Permission::UsersManage),
+        setup: setup && is_sys,
+        duty_choices,
+        role_choices,
+        notice,
+        secret,
+    };
+    html(&view)
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.require(Permission::UsersManage)?;
+    let tr = ctx.tr();
+    let duty = Some(field(&f, "duty"))
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            Role::parse(d).ok_or_else(|| {
+                AppError::bad_params(vec![FieldError::new("duty", FieldErrorKind::InvalidValue)])
+            })
+        })
+        .transpose()?;
+    let home = parse_node(&state, field(&f, "region"), field(&f, "school")).await?;
+    let grant = match Some(field(&f, "role")).filter(|r| !r.is_empty()) {
+        Some(r) => Some((
+            Role::parse(r).ok_or_else(|| {
+                AppError::bad_params(vec![FieldError::new("role", FieldErrorKind::InvalidValue)])
+            })?,
+            home,
+        )),
+        None => None,
+    };
+    let new = NewUser {
+        username: field(&f, "username").to_owned(),
+        display_name: Some(field(&f, "display_name"))
+            .filter(|d| !d.is_empty())
+            .unwrap_or(field(&f, "username"))
+            .to_owned(),
+        password: None,
+        home: if duty.is_some() { Node::Nation } else { home },
+        system_role: duty,
+        grant: if duty.is_some() { None } else { grant },
+    };
+    let username = new.username.trim().to_ascii_lowercase();
+    let (_, pw) = Identity(&state.db)
+        .create_user(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            new,
+        )
+        .await
+        .map_err(identity_error)?;
+    let notice = tr.f("users-created", &[("username", s(username.as_str()))]);
+    render_users(&state, &ctx, &user, &HashMap::new(), Some(notice), pw)
+        .await
+        .map(|mut r| {
+            *r.status_mut() = StatusCode::CREATED;
+            r
+        })
+}
+
+#[derive(Template)]
+#[template(path = "user.html")]
+struct UserPage {
+    c: Chrome,
+    id: String,
+    username: String,
+    display_name: String,
+    home: String,
+    duty: Option<String>,
+    disabled: bool,
+    locked: bool,
+    must_change: bool,
+    grants: Vec<(String, String, String)>,
+    role_choices: Vec<(String, String)>,
+    can_manage: bool,
+    notice: Option<String>,
+    secret: Option<String>,
+}
+
+async fn user_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    render_user(&state, &ctx, &user, id, None, None).await
+}
+
+async fn render_user(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    id: Uuid,
+    notice: Option<String>,
+    secret: Option<String>,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let identity = Identity(&state.db);
+    // Visible to anyone who may view users, manage them, or reset students' passwords there.
+    let mut target = None;
+    for perm in [Permission::UsersView, Permission::StudentPasswordsReset] {
+        if let Some(u) = identity.get_user(&user.0.scope(perm), id).await? {
+            target = Some(u);
+            break;
+        }
+    }
+    let target = target.ok_or_else(AppError::not_found)?;
+    let grants = identity
+        .grants_of(target.id)
+        .await?
+        .into_iter()
+        .map(|g| (g.id.to_string(), role_label(&tr, &g.role), g.node_code))
+        .collect();
+    let role_choices = Role::ALL
+        .iter()
+        .filter(|r| user.0.roles().iter().any(|(mine, _)| mine.may_grant(**r)))
+        .map(|r| (r.as_str().to_owned(), role_label(&tr, r.as_str())))
+        .collect();
+    let view = UserPage {
+        c: ctx.chrome(target.display_name.clone()),
+        id: target.id.to_string(),
+        locked: identity.is_locked(&target.username).await?,
+        username: target.username.clone(),
+        display_name: target.display_name.clone(),
+        home: target.home().code(),
+        duty: target.system_role.as_deref().map(|r| role_label(&tr, r)),
+        disabled: target.disabled_at.is_some(),
+        must_change: target.must_change_password,
+        grants,
+        role_choices,
+        can_manage: user
+            .0
+            .scope(Permission::UsersManage)
+            .contains(&target.home()),
+        notice,
+        secret,
+    };
+    html(&view)
+}
+
+async fn add_grant(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    let role = Role::parse(field(&f, "role")).ok_or_else(|| {
+        AppError::bad_params(vec![FieldError::new("role", FieldErrorKind::InvalidValue)])
+    })?;
+    let node = parse_node(&state, field(&f, "region"), field(&f, "school")).await?;
+    Identity(&state.db)
+        .grant(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            id,
+            role,
+            node,
+        )
+        .await
+        .map_err(identity_error)?;
+    Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
+}
+
+async fn revoke_grant(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path((id, grant)): Path<(Uuid, Uuid)>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    Identity(&state.db)
+        .revoke_grant(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            id,
+            grant,
+        )
+        .await
+        .map_err(identity_error)?;
+    Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    let pw = Identity(&state.db)
+        .reset_password(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            id,
+        )
+        .await
+        .map_err(identity_error)?;
+    render_user(
+        &state,
+        &ctx,
+        &user,
+        id,
+        Some(ctx.tr().t("users-password-reset")),
+        Some(pw),
+    )
+    .await
+}
+
+async fn unlock(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    Identity(&state.db)
+        .unlock(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            id,
+        )
+        .await
+        .map_err(identity_error)?;
+    render_user(
+        &state,
+        &ctx,
+        &user,
+        id,
+        Some(ctx.tr().t("users-unlocked")),
+        None,
+    )
+    .await
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    set_disabled(state, ctx, user, id, f, true).await
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    set_disabled(state, ctx, user, id, f, false).await
+}
+
+async fn set_disabled(
+    state: AppState,
+    ctx: Ctx,
+    user: User,
+    id: Uuid,
+    f: HashMap<String, String>,
+    disabled: bool,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    Identity(&state.db)
+        .set_disabled(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            id,
+            disabled,
+        )
+        .await
+        .map_err(identity_error)?;
+    Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
+}
+
+// ----- audit ---------------------------------------------------------------------------------
+
+struct AuditRowView {
+    seq: i64,
+    at: String,
+    actor: String,
+    ip: String,
+    event: String,
+    target: String,
+    result: String,
+    scope: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    c: Chrome,
+    filters: Vec<(&'static str, String, String)>,
+    export: String,
+    rows: Vec<AuditRowView>,
+    pager: Pager,
+    verification: String,
+    intact: bool,
+}
+
+fn parse_audit_filter(q: &HashMap<String, String>) -> Result<AuditFilter, AppError> {
+    let text = |k: &str| {
+        q.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty() && v.len() <= 100)
+    };
+    let date = |k: &str| -> Result<Option<chrono::DateTime<Utc>>, AppError> {
+        match text(k) {
+            None => Ok(None),
+            Some(v) => NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|dt| Some(Utc.from_utc_datetime(&dt)))
+                .ok_or_else(|| {
+                    AppError::bad_params(vec![FieldError::new(k, FieldErrorKind::InvalidValue)])
+                }),
+        }
+    };
+    let to = date("to")?.map(|d| d + chrono::Duration::days(1));
+    Ok(AuditFilter {
+        event: text("event"),
+        actor: text("actor"),
+        target: text("target"),
+        result: text("result"),
+        from: date("from")?,
+        to,
+    })
+}
+
+fn filter_query(q: &HashMap<String, String>) -> String {
+    ["event", "actor", "target", "result", "from", "to"]
+        .iter()
+        .filter_map(|k| {
+            q.get(*k)
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={}", percent_encode(v)))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn audit_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    user.require(Permission::AuditRead)?;
+    let tr = ctx.tr();
+    let filter = parse_audit_filter(&q)?;
+    let mut errors = vec![];
+    let page = parse_page(
+        q.get("page").map(String::as_str),
+        q.get("size").map(String::as_str),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    let list = audit::search(&state.db, &filter, page.limit(), page.offset()).await?;
+    let pages = page.page_count(list.total);
+    let fq = filter_query(&q);
+    let href = |p: u32| format!("/admin/audit?{fq}&page={p}");
+    let (verification, intact) = match audit::verify(&state.db).await? {
+        Verification::Intact { events, .. } => {
+            (tr.f("audit-intact", &[("events", n(events as f64))]), true)
+        }
+        Verification::Broken { seq, reason } => (
+            tr.f(
+                "audit-broken",
+                &[("seq", n(seq as f64)), ("reason", s(reason))],
+            ),
+            false,
+        ),
+    };
+    let rows = list
+        .items
+        .into_iter()
+        .map(|r| AuditRowView {
+            seq: r.seq,
+            at: r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            actor: r.actor,
+            ip: r.ip,
+            event: r.event,
+            target: r.target,
+            result: r.result,
+            scope: r.scope,
+            detail: r.detail,
+        })
+        .collect();
+    let filters = ["event", "actor", "target", "result", "from", "to"]
+        .into_iter()
+        .map(|k| {
+            (
+                k,
+                tr.t(&format!("audit-col-{k}")),
+                q.get(k).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    html(&AuditPage {
+        c: ctx.chrome(tr.t("audit-title")),
+        filters,
+        export: format!("/admin/audit/export.csv?{fq}"),
+        rows,
+        pager: Pager {
+            summary: tr.f(
+                "pager-summary",
+                &[
+                    ("page", n(page.page)),
+                    ("pages", n(pages as f64)),
+                    ("total", n(list.total as f64)),
+                ],
+            ),
+            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
+            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
+        },
+        verification,
+        intact,
+    })
+}
+
+/// Quotes a CSV field and neutralises spreadsheet formulas (cells starting = + - @ tab CR).
+pub fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+/// Streams the filtered log as CSV (UTF-8 with BOM for Excel) in batches; the export is audited.
+async fn audit_export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    user.require(Permission::AuditRead)?;
+    let filter = parse_audit_filter(&q)?;
+    audit::record(
+        &state.db,
+        &AuditEntry {
+            actor: user.0.user.username.clone(),
+            actor_id: Some(user.0.user.id),
+            ip: ctx.ip.clone(),
+            event: "audit.export",
+            target: filter_query(&q),
+            result: "success",
+            scope: "000000".into(),
+            detail: String::new(),
+        },
+    )
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        let mut out =
+            String::from("\u{feff}seq,time,actor,ip,event,target,result,scope,detail,hash\r\n");
+        let mut after = 0i64;
+        loop {
+            let rows = match audit::batch_after(&db, &filter, after, 1000).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let fields = [
+                    r.seq.to_string(),
+                    r.at.to_rfc3339(),
+                    r.actor.clone(),
+                    r.ip.clone(),
+                    r.event.clone(),
+                    r.target.clone(),
+                    r.result.clone(),
+                    r.scope.clone(),
+                    r.detail.clone(),
+                    r.hash.clone(),
+                ];
+                out.push_str(
+                    &fields
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                out.push_str("\r\n");
+                after = r.seq;
+            }
+            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
+                return;
+            }
+        }
+        if !out.is_empty() {
+            let _ = tx.send(Ok(out)).await;
+        }
+    });
+    let stream = futures_stream(rx);
+    let mut res = axum::body::Body::from_stream(stream).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"audit.csv\""),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// Adapts a channel receiver to a stream without another dependency.
+fn futures_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<String, std::io::Error>> {
+    struct S(tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>);
+    impl futures_core::Stream for S {
+        type Item = Result<String, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            self.0.poll_recv(cx)
+        }
+    }
+    S(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_neutralises_formulas_and_quotes() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+86 138"), "'+86 138");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}

@@ -1,0 +1,475 @@
+use santong_domain::identity::{Node, Role, SchoolCode};
+use santong_domain::region::RegionCode;
+use santong_testkit::{READY_PASSWORD, TestApp, csrf_in, form_body};
+
+fn school(code: &str, county: &str) -> Node {
+    Node::School {
+        code: SchoolCode::parse(code).unwrap(),
+        county: RegionCode::parse(county).unwrap(),
+    }
+}
+fn a() -> Node {
+    school("1144030501", "440305")
+}
+fn b() -> Node {
+    school("1144030502", "440305")
+}
+fn region(c: &str) -> Node {
+    Node::Region(RegionCode::parse(c).unwrap())
+}
+
+santong_testkit::web_conformance!(
+    sign_in_first_change_and_sign_out,
+    wrong_password_and_lockout_in_both_languages,
+    csrf_and_origin_are_checked,
+    user_records_are_out_of_scope_for_other_schools_and_regions,
+    setup_mode_and_admin_pages,
+    audit_viewer_is_for_the_audit_admin_only,
+    my_sessions_can_be_revoked,
+);
+
+async fn sign_in_first_change_and_sign_out(app: TestApp) {
+    use santong_storage::identity::{Actor, Identity, NewUser};
+    Identity(&app.t.db)
+        .create_user(
+            Actor::Cli,
+            NewUser {
+                username: "teacher.a".into(),
+                display_name: "王老师".into(),
+                password: Some("First!pass-2026".into()),
+                home: a(),
+                system_role: None,
+                grant: Some((Role::Teacher, a())),
+            },
+        )
+        .await
+        .unwrap();
+    let res = app.post_login("teacher.a", "First!pass-2026", &[]).await;
+    assert_eq!(res.status, 303);
+    assert_eq!(
+        res.header("location"),
+        Some("/account/password"),
+        "first sign-in forces a change"
+    );
+    let cookie = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("santong_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let token = cookie
+        .trim_start_matches("santong_session=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let s = santong_testkit::Session {
+        username: "teacher.a".into(),
+        cookie: token,
+        csrf: String::new(),
+    };
+    // Every other page sends the user to the change form until it is done.
+    let home = app.get_as(&s, "/").await;
+    assert_eq!(
+        (home.status.as_u16(), home.header("location")),
+        (303, Some("/account/password"))
+    );
+    let form = app.get_as(&s, "/account/password").await;
+    assert!(form.body.contains("首次登录或密码已过期"));
+    let s = santong_testkit::Session {
+        csrf: csrf_in(&form.body).unwrap(),
+        ..s
+    };
+    let bad = app
+        .post_as(
+            &s,
+            "/account/password",
+            &[
+                ("old", "First!pass-2026"),
+                ("new", "abc"),
+                ("confirm", "abc"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("密码太短"));
+    let ok = app
+        .post_as(
+            &s,
+            "/account/password",
+            &[
+                ("old", "First!pass-2026"),
+                ("new", READY_PASSWORD),
+                ("confirm", READY_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.body.contains("密码已修改"));
+    let home = app.get_as(&s, "/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("王老师") && home.body.contains("退出"));
+    // Sign out: the cookie is cleared and the session is dead.
+    let out = app.post_as(&s, "/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let after = app.get_as(&s, "/account").await;
+    assert_eq!(after.status, 303);
+    assert!(
+        after
+            .header("location")
+            .unwrap()
+            .starts_with("/login?next=")
+    );
+}
+
+async fn wrong_password_and_lockout_in_both_languages(app: TestApp) {
+    app.user("teacher.a", a(), Some((Role::Teacher, a())), None)
+        .await;
+    let wrong = app.post_login("teacher.a", "nope", &[]).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("用户名或密码不正确"));
+    let unknown = app
+        .post_login("nobody", "nope", &[("accept-language", "en")])
+        .await;
+    assert_eq!(unknown.status, 401);
+    assert!(
+        unknown
+            .body
+            .contains("The user name or password is not correct."),
+        "same message for unknown accounts"
+    );
+    for _ in 0..4 {
+        app.post_login("teacher.a", "nope", &[]).await;
+    }
+    let locked = app
+        .post_login("teacher.a", READY_PASSWORD, &[("accept-language", "en")])
+        .await;
+    assert_eq!(locked.status, 429);
+    assert!(locked.header("retry-after").is_some());
+    assert!(locked.body.contains("Too many attempts"));
+    // The security admin unlocks from the user page.
+    app.user("security", Node::Nation, None, Some(Role::SecurityAdmin))
+        .await;
+    let sec = app.sign_in("security").await;
+    let uid = santong_storage::identity::Identity(&app.t.db)
+        .user_by_username("teacher.a")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let page = app.get_as(&sec, &format!("/admin/users/{uid}")).await;
+    assert!(page.body.contains("已锁定"), "{}", page.body);
+    let unlocked = app
+        .post_as(&sec, &format!("/admin/users/{uid}/unlock"), &[])
+        .await;
+    assert_eq!(unlocked.status, 200);
+    assert!(unlocked.body.contains("已解除登录锁定"));
+    app.sign_in("teacher.a").await;
+}
+
+async fn csrf_and_origin_are_checked(app: TestApp) {
+    app.user("teacher.a", a(), None, None).await;
+    let s = app.sign_in("teacher.a").await;
+    // No token, a wrong token, another site's Origin: all refused.
+    let none = app.post_raw(&s, "/logout", "", &[]).await;
+    assert_eq!(none.status, 403);
+    assert!(none.body.contains("请求来源无法验证"));
+    let wrong = app
+        .post_raw(&s, "/logout", &form_body(&[("_csrf", "0000")]), &[])
+        .await;
+    assert_eq!(wrong.status, 403);
+    let body = form_body(&[("_csrf", &s.csrf)]);
+    let cross = app
+        .post_raw(
+            &s,
+            "/logout",
+            &body,
+            &[("origin", "https://evil.example"), ("host", "edu.example")],
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+    let fetch = app
+        .post_raw(&s, "/logout", &body, &[("sec-fetch-site", "cross-site")])
+        .await;
+    assert_eq!(fetch.status, 403);
+    // Still signed in after all that.
+    assert_eq!(app.get_as(&s, "/account").await.status, 200);
+    let same = app
+        .post_raw(
+            &s,
+            "/logout",
+            &body,
+            &[("origin", "http://edu.example"), ("host", "edu.example")],
+        )
+        .await;
+    assert_eq!(same.status, 303);
+    // Login CSRF: a sign-in post without the cookie token is refused.
+    let forged = app
+        .request(
+            axum::http::Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from(form_body(&[
+                    ("username", "teacher.a"),
+                    ("password", READY_PASSWORD),
+                    ("_csrf", "x"),
+                ])))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+}
+
+async fn user_records_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
+    let target = app
+        .user("teacher.a", a(), Some((Role::Teacher, a())), None)
+        .await;
+    let grant = santong_storage::identity::Identity(&app.t.db)
+        .grants_of(target)
+        .await
+        .unwrap()[0]
+        .id;
+    app.user("admin.a", a(), Some((Role::SchoolAdmin, a())), None)
+        .await;
+    app.user("admin.b", b(), Some((Role::SchoolAdmin, b())), None)
+        .await;
+    app.user(
+        "official.gz",
+        region("440106"),
+        Some((Role::Official, region("440100"))),
+        None,
+    )
+    .await;
+    app.user("teacher.b", b(), Some((Role::Teacher, b())), None)
+        .await;
+    let other_school = app.sign_in("admin.b").await;
+    let other_region = app.sign_in("official.gz").await;
+    let teacher_b = app.sign_in("teacher.b").await;
+    let u = format!("/admin/users/{target}");
+    app.assert_out_of_scope(
+        &[&other_school, &other_region, &teacher_b],
+        &[u.clone()],
+        &[
+            (format!("{u}/reset-password"), vec![]),
+            (format!("{u}/unlock"), vec![]),
+            (format!("{u}/disable"), vec![]),
+            (format!("{u}/enable"), vec![]),
+            (
+                format!("{u}/grants"),
+                vec![
+                    ("role", "student"),
+                    ("region", "440305"),
+                    ("school", "1144030501"),
+                ],
+            ),
+            (format!("{u}/grants/{grant}/revoke"), vec![]),
+        ],
+    )
+    .await;
+    // Lists leave them out too.
+    let list = app.get_as(&other_school, "/admin/users").await;
+    assert!(list.body.contains("admin.b") && !list.body.contains("teacher.a"));
+    let list = app.get_as(&other_region, "/admin/users?q=teacher").await;
+    assert!(!list.body.contains("teacher.a") && !list.body.contains("teacher.b"));
+    // The own school admin sees and manages the record (control for the matrix).
+    let own = app.sign_in("admin.a").await;
+    let page = app.get_as(&own, &u).await;
+    assert_eq!(page.status, 200);
+    let reset = app.post_as(&own, &format!("{u}/reset-password"), &[]).await;
+    assert_eq!(reset.status, 200);
+    assert!(reset.body.contains("密码已重置"));
+    assert_eq!(
+        app.get_as(&teacher_b, "/admin/users").await.status,
+        403,
+        "no UsersView at all"
+    );
+}
+
+async fn setup_mode_and_admin_pages(app: TestApp) {
+    use santong_storage::users::Users;
+    let created = Users(&app.t.db)
+        .ensure_initial_admin()
+        .await
+        .unwrap()
+        .unwrap();
+    // First sign-in of the initial admin: change the password, then the setup banner.
+    let res = app.post_login("admin", &created.password, &[]).await;
+    assert_eq!(res.header("location"), Some("/account/password"));
+    let cookie = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("santong_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut s = santong_testkit::Session {
+        username: "admin".into(),
+        cookie,
+        csrf: String::new(),
+    };
+    s.csrf = csrf_in(&app.get_as(&s, "/account/password").await.body).unwrap();
+    let changed = app
+        .post_as(
+            &s,
+            "/account/password",
+            &[
+                ("old", &created.password),
+                ("new", READY_PASSWORD),
+                ("confirm", READY_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, 200);
+    let users = app.get_as(&s, "/admin/users").await;
+    assert!(users.body.contains("系统处于初始设置状态"));
+    // Ordinary accounts wait for setup to finish.
+    let early = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[("username", "teacher.x"), ("region", "440305")],
+        )
+        .await;
+    assert_eq!(early.status, 409);
+    let sec = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[("username", "security"), ("duty", "security_admin")],
+        )
+        .await;
+    assert_eq!(sec.status, 201, "{}", sec.body);
+    assert!(sec.body.contains("初始密码"));
+    let aud = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[("username", "auditor"), ("duty", "audit_admin")],
+        )
+        .await;
+    assert_eq!(aud.status, 201);
+    let users = app.get_as(&s, "/admin/users").await;
+    assert!(!users.body.contains("系统处于初始设置状态"));
+    let teacher = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[
+                ("username", "teacher.x"),
+                ("display_name", "李老师"),
+                ("region", "440305"),
+                ("school", "1144030501"),
+            ],
+        )
+        .await;
+    assert_eq!(teacher.status, 201, "{}", teacher.body);
+    let dup = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[("username", "teacher.x"), ("region", "440305")],
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    assert!(dup.body.contains("该用户名已被使用"));
+    let bad = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[("username", "x y"), ("region", "440305")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    let bad_region = app
+        .post_as(
+            &s,
+            "/admin/users",
+            &[("username", "teacher.y"), ("region", "999999")],
+        )
+        .await;
+    assert_eq!(bad_region.status, 400);
+    // The system admin holds no grant right (separation of duties).
+    let tid = santong_storage::identity::Identity(&app.t.db)
+        .user_by_username("teacher.x")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let grant = app
+        .post_as(
+            &s,
+            &format!("/admin/users/{tid}/grants"),
+            &[
+                ("role", "teacher"),
+                ("region", "440305"),
+                ("school", "1144030501"),
+            ],
+        )
+        .await;
+    assert_eq!(grant.status, 403);
+}
+
+async fn audit_viewer_is_for_the_audit_admin_only(app: TestApp) {
+    app.user("auditor", Node::Nation, None, Some(Role::AuditAdmin))
+        .await;
+    app.user("sysadmin", Node::Nation, None, Some(Role::SystemAdmin))
+        .await;
+    app.post_login("sysadmin", "wrong", &[]).await;
+    let sys = app.sign_in("sysadmin").await;
+    assert_eq!(app.get_as(&sys, "/admin/audit").await.status, 403);
+    assert_eq!(
+        app.get_as(&sys, "/admin/audit/export.csv").await.status,
+        403
+    );
+    let aud = app.sign_in("auditor").await;
+    let page = app.get_as(&aud, "/admin/audit?event=login.failure").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("审计链完整"));
+    assert!(page.body.contains("login.failure") && !page.body.contains("<td>login.success</td>"));
+    let bad = app.get_as(&aud, "/admin/audit?from=yesterday").await;
+    assert_eq!(bad.status, 400);
+    let csv = app
+        .get_as(&aud, "/admin/audit/export.csv?actor=sysadmin")
+        .await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert!(csv.body.starts_with('\u{feff}'));
+    assert!(csv.body.contains("login.failure") && csv.body.contains("login.success"));
+    assert!(!csv.body.contains(",auditor,"), "filtered by actor");
+    // The export itself is audited.
+    let after = app.get_as(&aud, "/admin/audit?event=audit.export").await;
+    assert!(after.body.contains("<td>auditor</td>"));
+}
+
+async fn my_sessions_can_be_revoked(app: TestApp) {
+    app.user("teacher.a", a(), None, None).await;
+    let one = app.sign_in("teacher.a").await;
+    let two = app.sign_in("teacher.a").await;
+    let page = app.get_as(&one, "/account").await;
+    assert!(page.body.contains("当前会话"));
+    let i = page.body.find("/account/sessions/").unwrap() + "/account/sessions/".len();
+    let sid = &page.body[i..i + 36];
+    let res = app
+        .post_as(&one, &format!("/account/sessions/{sid}/revoke"), &[])
+        .await;
+    assert_eq!(res.status, 303);
+    assert_eq!(
+        app.get_as(&two, "/account").await.status,
+        303,
+        "the other session is gone"
+    );
+    assert_eq!(app.get_as(&one, "/account").await.status, 200);
+    let again = app
+        .post_as(&one, &format!("/account/sessions/{sid}/revoke"), &[])
+        .await;
+    assert_eq!(again.status, 404);
+}
