@@ -31,6 +31,7 @@ export async function startServer() {
   });
   return {
     url,
+    data,
     async stop() {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
@@ -48,4 +49,13 @@ export async function launchBrowser() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   });
+}
+
+// Runs `santong ARGS --data DIR` to completion (for provisioning before or beside `serve`).
+import { spawnSync } from 'node:child_process';
+export function santongCli(data, args) {
+  const bin = process.env.SANTONG_BIN ?? join(here, '..', '..', 'target', 'release', 'santong');
+  const r = spawnSync(bin, [...args, '--data', data, '--log', 'warn'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`santong ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
 }

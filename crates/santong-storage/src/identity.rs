@@ -467,7 +467,7 @@ impl Identity<'_> {
         if !problems.is_empty() {
             return Err(IdentityError::Password(problems));
         }
-        let hash = password::hash(&pw);
+        let hash = hash_password(&pw).await;
         let id = Uuid::now_v7();
         let now = Utc::now();
         let (region, school) = home_columns(&new.home);
@@ -661,7 +661,7 @@ impl Identity<'_> {
             return Err(IdentityError::Forbidden);
         }
         let pw = password::generate(12);
-        let hash = password::hash(&pw);
+        let hash = hash_password(&pw).await;
         let mut tx = self.0.begin().await?;
         set_password(&mut tx, target.id, &hash, true).await?;
         revoke_sessions(&mut tx, target.id, None).await?;
@@ -701,7 +701,7 @@ impl Identity<'_> {
             }
             None => password::generate(12),
         };
-        let hash = password::hash(&pw);
+        let hash = hash_password(&pw).await;
         let mut tx = self.0.begin().await?;
         set_password(&mut tx, user.id, &hash, true).await?;
         revoke_sessions(&mut tx, user.id, None).await?;
@@ -729,7 +729,7 @@ impl Identity<'_> {
             .await?
             .ok_or(IdentityError::NotFound)?;
         let actor = Actor::User { principal: me, ip };
-        if !password::verify(old, &user.password_hash) {
+        if !verify_password(old, &user.password_hash).await {
             audit::record(
                 self.0,
                 &actor.entry("password.change", &user.username, "failure", &user.home()),
@@ -749,15 +749,17 @@ impl Identity<'_> {
             .fetch_all(ex)
             .await?
         });
-        if password::verify(new, &user.password_hash)
-            || history.iter().any(|h| password::verify(new, h))
-        {
+        let mut reused = verify_password(new, &user.password_hash).await;
+        for h in &history {
+            reused = reused || verify_password(new, h).await;
+        }
+        if reused {
             problems.push(PasswordProblem::Reused);
         }
         if !problems.is_empty() {
             return Err(IdentityError::Password(problems));
         }
-        let hash = password::hash(new);
+        let hash = hash_password(new).await;
         let mut tx = self.0.begin().await?;
         set_password(&mut tx, user.id, &hash, false).await?;
         revoke_sessions(&mut tx, user.id, me.session_id).await?;
@@ -889,9 +891,11 @@ impl Identity<'_> {
         // Always run one argon2 verification so timing does not tell whether the account exists.
         let hash = user
             .as_ref()
-            .map(|u| u.password_hash.as_str())
-            .unwrap_or(password::dummy_hash());
-        let matches = password::verify(pw, hash);
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| password::dummy_hash().to_owned());
+        // argon2 takes tens of milliseconds of CPU: off the async workers, so one school's rush
+        // does not stall every other request.
+        let matches = verify_password(pw, &hash).await;
         let user = user.filter(|u| matches && u.disabled_at.is_none());
 
         let Some(user) = user else {
@@ -1191,6 +1195,34 @@ impl Identity<'_> {
         tx.commit().await?;
         Ok(n == 1)
     }
+}
+
+/// argon2 costs tens of milliseconds of CPU and ~19 MiB: run it on the blocking pool, at most one
+/// per core at a time, so a sign-in rush neither stalls the async workers nor balloons memory.
+async fn with_hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let sem = PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    });
+    let _permit = sem.acquire().await.ok();
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+pub(crate) async fn verify_password(pw: &str, hash: &str) -> bool {
+    let (pw, hash) = (pw.to_owned(), hash.to_owned());
+    with_hashing(move || password::verify(&pw, &hash)).await
+}
+
+pub(crate) async fn hash_password(pw: &str) -> String {
+    let pw = pw.to_owned();
+    with_hashing(move || password::hash(&pw)).await
 }
 
 /// A session as listed under "my sessions".

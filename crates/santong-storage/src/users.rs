@@ -36,7 +36,7 @@ impl Users<'_> {
             return Ok(None);
         }
         let pw = password::generate(16);
-        let hash = password::hash(&pw);
+        let hash = crate::identity::hash_password(&pw).await;
         let inserted = db_query!(self.0, write, |sql, ex| {
             sqlx::query(sql(
                 "INSERT INTO app_user (id, username, display_name, password_hash, \
@@ -70,6 +70,9 @@ impl Users<'_> {
             .fetch_optional(ex)
             .await?
         });
-        Ok(hash.is_some_and(|h| password::verify(pw, &h)))
+        Ok(match hash {
+            Some(h) => crate::identity::verify_password(pw, &h).await,
+            None => false,
+        })
     }
 }

@@ -317,6 +317,8 @@ struct UserPage {
     grants: Vec<(String, String, String)>,
     role_choices: Vec<(String, String)>,
     can_manage: bool,
+    can_reset: bool,
+    can_unlock: bool,
     notice: Option<String>,
     secret: Option<String>,
 }
@@ -376,6 +378,22 @@ async fn render_user(
             .0
             .scope(Permission::UsersManage)
             .contains(&target.home()),
+        can_reset: user
+            .0
+            .scope(Permission::UsersManage)
+            .contains(&target.home())
+            || user
+                .0
+                .scope(Permission::StudentPasswordsReset)
+                .contains(&target.home()),
+        can_unlock: user
+            .0
+            .scope(Permission::UsersManage)
+            .contains(&target.home())
+            || user
+                .0
+                .scope(Permission::GrantsManage)
+                .contains(&target.home()),
         notice,
         secret,
     };

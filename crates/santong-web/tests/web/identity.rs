@@ -253,7 +253,7 @@ async fn user_records_are_out_of_scope_for_other_schools_and_regions(app: TestAp
     let u = format!("/admin/users/{target}");
     app.assert_out_of_scope(
         &[&other_school, &other_region, &teacher_b],
-        &[u.clone()],
+        std::slice::from_ref(&u),
         &[
             (format!("{u}/reset-password"), vec![]),
             (format!("{u}/unlock"), vec![]),
