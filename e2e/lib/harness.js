@@ -59,3 +59,30 @@ export function santongCli(data, args) {
   if (r.status !== 0) throw new Error(`santong ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout;
 }
+
+// RFC 6238 TOTP (HMAC-SHA1, 30 s, 6 digits) for signing in like an authenticator app would.
+import { createHmac } from 'node:crypto';
+function base32Decode(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0, value = 0;
+  const out = [];
+  for (const c of s.replace(/[\s=]/g, '').toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) { out.push((value >>> (bits - 8)) & 0xff); bits -= 8; }
+  }
+  return Buffer.from(out);
+}
+const lastStep = new Map();
+// A code the server accepts next: a step never used before (codes work once).
+export function totp(secret) {
+  const now = Math.floor(Date.now() / 1000 / 30);
+  const step = Math.max(now, (lastStep.get(secret) ?? -1) + 1);
+  lastStep.set(secret, step);
+  const msg = Buffer.alloc(8);
+  msg.writeBigUInt64BE(BigInt(step));
+  const h = createHmac('sha1', base32Decode(secret)).update(msg).digest();
+  const off = h[19] & 0xf;
+  const bin = ((h[off] & 0x7f) << 24) | (h[off + 1] << 16) | (h[off + 2] << 8) | h[off + 3];
+  return String(bin % 1000000).padStart(6, '0');
+}

@@ -193,7 +193,11 @@ impl Node {
             (Node::Nation, _) => true,
             (_, Node::Nation) => false,
             (Node::Region(r), o) => o.region().is_some_and(|c| region_contains(*r, c)),
-            (Node::School { code, .. }, Node::School { code: c, .. }) => code == c,
+            // Until the registry vouches for school codes, a school is its code *and* county: a
+            // grant naming another county's school code reaches nobody there.
+            (Node::School { code, county }, Node::School { code: c, county: k }) => {
+                code == c && county == k
+            }
             (Node::School { .. }, Node::Region(_)) => false,
         }
     }
@@ -230,7 +234,8 @@ pub fn region_prefix_pattern(r: RegionCode) -> String {
 pub struct Scope {
     pub nation: bool,
     pub regions: Vec<RegionCode>,
-    pub schools: Vec<SchoolCode>,
+    /// Schools as (code, county).
+    pub schools: Vec<(SchoolCode, RegionCode)>,
 }
 
 impl Scope {
@@ -247,7 +252,7 @@ impl Scope {
             match n {
                 Node::Nation => s.nation = true,
                 Node::Region(r) => s.regions.push(*r),
-                Node::School { code, .. } => s.schools.push(*code),
+                Node::School { code, county } => s.schools.push((*code, *county)),
             }
         }
         s.regions.sort();
@@ -265,7 +270,7 @@ impl Scope {
         self.nation
             || self.regions.iter().any(|r| Node::Region(*r).contains(node))
             || match node {
-                Node::School { code, .. } => self.schools.contains(code),
+                Node::School { code, county } => self.schools.contains(&(*code, *county)),
                 _ => false,
             }
     }
@@ -420,10 +425,11 @@ impl PasswordPolicy {
 
 /// Limits of the sign-in throttle.
 ///
-/// Three counters, all counted before the password is checked so parallel attempts cannot slip
-/// past a limit: per account (a classmate can hold a teacher off only briefly: escalating waits,
-/// capped low), per account and address (the attacker's own pair: a longer cap), and per address
-/// (failures only, with a limit high enough for a whole school behind one NAT address).
+/// Three counters: per account (a classmate can hold a teacher off only briefly: escalating waits,
+/// capped low) and per account and address (the attacker's own pair: a longer cap), both counted
+/// before the password is checked so parallel attempts cannot slip past them; and per address
+/// (failures only), which slows an address down but never blocks it, so a whole school behind one
+/// NAT address keeps signing in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ThrottlePolicy {
@@ -433,7 +439,10 @@ pub struct ThrottlePolicy {
     pub pair_max_lock_secs: u64,
     pub ip_max_failures: u32,
     pub ip_window_secs: u64,
+    /// How long the address stays over its limit once it hits it.
     pub ip_lock_secs: u64,
+    /// The extra wait of each attempt from an address over its limit.
+    pub ip_slow_secs: u64,
 }
 
 impl Default for ThrottlePolicy {
@@ -446,6 +455,7 @@ impl Default for ThrottlePolicy {
             ip_max_failures: 500,
             ip_window_secs: 600,
             ip_lock_secs: 300,
+            ip_slow_secs: 2,
         }
     }
 }
@@ -458,11 +468,14 @@ pub struct SessionPolicy {
     pub absolute_secs_privileged: u64,
     pub idle_secs: u64,
     pub absolute_secs: u64,
+    /// Officials and the admin duties must enrol a second factor (TOTP).
+    pub mfa_required_privileged: bool,
 }
 
 impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
+            mfa_required_privileged: true,
             idle_secs_privileged: 15 * 60,
             absolute_secs_privileged: 8 * 3600,
             idle_secs: 2 * 3600,

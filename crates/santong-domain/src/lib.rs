@@ -8,3 +8,4 @@ pub mod identity;
 pub mod paging;
 pub mod password;
 pub mod region;
+pub mod totp;

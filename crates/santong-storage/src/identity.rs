@@ -9,8 +9,8 @@ use santong_domain::identity::{
     Node, PasswordPolicy, PasswordProblem, Permission, Role, SchoolCode, Scope, SessionPolicy,
     ThrottlePolicy, escalating_lock, parse_username, region_prefix_pattern,
 };
-use santong_domain::password;
 use santong_domain::region::RegionCode;
+use santong_domain::{password, totp};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -85,6 +85,10 @@ pub struct Principal {
     pub session_id: Option<Uuid>,
     /// The session's synchronizer token for forms.
     pub csrf: String,
+    /// A second factor is enrolled.
+    pub mfa_enabled: bool,
+    /// The password was right but the second factor is still to come.
+    pub mfa_pending: bool,
 }
 
 impl Principal {
@@ -208,6 +212,8 @@ pub enum IdentityError {
     SelfGrant,
     #[error("the security and audit administrators must be created first")]
     SetupIncomplete,
+    #[error("the code is not correct")]
+    WrongCode,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -241,6 +247,8 @@ pub enum Login {
         principal: Box<Principal>,
         token: String,
         must_change: bool,
+        /// The second factor must be checked before the session is usable.
+        mfa_pending: bool,
     },
     /// Wrong user name or password (never says which), or the account is disabled.
     Invalid,
@@ -321,7 +329,7 @@ impl Identity<'_> {
     async fn principal_of(
         &self,
         user: UserRow,
-        session: Option<(Uuid, String)>,
+        session: Option<(Uuid, String, bool)>,
     ) -> crate::Result<Principal> {
         let grants = self
             .grants_of(user.id)
@@ -329,15 +337,18 @@ impl Identity<'_> {
             .into_iter()
             .filter_map(|g| Role::parse(&g.role).map(|r| (r, g.node())))
             .collect();
-        let (session_id, csrf) = match session {
-            Some((id, csrf)) => (Some(id), csrf),
-            None => (None, String::new()),
+        let (session_id, csrf, mfa_pending) = match session {
+            Some((id, csrf, pending)) => (Some(id), csrf, pending),
+            None => (None, String::new(), false),
         };
+        let mfa_enabled = self.mfa_enabled(user.id).await?;
         Ok(Principal {
             user,
             grants,
             session_id,
             csrf,
+            mfa_enabled,
+            mfa_pending,
         })
     }
 
@@ -356,8 +367,11 @@ impl Identity<'_> {
             q.push(" OR u.home_region LIKE ")
                 .bind(region_prefix_pattern(*r));
         }
-        for s in &scope.schools {
-            q.push(" OR u.home_school = ").bind(s.to_string());
+        for (code, county) in &scope.schools {
+            q.push(" OR (u.home_school = ").bind(code.to_string());
+            q.push(" AND u.home_region = ")
+                .bind(county.to_string())
+                .push(")");
         }
         q.push(")");
     }
@@ -374,9 +388,11 @@ impl Identity<'_> {
             q.push(" WHERE");
             Self::push_user_scope(q, scope);
             if let Some(text) = query.map(str::trim).filter(|t| !t.is_empty()) {
-                let pattern = format!("%{}%", text.replace(['%', '_', '\\'], ""));
+                let pattern = format!("%{}%", like_escape(text));
                 q.push(" AND (u.username LIKE ").bind(pattern.clone());
-                q.push(" OR u.display_name LIKE ").bind(pattern).push(")");
+                q.push(" ESCAPE '\\' OR u.display_name LIKE ")
+                    .bind(pattern)
+                    .push(" ESCAPE '\\')");
             }
         };
         let mut q = DynQuery::for_db(self.0);
@@ -403,6 +419,18 @@ impl Identity<'_> {
             .push(" AND");
         Self::push_user_scope(&mut q, scope);
         Ok(q.fetch_all::<UserRow>(self.0).await?.into_iter().next())
+    }
+
+    async fn duty_held(&self, duty: Role) -> crate::Result<bool> {
+        let n: i64 = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT COUNT(*) FROM app_user WHERE system_role = $1 AND disabled_at IS NULL",
+            ))
+            .bind(duty.as_str())
+            .fetch_one(ex)
+            .await?
+        });
+        Ok(n > 0)
     }
 
     /// Setup mode lasts until the security and the audit admin both exist.
@@ -432,11 +460,16 @@ impl Identity<'_> {
                 if !duty.is_admin_duty() || new.grant.is_some() {
                     return Err(IdentityError::SeparationOfDuties);
                 }
-                // Only the system admin (or the CLI) creates the other two duties.
+                // Only during setup, and only the system admin (or the CLI), creates the other two
+                // duties, one holder each: afterwards a system admin minting a second security
+                // admin would defeat the separation.
                 let allowed = match actor {
                     Actor::Cli => true,
                     Actor::User { principal, .. } => {
-                        principal.has_role(Role::SystemAdmin) && duty != Role::SystemAdmin
+                        principal.has_role(Role::SystemAdmin)
+                            && duty != Role::SystemAdmin
+                            && !self.setup_complete().await?
+                            && !self.duty_held(duty).await?
                     }
                 };
                 if !allowed {
@@ -614,6 +647,44 @@ impl Identity<'_> {
         Ok(())
     }
 
+    /// The target, if the actor may act on it with `perm`: it lives in the actor's scope, and the
+    /// actor outranks every role it holds — a grant of that role, at that node, is one the actor
+    /// could give (the system admin counts for every ordinary role). So a school admin cannot take
+    /// over a county official who happens to belong to the school, and a teacher resets only
+    /// pure student accounts. Admin-duty accounts are managed from the CLI only.
+    async fn administered(
+        &self,
+        actor: Actor<'_>,
+        perm: Permission,
+        id: Uuid,
+    ) -> IdResult<UserRow> {
+        let target = self.visible_user(actor, perm, id).await?;
+        let Actor::User { principal, .. } = actor else {
+            return Ok(target);
+        };
+        if principal.user.id == target.id || target.system_role.is_some() {
+            return Err(IdentityError::Forbidden);
+        }
+        let mine = principal.roles();
+        for g in self.grants_of(target.id).await? {
+            let Some(role) = Role::parse(&g.role) else {
+                continue;
+            };
+            let node = g.node();
+            let ok = if perm == Permission::StudentPasswordsReset {
+                role == Role::Student && principal.scope(perm).contains(&node)
+            } else {
+                mine.iter().any(|(r, at)| {
+                    at.contains(&node) && (*r == Role::SystemAdmin || r.may_grant(role))
+                })
+            };
+            if !ok {
+                return Err(IdentityError::Forbidden);
+            }
+        }
+        Ok(target)
+    }
+
     /// The target account if the actor holds `perm` where it lives; `NotFound` otherwise, so an
     /// account outside the actor's scope is indistinguishable from none.
     async fn visible_user(
@@ -635,31 +706,15 @@ impl Identity<'_> {
     /// everywhere and clears its lock. Teachers may reset students' passwords in their scope.
     pub async fn reset_password(&self, actor: Actor<'_>, user_id: Uuid) -> IdResult<String> {
         let target = match self
-            .visible_user(actor, Permission::UsersManage, user_id)
+            .administered(actor, Permission::UsersManage, user_id)
             .await
         {
-            Ok(t) => t,
             Err(IdentityError::NotFound) => {
-                let t = self
-                    .visible_user(actor, Permission::StudentPasswordsReset, user_id)
-                    .await?;
-                let is_student = self
-                    .grants_of(t.id)
+                self.administered(actor, Permission::StudentPasswordsReset, user_id)
                     .await?
-                    .iter()
-                    .any(|g| g.role == Role::Student.as_str());
-                if !is_student {
-                    return Err(IdentityError::NotFound);
-                }
-                t
             }
-            Err(e) => return Err(e),
+            other => other?,
         };
-        if actor.id() == Some(target.id)
-            || target.system_role.is_some() && !matches!(actor, Actor::Cli)
-        {
-            return Err(IdentityError::Forbidden);
-        }
         let pw = password::generate(12);
         let hash = hash_password(&pw).await;
         let mut tx = self.0.begin().await?;
@@ -775,11 +830,11 @@ impl Identity<'_> {
     /// Clears the sign-in locks of an account.
     pub async fn unlock(&self, actor: Actor<'_>, user_id: Uuid) -> IdResult<()> {
         let target = match self
-            .visible_user(actor, Permission::GrantsManage, user_id)
+            .administered(actor, Permission::GrantsManage, user_id)
             .await
         {
             Err(IdentityError::NotFound) => {
-                self.visible_user(actor, Permission::UsersManage, user_id)
+                self.administered(actor, Permission::UsersManage, user_id)
                     .await?
             }
             other => other?,
@@ -803,11 +858,8 @@ impl Identity<'_> {
         disabled: bool,
     ) -> IdResult<()> {
         let target = self
-            .visible_user(actor, Permission::UsersManage, user_id)
+            .administered(actor, Permission::UsersManage, user_id)
             .await?;
-        if actor.id() == Some(target.id) {
-            return Err(IdentityError::Forbidden);
-        }
         let mut tx = self.0.begin().await?;
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql("UPDATE app_user SET disabled_at = $2 WHERE id = $1"))
@@ -860,12 +912,15 @@ impl Identity<'_> {
         ip: &str,
         user_agent: &str,
     ) -> crate::Result<Login> {
-        let name = username.trim().to_ascii_lowercase();
-        let name = if name.len() > 64 {
-            name[..64].to_owned()
-        } else {
-            name
-        };
+        let name: String = username
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .take(64)
+            .collect();
+        // What users type as a user name is sometimes their password: only a well-formed name
+        // goes into the audit log.
+        let shown = parse_username(&name).unwrap_or_else(|| "(invalid)".into());
         let tp = throttle_policy(self.0).await?;
         let now = Utc::now();
         let keys = throttle_keys(&name, ip);
@@ -874,10 +929,10 @@ impl Identity<'_> {
             audit::record(
                 self.0,
                 &AuditEntry {
-                    actor: name.clone(),
+                    actor: shown.clone(),
                     ip: ip.to_owned(),
                     event: "login.locked",
-                    target: name.clone(),
+                    target: shown.clone(),
                     result: "denied",
                     scope: "000000".into(),
                     ..AuditEntry::default()
@@ -904,10 +959,10 @@ impl Identity<'_> {
             audit::append(
                 &mut tx,
                 &AuditEntry {
-                    actor: name.clone(),
+                    actor: shown.clone(),
                     ip: ip.to_owned(),
                     event: "login.failure",
-                    target: name.clone(),
+                    target: shown.clone(),
                     result: "failure",
                     scope: "000000".into(),
                     ..AuditEntry::default()
@@ -941,8 +996,8 @@ impl Identity<'_> {
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "INSERT INTO user_session (id, token_hash, user_id, csrf_token, \
-                created_at, last_seen_at, expires_at, idle_secs, ip, user_agent) \
-                VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+                created_at, last_seen_at, expires_at, idle_secs, ip, user_agent, mfa_pending) \
+                VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)",
             ))
             .bind(session_id)
             .bind(password::token_hash(&token))
@@ -953,6 +1008,7 @@ impl Identity<'_> {
             .bind(i32::try_from(idle).unwrap_or(i32::MAX))
             .bind(ip)
             .bind(user_agent.chars().take(200).collect::<String>())
+            .bind(principal.mfa_enabled)
             .execute(ex)
             .await?
             .rows_affected()
@@ -992,19 +1048,275 @@ impl Identity<'_> {
             });
         }
         let must_change = principal.user.must_change_password || expired;
+        let mfa_pending = principal.mfa_enabled;
         let principal = Principal {
             session_id: Some(session_id),
             csrf,
+            mfa_pending,
             ..principal
         };
         Ok(Login::Ok {
             principal: Box::new(principal),
             token,
             must_change,
+            mfa_pending,
         })
     }
 
+    // ----- second factor -------------------------------------------------------------------
+
+    pub async fn mfa_enabled(&self, user_id: Uuid) -> crate::Result<bool> {
+        let n: i64 = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT COUNT(*) FROM user_mfa WHERE user_id = $1 \
+                AND enabled_at IS NOT NULL"))
+            .bind(user_id)
+            .fetch_one(ex)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
+    /// The TOTP secret (base32) and the last step used, enrolled or pending.
+    pub async fn mfa_state(&self, user_id: Uuid) -> crate::Result<Option<(String, Option<u64>)>> {
+        let row: Option<(String, Option<i64>)> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as(sql(
+                "SELECT secret, last_step FROM user_mfa WHERE user_id = $1",
+            ))
+            .bind(user_id)
+            .fetch_optional(ex)
+            .await?
+        });
+        Ok(row.map(|(s, l)| (s, l.and_then(|l| u64::try_from(l).ok()))))
+    }
+
+    /// Starts enrolment: a new secret, not active until confirmed with a code. Returns it in
+    /// base32 for the authenticator app. An enrolled factor is never replaced this way.
+    pub async fn mfa_begin(&self, me: &Principal) -> IdResult<String> {
+        if self.mfa_enabled(me.user.id).await? {
+            return Err(IdentityError::Forbidden);
+        }
+        let existing: Option<String> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT secret FROM user_mfa WHERE user_id = $1"))
+                .bind(me.user.id)
+                .fetch_optional(ex)
+                .await?
+        });
+        if let Some(secret) = existing {
+            return Ok(secret);
+        }
+        let secret = totp::base32(&totp::generate_secret());
+        db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO user_mfa (user_id, secret, created_at) VALUES ($1, $2, $3) \
+                ON CONFLICT (user_id) DO NOTHING",
+            ))
+            .bind(me.user.id)
+            .bind(&secret)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        Ok(secret)
+    }
+
+    /// Confirms enrolment with a code from the app; returns recovery codes (shown once).
+    pub async fn mfa_enable(&self, me: &Principal, ip: &str, code: &str) -> IdResult<Vec<String>> {
+        let secret = self.mfa_begin(me).await?;
+        let bytes = totp::base32_decode(&secret).ok_or(IdentityError::WrongCode)?;
+        let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        let actor = Actor::User { principal: me, ip };
+        let Some(step) = totp::verify(&bytes, code, now, None) else {
+            audit::record(
+                self.0,
+                &actor.entry("mfa.enable", &me.user.username, "failure", &me.user.home()),
+            )
+            .await?;
+            return Err(IdentityError::WrongCode);
+        };
+        let codes = totp::recovery_codes(10);
+        let mut tx = self.0.begin().await?;
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE user_mfa SET enabled_at = $2, last_step = $3 WHERE user_id = $1",
+            ))
+            .bind(me.user.id)
+            .bind(Utc::now())
+            .bind(i64::try_from(step).unwrap_or(i64::MAX))
+            .execute(&mut *ex)
+            .await?;
+            sqlx::query(sql("DELETE FROM mfa_recovery_code WHERE user_id = $1"))
+                .bind(me.user.id)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        });
+        for c in &codes {
+            db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql(
+                    "INSERT INTO mfa_recovery_code (id, user_id, code_hash) VALUES ($1, $2, $3)",
+                ))
+                .bind(Uuid::now_v7())
+                .bind(me.user.id)
+                .bind(password::token_hash(c))
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+        }
+        audit::append(
+            &mut tx,
+            &actor.entry("mfa.enable", &me.user.username, "success", &me.user.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(codes)
+    }
+
+    /// The second step of a sign-in: a code from the app, or a recovery code (used up). Under
+    /// the same throttle as passwords. On success the session becomes usable.
+    pub async fn mfa_complete(&self, me: &Principal, ip: &str, code: &str) -> crate::Result<Login> {
+        let Some(session_id) = me.session_id.filter(|_| me.mfa_pending) else {
+            return Ok(Login::Invalid);
+        };
+        let name = &me.user.username;
+        let keys = [
+            format!("m:{name}"),
+            format!("mp:{name}|{ip}"),
+            format!("i:{ip}"),
+        ];
+        let tp = throttle_policy(self.0).await?;
+        let now = Utc::now();
+        if let Some(wait) = self.reserve_attempt(&keys, &tp, now).await? {
+            return Ok(Login::Locked { retry_after: wait });
+        }
+        let actor = Actor::User { principal: me, ip };
+        let row: Option<(String, Option<i64>)> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as(sql(
+                "SELECT secret, last_step FROM user_mfa WHERE user_id = $1 \
+                AND enabled_at IS NOT NULL",
+            ))
+            .bind(me.user.id)
+            .fetch_optional(ex)
+            .await?
+        });
+        let Some((secret, last)) = row else {
+            return Ok(Login::Invalid);
+        };
+        let bytes = totp::base32_decode(&secret).unwrap_or_default();
+        let unix = u64::try_from(now.timestamp()).unwrap_or(0);
+        let last = last.and_then(|l| u64::try_from(l).ok());
+        let mut tx = self.0.begin().await?;
+        let accepted = match totp::verify(&bytes, code, unix, last) {
+            // Record the step only if no concurrent attempt already used it or a later one.
+            Some(step) => {
+                let step = i64::try_from(step).unwrap_or(i64::MAX);
+                db_query!(&mut tx, tx, |sql, ex| {
+                    sqlx::query(sql(
+                        "UPDATE user_mfa SET last_step = $2 WHERE user_id = $1 \
+                        AND (last_step IS NULL OR last_step < $2)",
+                    ))
+                    .bind(me.user.id)
+                    .bind(step)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+                }) == 1
+            }
+            None => {
+                db_query!(&mut tx, tx, |sql, ex| {
+                    sqlx::query(sql(
+                        "UPDATE mfa_recovery_code SET used_at = $3 WHERE user_id = $1 \
+                        AND code_hash = $2 AND used_at IS NULL",
+                    ))
+                    .bind(me.user.id)
+                    .bind(password::token_hash(&totp::normalize_recovery(code)))
+                    .bind(now)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+                }) == 1
+            }
+        };
+        if !accepted {
+            audit::append(
+                &mut tx,
+                &actor.entry("login.mfa", name, "failure", &me.user.home()),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Login::Invalid);
+        }
+        for k in &keys[..2] {
+            db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql("DELETE FROM login_throttle WHERE key = $1"))
+                    .bind(k)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE user_session SET mfa_pending = $2 WHERE id = $1",
+            ))
+            .bind(session_id)
+            .bind(false)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        audit::append(
+            &mut tx,
+            &actor.entry("login.mfa", name, "success", &me.user.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        let principal = Principal {
+            mfa_pending: false,
+            ..me.clone()
+        };
+        Ok(Login::Ok {
+            principal: Box::new(principal),
+            token: String::new(),
+            must_change: me.user.must_change_password,
+            mfa_pending: false,
+        })
+    }
+
+    /// Removes an account's second factor (lost phone): the security admin in scope, or the CLI.
+    /// The user enrols again at next sign-in if the factor is required.
+    pub async fn mfa_reset(&self, actor: Actor<'_>, user_id: Uuid) -> IdResult<()> {
+        let target = self
+            .administered(actor, Permission::GrantsManage, user_id)
+            .await?;
+        let mut tx = self.0.begin().await?;
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql("DELETE FROM mfa_recovery_code WHERE user_id = $1"))
+                .bind(target.id)
+                .execute(&mut *ex)
+                .await?;
+            sqlx::query(sql("DELETE FROM user_mfa WHERE user_id = $1"))
+                .bind(target.id)
+                .execute(ex)
+                .await?
+                .rows_affected()
+        });
+        revoke_sessions(&mut tx, target.id, None).await?;
+        audit::append(
+            &mut tx,
+            &actor.entry("mfa.reset", &target.username, "success", &target.home()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Checks the locks and counts this attempt. `Some(seconds)` when it must wait.
+    ///
+    /// An address over its failure limit is slowed down (each attempt waits a few seconds), never
+    /// blocked: a block would let one pupil spraying made-up names lock out a whole school behind
+    /// one NAT address, right passwords included.
     async fn reserve_attempt(
         &self,
         keys: &[String; 3],
@@ -1013,6 +1325,7 @@ impl Identity<'_> {
     ) -> crate::Result<Option<u64>> {
         let mut tx = self.0.begin().await?;
         let mut wait: Option<u64> = None;
+        let mut slow = false;
         let mut counts = [0i32; 2];
         for (i, key) in keys.iter().enumerate() {
             if i < 2 {
@@ -1046,6 +1359,10 @@ impl Identity<'_> {
             };
             let (failures, locked) = row.unwrap_or((0, None));
             if let Some(until) = locked.filter(|u| *u > now) {
+                if i == 2 {
+                    slow = true;
+                    continue;
+                }
                 let secs = u64::try_from((until - now).num_seconds())
                     .unwrap_or(0)
                     .max(1);
@@ -1081,6 +1398,9 @@ impl Identity<'_> {
             });
         }
         tx.commit().await?;
+        if slow {
+            tokio::time::sleep(std::time::Duration::from_secs(tp.ip_slow_secs)).await;
+        }
         Ok(None)
     }
 
@@ -1096,11 +1416,12 @@ impl Identity<'_> {
             last_seen_at: DateTime<Utc>,
             expires_at: DateTime<Utc>,
             idle_secs: i32,
+            mfa_pending: bool,
         }
         let row: Option<S> = db_query!(self.0, read, |sql, ex| {
             sqlx::query_as::<_, S>(sql(
                 "SELECT id, user_id, csrf_token, last_seen_at, expires_at, \
-                idle_secs FROM user_session WHERE token_hash = $1 AND revoked_at IS NULL",
+                idle_secs, mfa_pending FROM user_session WHERE token_hash = $1 AND revoked_at IS NULL",
             ))
             .bind(password::token_hash(token))
             .fetch_optional(ex)
@@ -1133,7 +1454,8 @@ impl Identity<'_> {
             });
         }
         Ok(Some(
-            self.principal_of(user, Some((s.id, s.csrf_token))).await?,
+            self.principal_of(user, Some((s.id, s.csrf_token, s.mfa_pending)))
+                .await?,
         ))
     }
 
@@ -1223,6 +1545,18 @@ pub(crate) async fn verify_password(pw: &str, hash: &str) -> bool {
 pub(crate) async fn hash_password(pw: &str) -> String {
     let pw = pw.to_owned();
     with_hashing(move || password::hash(&pw)).await
+}
+
+/// Escapes LIKE wildcards (`\` is the escape character).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A session as listed under "my sessions".
@@ -1332,10 +1666,10 @@ async fn revoke_sessions(tx: &mut Tx, user_id: Uuid, except: Option<Uuid>) -> cr
 async fn clear_throttle(tx: &mut Tx, username: &str) -> crate::Result<()> {
     db_query!(tx, tx, |sql, ex| {
         sqlx::query(sql(
-            "DELETE FROM login_throttle WHERE key = $1 OR key LIKE $2",
+            "DELETE FROM login_throttle WHERE key = $1 OR key LIKE $2 ESCAPE '\\'",
         ))
         .bind(format!("a:{username}"))
-        .bind(format!("p:{}|%", username.replace(['%', '_'], "")))
+        .bind(format!("p:{}|%", like_escape(username)))
         .execute(ex)
         .await?
         .rows_affected()

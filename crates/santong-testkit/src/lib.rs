@@ -346,6 +346,14 @@ impl TestApp {
         id.change_password(&principal, "127.0.0.1", FIRST_PASSWORD, READY_PASSWORD)
             .await
             .expect("password change");
+        // Officials and admins must have a second factor: enrol one, as the page would.
+        if principal.privileged() {
+            id.mfa_begin(&principal).await.expect("mfa begin");
+            let code = self.totp_code(uid).await;
+            id.mfa_enable(&principal, "127.0.0.1", &code)
+                .await
+                .expect("mfa enable");
+        }
         uid
     }
 
@@ -394,6 +402,23 @@ impl TestApp {
             cookie,
             csrf: String::new(),
         };
+        if res.header("location") == Some("/login/mfa") {
+            let prompt = self.get_as(&s, "/login/mfa").await;
+            s.csrf = csrf_in(&prompt.body).expect("CSRF on the code form");
+            let user = santong_storage::identity::Identity(&self.t.db)
+                .user_by_username(username)
+                .await
+                .expect("db")
+                .expect("user");
+            let code = self.totp_code(user.id).await;
+            let done = self.post_as(&s, "/login/mfa", &[("code", &code)]).await;
+            assert_eq!(
+                done.status,
+                StatusCode::SEE_OTHER,
+                "second factor of {username} failed: {}",
+                done.body
+            );
+        }
         let page = self.get_as(&s, "/account/password").await;
         s.csrf = csrf_in(&page.body).expect("a CSRF token in the page");
         s
@@ -457,5 +482,36 @@ impl TestApp {
                 );
             }
         }
+    }
+}
+
+impl TestApp {
+    /// A TOTP code the server will accept next for this account: the current step, or the one
+    /// after the last used (a code works once).
+    pub async fn totp_code(&self, user_id: uuid::Uuid) -> String {
+        use santong_domain::totp;
+        let (secret, last) = santong_storage::identity::Identity(&self.t.db)
+            .mfa_state(user_id)
+            .await
+            .expect("db")
+            .expect("a TOTP secret");
+        let now = totp::step_of(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        let step = match last {
+            Some(l) if l >= now => l + 1,
+            _ => now,
+        };
+        assert!(
+            step <= now + 1,
+            "more sign-ins of one account within 30 s than TOTP allows"
+        );
+        format!(
+            "{:06}",
+            totp::code_at(&totp::base32_decode(&secret).expect("base32"), step)
+        )
     }
 }

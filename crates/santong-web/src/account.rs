@@ -30,6 +30,9 @@ pub fn routes() -> Router<AppState> {
             get(password_form).post(change_password),
         )
         .route("/account/sessions/{id}/revoke", post(revoke_session))
+        .route("/login/mfa", get(mfa_prompt).post(mfa_submit))
+        .route("/account/mfa", get(mfa_page))
+        .route("/account/mfa/enable", post(mfa_enable))
 }
 
 type FormData = Form<HashMap<String, String>>;
@@ -132,8 +135,11 @@ async fn login(
             token,
             must_change,
             principal,
+            mfa_pending,
         } => {
-            let target = if must_change {
+            let target = if mfa_pending {
+                "/login/mfa".to_owned()
+            } else if must_change {
                 "/account/password".to_owned()
             } else {
                 next
@@ -331,4 +337,130 @@ async fn revoke_session(
         return Err(AppError::not_found());
     }
     Ok(Redirect::to("/account").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "mfa_prompt.html")]
+struct MfaPrompt {
+    c: Chrome,
+    error: Option<String>,
+}
+
+async fn mfa_prompt(ctx: Ctx, _user: User) -> Result<Response, AppError> {
+    html(&MfaPrompt {
+        c: ctx.chrome(ctx.tr().t("mfa-prompt-title")),
+        error: None,
+    })
+}
+
+async fn mfa_submit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    let tr = ctx.tr();
+    let outcome = Identity(&state.db)
+        .mfa_complete(&user.0, &ctx.ip, field(&f, "code"))
+        .await?;
+    let (status, error) = match outcome {
+        Login::Ok { must_change, .. } => {
+            let to = if must_change {
+                "/account/password"
+            } else {
+                "/"
+            };
+            return Ok(Redirect::to(to).into_response());
+        }
+        Login::Invalid => (axum::http::StatusCode::UNAUTHORIZED, tr.t("mfa-invalid")),
+        Login::Locked { retry_after } => (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            tr.f("login-locked", &[("seconds", n(retry_after as f64))]),
+        ),
+    };
+    let mut res = html(&MfaPrompt {
+        c: ctx.chrome(tr.t("mfa-prompt-title")),
+        error: Some(error),
+    })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+#[derive(Template)]
+#[template(path = "mfa.html")]
+struct MfaPage {
+    c: Chrome,
+    enabled: bool,
+    required: bool,
+    secret: String,
+    uri: String,
+    error: Option<String>,
+    recovery: Vec<String>,
+}
+
+async fn mfa_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+) -> Result<Response, AppError> {
+    render_mfa(&state, &ctx, &user, None, vec![]).await
+}
+
+async fn render_mfa(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    error: Option<String>,
+    recovery: Vec<String>,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let id = Identity(&state.db);
+    let enabled = id.mfa_enabled(user.0.user.id).await?;
+    let (secret, uri) = if enabled {
+        (String::new(), String::new())
+    } else {
+        let secret = id
+            .mfa_begin(&user.0)
+            .await
+            .map_err(crate::admin::identity_error)?;
+        let uri =
+            santong_domain::totp::otpauth_uri(&tr.t("app-name"), &user.0.user.username, &secret);
+        (secret, uri)
+    };
+    let required = user.0.privileged()
+        && santong_storage::identity::session_policy(&state.db)
+            .await?
+            .mfa_required_privileged;
+    html(&MfaPage {
+        c: ctx.chrome(tr.t("mfa-title")),
+        enabled,
+        required,
+        secret,
+        uri,
+        error,
+        recovery,
+    })
+}
+
+async fn mfa_enable(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    match Identity(&state.db)
+        .mfa_enable(&user.0, &ctx.ip, field(&f, "code"))
+        .await
+    {
+        Ok(codes) => render_mfa(&state, &ctx, &user, None, codes).await,
+        Err(IdentityError::WrongCode) => {
+            let mut res =
+                render_mfa(&state, &ctx, &user, Some(ctx.tr().t("mfa-invalid")), vec![]).await?;
+            *res.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            Ok(res)
+        }
+        Err(e) => Err(crate::admin::identity_error(e)),
+    }
 }

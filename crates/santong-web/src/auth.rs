@@ -66,8 +66,10 @@ pub fn clear_cookie(res: &mut Response, config: &WebConfig, name: &str) {
     set_cookie(res, config, name, "", Some(0));
 }
 
-/// Refuses a state-changing request sent from another site.
-pub fn check_origin(parts: &Parts) -> Result<(), AppError> {
+/// Refuses a state-changing request sent from another site: `Sec-Fetch-Site: cross-site`, or an
+/// `Origin` that is not ours — the configured public URL when there is one, otherwise the host the
+/// request was sent to (`Host`, or the HTTP/2 authority).
+pub fn check_origin(parts: &Parts, config: &WebConfig) -> Result<(), AppError> {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -76,13 +78,25 @@ pub fn check_origin(parts: &Parts) -> Result<(), AppError> {
     if header(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
         return Err(forbidden());
     }
-    if let (Some(origin), Some(host)) = (header(header::ORIGIN), header(header::HOST)) {
-        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-        if origin == "null" || !origin_host.eq_ignore_ascii_case(host) {
-            return Err(forbidden());
-        }
+    let Some(origin) = header(header::ORIGIN) else {
+        return Ok(());
+    };
+    if origin == "null" {
+        return Err(forbidden());
     }
-    Ok(())
+    let ours = match config.public_url.as_deref() {
+        Some(public) => {
+            let (scheme, rest) = public.split_once("://").unwrap_or(("https", public));
+            let host = rest.split('/').next().unwrap_or(rest);
+            origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+        }
+        None => {
+            let host = header(header::HOST).or_else(|| parts.uri.authority().map(|a| a.as_str()));
+            let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+            host.is_some_and(|h| origin_host.eq_ignore_ascii_case(h))
+        }
+    };
+    if ours { Ok(()) } else { Err(forbidden()) }
 }
 
 /// Compares two secrets in time independent of where they differ.

@@ -157,28 +157,17 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
             Err(e) => tracing::error!(error = %e, "session lookup failed"),
         }
     }
-    if let Err(e) = crate::auth::check_origin(&parts) {
+    if let Err(e) = crate::auth::check_origin(&parts, &state.config) {
         return render_error(&ctx, &e, is_api);
     }
-    // A first sign-in or an expired password: nothing but the change form until it is done.
-    let path = parts.uri.path();
-    let exempt = matches!(path, "/account/password" | "/logout") || path.starts_with("/lang/");
-    if ctx
-        .user
-        .as_ref()
-        .is_some_and(|u| u.user.must_change_password)
-        && !exempt
+    if let Some(user) = &ctx.user
         && !is_static
+        && let Some((to, code, key)) = gate(&state, user, parts.uri.path()).await
     {
         if is_api {
-            let e = AppError::new(
-                StatusCode::FORBIDDEN,
-                "password_change_required",
-                "password-forced",
-            );
-            return render_error(&ctx, &e, true);
+            return render_error(&ctx, &AppError::new(StatusCode::FORBIDDEN, code, key), true);
         }
-        return axum::response::Redirect::to("/account/password").into_response();
+        return axum::response::Redirect::to(to).into_response();
     }
     parts.extensions.insert(ctx.clone());
     let mut res = next.run(Request::from_parts(parts, body)).await;
@@ -294,6 +283,42 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// Where a signed-in user must go first, if anywhere: the second factor of a sign-in, then a
+/// required password change, then a required second-factor enrolment. Only the pages that finish
+/// the step (and sign-out, and the language switch) are open meanwhile.
+async fn gate(
+    state: &AppState,
+    user: &Principal,
+    path: &str,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    let open = |allowed: &[&str]| {
+        allowed.contains(&path) || path == "/logout" || path.starts_with("/lang/")
+    };
+    if user.mfa_pending {
+        return (!open(&["/login/mfa"])).then_some(("/login/mfa", "mfa_required", "mfa-prompt"));
+    }
+    if user.user.must_change_password {
+        return (!open(&["/account/password"])).then_some((
+            "/account/password",
+            "password_change_required",
+            "password-forced",
+        ));
+    }
+    if user.privileged()
+        && !user.mfa_enabled
+        && !open(&["/account/mfa", "/account/mfa/enable", "/account/password"])
+    {
+        let required = santong_storage::identity::session_policy(&state.db)
+            .await
+            .map(|p| p.mfa_required_privileged)
+            .unwrap_or(true);
+        if required {
+            return Some(("/account/mfa", "mfa_enrolment_required", "mfa-required"));
+        }
+    }
+    None
 }
 
 /// The translated name of a status, for the problem `title`.

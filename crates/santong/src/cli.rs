@@ -125,6 +125,10 @@ pub async fn audit(db: &Db, action: &AuditAction) -> anyhow::Result<()> {
             }
         },
         AuditAction::Prune { keep_days, .. } => {
+            // The Cybersecurity Law (art. 21) asks for at least six months of logs.
+            if *keep_days < 180 {
+                bail!("--keep-days {keep_days}: the audit log is kept at least 180 days");
+            }
             let removed = audit::prune(db, *keep_days).await?;
             println!(
                 "removed {removed} audit events older than {keep_days} days; a checkpoint keeps the chain verifiable"

@@ -248,10 +248,11 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             db.close().await;
         }
         Command::Worker { .. } => {
+            let stop = shutdown_signal();
             let db = open_db(&settings).await?;
             let (tx, rx) = watch::channel(false);
             let worker = tokio::spawn(worker(db.clone()).run(wait_for(rx)));
-            shutdown_signal().await;
+            stop.await;
             let _ = tx.send(true);
             worker.await.context("worker task")?;
             db.close().await;
@@ -306,6 +307,8 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
         .await
         .with_context(|| format!("cannot listen on {}", settings.bind))?;
     let addr = listener.local_addr()?;
+    // Before anything announces that we are up: a SIGTERM from then on is a clean stop.
+    let stop = shutdown_signal();
     let admin = Users(&db)
         .ensure_initial_admin()
         .await
@@ -338,7 +341,7 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = tx.send(true);
     })
@@ -357,23 +360,32 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Registers SIGTERM and SIGINT handlers *now* (so a signal that arrives before the server loop
+/// starts is not fatal) and returns the future that resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let term = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let int = async {
+            match int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = term => {}
+            () = int => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

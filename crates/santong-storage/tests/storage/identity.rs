@@ -76,7 +76,298 @@ santong_testkit::conformance!(
     password_history_and_policy,
     audit_chain_detects_tampering_and_survives_pruning,
     setup_mode_until_the_other_two_admins_exist,
+    a_forged_school_county_reaches_nobody,
+    administering_needs_outranking_every_role,
+    duties_are_made_only_in_setup_and_managed_from_the_cli,
+    an_address_over_its_limit_is_slowed_not_blocked,
+    second_factor_codes_work_once,
 );
+
+async fn finish_setup(id: &Identity<'_>) {
+    for (name, role) in [
+        ("security", Role::SecurityAdmin),
+        ("auditor", Role::AuditAdmin),
+    ] {
+        id.create_user(
+            Actor::Cli,
+            NewUser {
+                username: name.into(),
+                display_name: name.into(),
+                password: None,
+                home: Node::Nation,
+                system_role: Some(role),
+                grant: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn a_forged_school_county_reaches_nobody(t: TestDb) {
+    let id = Identity(&t.db);
+    finish_setup(&id).await;
+    // A school admin granted at a whole county (南山区).
+    user(
+        &id,
+        "county.admin",
+        region("440305"),
+        Some((Role::SchoolAdmin, region("440305"))),
+    )
+    .await;
+    // A real student of school D in 天河区 (广州).
+    let victim = user(&id, "pupil.d", d(), Some((Role::Student, d()))).await;
+    let admin = principal(&id, "county.admin").await;
+    // The admin names school D's code with their own county: allowed, but it is not school D.
+    let forged = school("1144010601", "440305");
+    let actor = Actor::User {
+        principal: &admin,
+        ip: "10.0.0.1",
+    };
+    id.create_user(
+        actor,
+        NewUser {
+            username: "fake.teacher".into(),
+            display_name: "x".into(),
+            password: Some(PW.into()),
+            home: forged,
+            system_role: None,
+            grant: Some((Role::Teacher, forged)),
+        },
+    )
+    .await
+    .unwrap();
+    let fake = principal(&id, "fake.teacher").await;
+    let fake_actor = Actor::User {
+        principal: &fake,
+        ip: "10.0.0.1",
+    };
+    assert!(matches!(
+        id.reset_password(fake_actor, victim).await,
+        Err(IdentityError::NotFound)
+    ));
+    assert!(
+        id.get_user(&fake.scope(Permission::StudentPasswordsReset), victim)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn administering_needs_outranking_every_role(t: TestDb) {
+    let id = Identity(&t.db);
+    user(&id, "admin.a", a(), Some((Role::SchoolAdmin, a()))).await;
+    user(&id, "teacher.a", a(), Some((Role::Teacher, a()))).await;
+    // Belongs to school A but is a provincial official.
+    let official = user(
+        &id,
+        "official.gd",
+        a(),
+        Some((Role::Official, region("440000"))),
+    )
+    .await;
+    let colleague = user(&id, "admin2.a", a(), Some((Role::SchoolAdmin, a()))).await;
+    let pupil = user(&id, "pupil.a", a(), Some((Role::Student, a()))).await;
+    let both = user(&id, "pupil.teacher", a(), Some((Role::Student, a()))).await;
+    id.grant(Actor::Cli, both, Role::Teacher, a())
+        .await
+        .unwrap();
+    let admin = principal(&id, "admin.a").await;
+    let act = Actor::User {
+        principal: &admin,
+        ip: "ip",
+    };
+    assert!(matches!(
+        id.reset_password(act, official).await,
+        Err(IdentityError::Forbidden)
+    ));
+    assert!(matches!(
+        id.set_disabled(act, official, true).await,
+        Err(IdentityError::Forbidden)
+    ));
+    assert!(matches!(
+        id.reset_password(act, colleague).await,
+        Err(IdentityError::Forbidden)
+    ));
+    id.reset_password(act, pupil).await.unwrap();
+    let teacher = principal(&id, "teacher.a").await;
+    let tact = Actor::User {
+        principal: &teacher,
+        ip: "ip",
+    };
+    assert!(
+        matches!(
+            id.reset_password(tact, both).await,
+            Err(IdentityError::Forbidden)
+        ),
+        "not a pure student"
+    );
+    id.reset_password(tact, pupil).await.unwrap();
+}
+
+async fn duties_are_made_only_in_setup_and_managed_from_the_cli(t: TestDb) {
+    let id = Identity(&t.db);
+    let created = santong_storage::users::Users(&t.db)
+        .ensure_initial_admin()
+        .await
+        .unwrap()
+        .unwrap();
+    let Login::Ok { principal: sys, .. } = login(&id, "admin", &created.password, "ip").await
+    else {
+        panic!()
+    };
+    let act = Actor::User {
+        principal: &sys,
+        ip: "ip",
+    };
+    let duty = |name: &str, role| NewUser {
+        username: name.into(),
+        display_name: name.into(),
+        password: None,
+        home: Node::Nation,
+        system_role: Some(role),
+        grant: None,
+    };
+    let (sec, _) = id
+        .create_user(act, duty("security", Role::SecurityAdmin))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            id.create_user(act, duty("security2", Role::SecurityAdmin))
+                .await,
+            Err(IdentityError::Forbidden)
+        ),
+        "one holder"
+    );
+    id.create_user(act, duty("auditor", Role::AuditAdmin))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            id.create_user(act, duty("auditor2", Role::AuditAdmin))
+                .await,
+            Err(IdentityError::Forbidden)
+        ),
+        "setup is over"
+    );
+    assert!(matches!(
+        id.set_disabled(act, sec, true).await,
+        Err(IdentityError::Forbidden)
+    ));
+    assert!(matches!(
+        id.reset_password(act, sec).await,
+        Err(IdentityError::Forbidden)
+    ));
+    // The operator at the console still can.
+    id.set_disabled(Actor::Cli, sec, true).await.unwrap();
+}
+
+async fn an_address_over_its_limit_is_slowed_not_blocked(t: TestDb) {
+    let policy = santong_domain::identity::ThrottlePolicy {
+        ip_max_failures: 3,
+        ip_slow_secs: 0,
+        ..Default::default()
+    };
+    santong_storage::settings::Settings(&t.db)
+        .set("policy.throttle", &serde_json::to_string(&policy).unwrap())
+        .await
+        .unwrap();
+    let id = Identity(&t.db);
+    user(&id, "pupil.a", a(), None).await;
+    // A pupil sprays made-up names from the school's address.
+    for i in 0..10 {
+        assert!(matches!(
+            login(&id, &format!("made.up{i}"), "x", "203.0.113.9").await,
+            Login::Invalid
+        ));
+    }
+    // The right password from the same address still works.
+    assert!(matches!(
+        login(&id, "pupil.a", PW, "203.0.113.9").await,
+        Login::Ok { .. }
+    ));
+}
+
+async fn second_factor_codes_work_once(t: TestDb) {
+    use santong_domain::totp;
+    let id = Identity(&t.db);
+    let uid = user(
+        &id,
+        "official.sz",
+        region("440300"),
+        Some((Role::Official, region("440300"))),
+    )
+    .await;
+    let p = principal(&id, "official.sz").await;
+    assert!(!p.mfa_enabled);
+    let secret = totp::base32_decode(&id.mfa_begin(&p).await.unwrap()).unwrap();
+    let now = chrono::Utc::now().timestamp() as u64;
+    assert!(
+        matches!(
+            id.mfa_enable(&p, "ip", "000000").await,
+            Err(IdentityError::WrongCode)
+        ) || totp::code_at(&secret, totp::step_of(now)) == 0
+    );
+    let codes = id
+        .mfa_enable(
+            &p,
+            "ip",
+            &format!("{:06}", totp::code_at(&secret, totp::step_of(now))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+    assert!(id.mfa_enabled(uid).await.unwrap());
+    // Sign-in now stops at the second factor.
+    let Login::Ok {
+        principal: pending,
+        mfa_pending: true,
+        ..
+    } = login(&id, "official.sz", PW, "ip").await
+    else {
+        panic!("expected a pending second factor")
+    };
+    assert!(matches!(
+        id.mfa_complete(&pending, "ip", "000001").await.unwrap(),
+        Login::Invalid
+    ));
+    let next = format!("{:06}", totp::code_at(&secret, totp::step_of(now) + 1));
+    assert!(matches!(
+        id.mfa_complete(&pending, "ip", &next).await.unwrap(),
+        Login::Ok { .. }
+    ));
+    // The same code again (replay) fails; a recovery code works once.
+    let Login::Ok {
+        principal: again, ..
+    } = login(&id, "official.sz", PW, "ip").await
+    else {
+        panic!()
+    };
+    assert!(matches!(
+        id.mfa_complete(&again, "ip", &next).await.unwrap(),
+        Login::Invalid
+    ));
+    assert!(matches!(
+        id.mfa_complete(&again, "ip", &codes[0].to_uppercase())
+            .await
+            .unwrap(),
+        Login::Ok { .. }
+    ));
+    let Login::Ok {
+        principal: third, ..
+    } = login(&id, "official.sz", PW, "ip").await
+    else {
+        panic!()
+    };
+    assert!(matches!(
+        id.mfa_complete(&third, "ip", &codes[0]).await.unwrap(),
+        Login::Invalid
+    ));
+    // The security admin resets a lost factor.
+    id.mfa_reset(Actor::Cli, uid).await.unwrap();
+    assert!(!id.mfa_enabled(uid).await.unwrap());
+}
 
 async fn scope_filters_people_by_school_and_region(t: TestDb) {
     let id = Identity(&t.db);

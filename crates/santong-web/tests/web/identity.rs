@@ -329,6 +329,87 @@ async fn setup_mode_and_admin_pages(app: TestApp) {
         )
         .await;
     assert_eq!(changed.status, 200);
+    // An admin must enrol a second factor before anything else.
+    let held = app.get_as(&s, "/admin/users").await;
+    assert_eq!(held.header("location"), Some("/account/mfa"));
+    let enrol = app.get_as(&s, "/account/mfa").await;
+    assert!(enrol.body.contains("必须启用两步验证"));
+    let uid = santong_storage::identity::Identity(&app.t.db)
+        .user_by_username("admin")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let wrong = app
+        .post_as(&s, "/account/mfa/enable", &[("code", "000000")])
+        .await;
+    assert_eq!(wrong.status, 400);
+    let code = app.totp_code(uid).await;
+    let on = app
+        .post_as(&s, "/account/mfa/enable", &[("code", &code)])
+        .await;
+    assert_eq!(on.status, 200);
+    assert!(on.body.contains("恢复码"));
+    let recovery = on
+        .body
+        .split("<li class=\"secret\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Next sign-in asks for the second factor; a recovery code works once.
+    let res = app.post_login("admin", READY_PASSWORD, &[]).await;
+    assert_eq!(res.header("location"), Some("/login/mfa"));
+    let pending_cookie = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("santong_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut p = santong_testkit::Session {
+        username: "admin".into(),
+        cookie: pending_cookie,
+        csrf: String::new(),
+    };
+    assert_eq!(
+        app.get_as(&p, "/admin/users").await.header("location"),
+        Some("/login/mfa"),
+        "nothing before the code"
+    );
+    p.csrf = csrf_in(&app.get_as(&p, "/login/mfa").await.body).unwrap();
+    let bad = app.post_as(&p, "/login/mfa", &[("code", "123456")]).await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("验证码不正确"));
+    let good = app.post_as(&p, "/login/mfa", &[("code", &recovery)]).await;
+    assert_eq!(good.status, 303);
+    assert_eq!(app.get_as(&p, "/admin/users").await.status, 200);
+    let again = app.post_login("admin", READY_PASSWORD, &[]).await;
+    let c2 = again
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("santong_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut p2 = santong_testkit::Session {
+        username: "admin".into(),
+        cookie: c2,
+        csrf: String::new(),
+    };
+    p2.csrf = csrf_in(&app.get_as(&p2, "/login/mfa").await.body).unwrap();
+    let reused = app.post_as(&p2, "/login/mfa", &[("code", &recovery)]).await;
+    assert_eq!(reused.status, 401, "a recovery code works once");
     let users = app.get_as(&s, "/admin/users").await;
     assert!(users.body.contains("系统处于初始设置状态"));
     // Ordinary accounts wait for setup to finish.
@@ -431,7 +512,9 @@ async fn audit_viewer_is_for_the_audit_admin_only(app: TestApp) {
         403
     );
     let aud = app.sign_in("auditor").await;
-    let page = app.get_as(&aud, "/admin/audit?event=login.failure").await;
+    let page = app
+        .get_as(&aud, "/admin/audit?event=login.failure&verify=1")
+        .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("审计链完整"));
     assert!(page.body.contains("login.failure") && !page.body.contains("<td>login.success</td>"));
