@@ -278,7 +278,7 @@ impl Scope {
 
 /// Password rules; the defaults follow 等保 level 3 for privileged accounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PasswordPolicy {
     pub min_length: usize,
     /// How many of: lower case, upper case, digits, other characters.
@@ -431,7 +431,7 @@ impl PasswordPolicy {
 /// (failures only), which slows an address down but never blocks it, so a whole school behind one
 /// NAT address keeps signing in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottlePolicy {
     pub account_free_failures: u32,
     pub account_max_lock_secs: u64,
@@ -462,7 +462,7 @@ impl Default for ThrottlePolicy {
 
 /// Session lifetimes: short for officials and admins (等保: automatic sign-out when idle).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionPolicy {
     pub idle_secs_privileged: u64,
     pub absolute_secs_privileged: u64,

@@ -269,6 +269,37 @@ pub async fn session_policy(db: &Db) -> crate::Result<SessionPolicy> {
     policy(db, "policy.session").await
 }
 
+/// Stores a policy (already validated by parsing into its type) and audits the change.
+pub async fn set_policy(db: &Db, kind: &str, json: &str) -> crate::Result<()> {
+    let mut tx = db.begin().await?;
+    db_query!(&mut tx, tx, |sql, ex| {
+        sqlx::query(sql("INSERT INTO instance_setting (key, value, updated_at) VALUES ($1, $2, $3) \
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"))
+        .bind(format!("policy.{kind}"))
+        .bind(json)
+        .bind(Utc::now())
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    audit::append(
+        &mut tx,
+        &AuditEntry {
+            actor: "cli".into(),
+            ip: "-".into(),
+            event: "policy.change",
+            target: format!("policy.{kind}"),
+            result: "success",
+            scope: "000000".into(),
+            detail: json.to_owned(),
+            ..AuditEntry::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn policy<T: serde::de::DeserializeOwned + Default>(db: &Db, key: &str) -> crate::Result<T> {
     Ok(Settings(db)
         .get(key)

@@ -9,7 +9,7 @@ use santong_storage::audit::{self, Verification};
 use santong_storage::identity::{Actor, Identity, IdentityError};
 use santong_storage::regions::Regions;
 
-use crate::{AuditAction, UserAction};
+use crate::{AuditAction, PolicyAction, UserAction};
 
 /// `440305` → region; `440305/1144030501` → school in that county; `000000` or nothing → nation.
 async fn parse_at(db: &Db, at: Option<&str>) -> anyhow::Result<Node> {
@@ -98,6 +98,55 @@ pub async fn user(db: &Db, action: &UserAction) -> anyhow::Result<()> {
             }
             println!("the password must be changed at first sign-in");
         }
+        UserAction::Grant {
+            username, role, at, ..
+        }
+        | UserAction::Revoke {
+            username, role, at, ..
+        } => {
+            let uid = user_id(&id, username).await?;
+            let node = parse_at(db, at.as_deref()).await?;
+            let role = Role::parse(role).with_context(|| format!("--role {role}: unknown role"))?;
+            if matches!(action, UserAction::Grant { .. }) {
+                id.grant(Actor::Cli, uid, role, node)
+                    .await
+                    .map_err(explain)?;
+                println!("granted {role} at {} to {username}", node.code());
+            } else {
+                let grant = id
+                    .grants_of(uid)
+                    .await?
+                    .into_iter()
+                    .find(|g| g.role == role.as_str() && g.node_code == node.code())
+                    .with_context(|| format!("{username} holds no {role} at {}", node.code()))?;
+                id.revoke_grant(Actor::Cli, uid, grant.id)
+                    .await
+                    .map_err(explain)?;
+                println!("revoked {role} at {} from {username}", node.code());
+            }
+        }
+        UserAction::Unlock { username, .. } => {
+            id.unlock(Actor::Cli, user_id(&id, username).await?)
+                .await
+                .map_err(explain)?;
+            println!("unlocked {username}");
+        }
+        UserAction::Disable { username, .. } | UserAction::Enable { username, .. } => {
+            let disable = matches!(action, UserAction::Disable { .. });
+            id.set_disabled(Actor::Cli, user_id(&id, username).await?, disable)
+                .await
+                .map_err(explain)?;
+            println!(
+                "{} {username}",
+                if disable { "disabled" } else { "enabled" }
+            );
+        }
+        UserAction::ResetMfa { username, .. } => {
+            id.mfa_reset(Actor::Cli, user_id(&id, username).await?)
+                .await
+                .map_err(explain)?;
+            println!("removed the second factor of {username}");
+        }
         UserAction::ResetPassword {
             username, password, ..
         } => {
@@ -133,6 +182,47 @@ pub async fn audit(db: &Db, action: &AuditAction) -> anyhow::Result<()> {
             println!(
                 "removed {removed} audit events older than {keep_days} days; a checkpoint keeps the chain verifiable"
             );
+        }
+    }
+    Ok(())
+}
+
+async fn user_id(id: &Identity<'_>, username: &str) -> anyhow::Result<uuid::Uuid> {
+    let name = santong_domain::identity::parse_username(username)
+        .with_context(|| format!("'{username}' is not a valid user name"))?;
+    Ok(id
+        .user_by_username(&name)
+        .await?
+        .with_context(|| format!("no account {name}"))?
+        .id)
+}
+
+pub async fn policy(db: &Db, action: &PolicyAction) -> anyhow::Result<()> {
+    use santong_domain::identity::{PasswordPolicy, SessionPolicy, ThrottlePolicy};
+    use santong_storage::identity::{password_policy, session_policy, throttle_policy};
+    match action {
+        PolicyAction::Show { .. } => {
+            let all = serde_json::json!({
+                "password": password_policy(db).await?,
+                "throttle": throttle_policy(db).await?,
+                "session": session_policy(db).await?,
+            });
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        PolicyAction::Set { kind, json, .. } => {
+            // Parse into the typed policy first: unknown fields and wrong types are refused.
+            let normalised = match kind.as_str() {
+                "password" => {
+                    serde_json::to_string(&serde_json::from_str::<PasswordPolicy>(json)?)?
+                }
+                "throttle" => {
+                    serde_json::to_string(&serde_json::from_str::<ThrottlePolicy>(json)?)?
+                }
+                "session" => serde_json::to_string(&serde_json::from_str::<SessionPolicy>(json)?)?,
+                other => bail!("unknown policy '{other}': use password, throttle or session"),
+            };
+            santong_storage::identity::set_policy(db, kind, &normalised).await?;
+            println!("policy.{kind} = {normalised}");
         }
     }
     Ok(())

@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Show or change the security policies (passwords, sign-in throttle, sessions and MFA).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +110,73 @@ enum UserAction {
         username: String,
         #[arg(long)]
         password: Option<String>,
+    },
+    /// Grant a role at a node (region code, or COUNTY/SCHOOLCODE).
+    Grant {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, value_name = "CODE")]
+        at: Option<String>,
+    },
+    /// Revoke a role granted at a node.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, value_name = "CODE")]
+        at: Option<String>,
+    },
+    /// Clear the sign-in locks of an account.
+    Unlock {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Disable an account (signs it out everywhere).
+    Disable {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove an account's second factor (lost phone); it enrols again at next sign-in.
+    ResetMfa {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Print the password, throttle and session policies as JSON.
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Replace one policy: `password`, `throttle` or `session`, with a JSON object (missing
+    /// fields take their defaults).
+    Set {
+        #[command(flatten)]
+        config: ConfigArgs,
+        kind: String,
+        json: String,
     },
 }
 
@@ -154,7 +226,18 @@ fn main() -> ExitCode {
             action: ConfigAction::Show { config },
         }
         | Command::User {
-            action: UserAction::Add { config, .. } | UserAction::ResetPassword { config, .. },
+            action:
+                UserAction::Add { config, .. }
+                | UserAction::ResetPassword { config, .. }
+                | UserAction::Grant { config, .. }
+                | UserAction::Revoke { config, .. }
+                | UserAction::Unlock { config, .. }
+                | UserAction::Disable { config, .. }
+                | UserAction::Enable { config, .. }
+                | UserAction::ResetMfa { config, .. },
+        }
+        | Command::Policy {
+            action: PolicyAction::Show { config } | PolicyAction::Set { config, .. },
         }
         | Command::Audit {
             action: AuditAction::Verify { config } | AuditAction::Prune { config, .. },
@@ -266,6 +349,12 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
         Command::User { action } => {
             let db = open_db(&settings).await?;
             let result = cli::user(&db, action).await;
+            db.close().await;
+            result?;
+        }
+        Command::Policy { action } => {
+            let db = open_db(&settings).await?;
+            let result = cli::policy(&db, action).await;
             db.close().await;
             result?;
         }

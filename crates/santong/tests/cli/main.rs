@@ -489,3 +489,97 @@ fn user_commands_and_audit_verify() {
     assert_eq!(code, 0);
     assert!(out.contains("removed 0"), "{out}");
 }
+
+#[test]
+fn every_admin_action_has_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let run = |args: &[&str]| output(santong().args(args).args(["--data", &data]));
+    let ok = |args: &[&str]| {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    ok(&[
+        "user",
+        "add",
+        "--username",
+        "wang.teacher",
+        "--password",
+        "Kx9!long-enough",
+    ]);
+    assert!(
+        ok(&[
+            "user",
+            "grant",
+            "--username",
+            "wang.teacher",
+            "--role",
+            "teacher",
+            "--at",
+            "440305/1144030501"
+        ])
+        .contains("granted teacher at 1144030501")
+    );
+    assert!(
+        ok(&[
+            "user",
+            "revoke",
+            "--username",
+            "wang.teacher",
+            "--role",
+            "teacher",
+            "--at",
+            "440305/1144030501"
+        ])
+        .contains("revoked")
+    );
+    let (code, _, err) = run(&[
+        "user",
+        "revoke",
+        "--username",
+        "wang.teacher",
+        "--role",
+        "teacher",
+        "--at",
+        "440305",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("holds no teacher"), "{err}");
+    ok(&["user", "unlock", "--username", "wang.teacher"]);
+    ok(&["user", "disable", "--username", "wang.teacher"]);
+    ok(&["user", "enable", "--username", "wang.teacher"]);
+    ok(&["user", "reset-mfa", "--username", "wang.teacher"]);
+    let (code, _, err) = run(&["user", "disable", "--username", "nobody.here"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no account nobody.here"), "{err}");
+
+    let shown = ok(&["policy", "show"]);
+    assert!(
+        shown.contains("\"min_length\": 8") && shown.contains("\"mfa_required_privileged\": true"),
+        "{shown}"
+    );
+    assert!(
+        ok(&["policy", "set", "password", r#"{"min_length": 12}"#]).contains("\"min_length\":12")
+    );
+    assert!(ok(&["policy", "show"]).contains("\"min_length\": 12"));
+    let (code, _, err) = run(&["policy", "set", "password", r#"{"min_lenght": 12}"#]);
+    assert_eq!(code, 1);
+    assert!(err.contains("min_lenght"), "{err}");
+    let (code, _, err) = run(&["policy", "set", "colour", "{}"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown policy"), "{err}");
+    // The new policy applies: a 10-character password is now too short.
+    let (code, _, err) = run(&[
+        "user",
+        "add",
+        "--username",
+        "li.si",
+        "--password",
+        "Kx9!longer",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("TooShort"), "{err}");
+    // Every one of those actions is in the audit log, and the chain verifies.
+    assert!(ok(&["audit", "verify"]).contains("audit chain intact"));
+}
