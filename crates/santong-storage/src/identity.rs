@@ -214,6 +214,8 @@ pub enum IdentityError {
     SetupIncomplete,
     #[error("the code is not correct")]
     WrongCode,
+    #[error("the field {0} is missing or not valid")]
+    BadField(&'static str),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -479,12 +481,8 @@ impl Identity<'_> {
 
     // ----- accounts ------------------------------------------------------------------------
 
-    /// Creates an account. Returns its id and, when none was given, the generated password.
-    pub async fn create_user(
-        &self,
-        actor: Actor<'_>,
-        new: NewUser,
-    ) -> IdResult<(Uuid, Option<String>)> {
+    /// Checks a new account against the actor's rights and the policy, and hashes its password.
+    async fn prepare_user(&self, actor: Actor<'_>, new: NewUser) -> IdResult<Prepared> {
         let username = parse_username(&new.username).ok_or(IdentityError::BadUsername)?;
         match new.system_role {
             Some(duty) => {
@@ -531,55 +529,112 @@ impl Identity<'_> {
         if !problems.is_empty() {
             return Err(IdentityError::Password(problems));
         }
-        let hash = hash_password(&pw).await;
-        let id = Uuid::now_v7();
-        let now = Utc::now();
-        let (region, school) = home_columns(&new.home);
+        Ok(Prepared {
+            id: Uuid::now_v7(),
+            hash: hash_password(&pw).await,
+            username,
+            display_name: new.display_name.trim().to_owned(),
+            home: new.home,
+            system_role: new.system_role,
+            grant: new.grant,
+            generated,
+        })
+    }
+
+    /// Creates an account. Returns its id and, when none was given, the generated password.
+    pub async fn create_user(
+        &self,
+        actor: Actor<'_>,
+        new: NewUser,
+    ) -> IdResult<(Uuid, Option<String>)> {
+        let p = self.prepare_user(actor, new).await?;
         let mut tx = self.0.begin().await?;
-        let inserted = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "INSERT INTO app_user (id, username, display_name, password_hash, \
-                must_change_password, system_role, created_at, home_region, home_school, \
-                password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                ON CONFLICT (username) DO NOTHING",
-            ))
-            .bind(id)
-            .bind(&username)
-            .bind(new.display_name.trim())
-            .bind(&hash)
-            .bind(true)
-            .bind(new.system_role.map(Role::as_str))
-            .bind(now)
-            .bind(region)
-            .bind(school)
-            .bind(now)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
-        if inserted == 0 {
-            return Err(IdentityError::UsernameTaken);
+        insert_prepared(&mut tx, actor, &p).await?;
+        tx.commit().await?;
+        Ok((p.id, p.generated))
+    }
+
+    /// Creates many accounts, all or none: every row is checked first and every refused row is
+    /// reported with its line number; then all are written in one transaction. Returns each user
+    /// name with its generated password (when none was given).
+    pub async fn create_users(
+        &self,
+        actor: Actor<'_>,
+        rows: Vec<(usize, NewUser)>,
+    ) -> Result<Vec<(String, Option<String>)>, RowErrors> {
+        let (prepared, errors) = self.prepare_users(actor, rows).await;
+        if !errors.is_empty() {
+            return Err(errors);
         }
-        record_password(&mut tx, id, &hash).await?;
-        let mut e = actor.entry("user.create", &username, "success", &new.home);
-        e.detail = new
-            .system_role
-            .map(|r| format!("duty {r}"))
-            .unwrap_or_default();
-        audit::append(&mut tx, &e).await?;
-        if let Some((role, node)) = new.grant {
-            insert_grant(&mut tx, id, role, &node, actor.id()).await?;
+        self.write_users(actor, prepared).await
+    }
+
+    /// Checks every row; returns the good ones and every problem.
+    async fn prepare_users(
+        &self,
+        actor: Actor<'_>,
+        rows: Vec<(usize, NewUser)>,
+    ) -> (Vec<(usize, Prepared)>, RowErrors) {
+        let mut errors = vec![];
+        let mut prepared = vec![];
+        let mut seen = std::collections::HashSet::new();
+        for (line, new) in rows {
+            let name = parse_username(&new.username);
+            if name.as_ref().is_some_and(|n| !seen.insert(n.clone())) {
+                errors.push((line, IdentityError::UsernameTaken));
+                continue;
+            }
+            if let Some(n) = &name {
+                match self.user_by_username(n).await {
+                    Ok(Some(_)) => {
+                        errors.push((line, IdentityError::UsernameTaken));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        errors.push((line, e.into()));
+                        continue;
+                    }
+                }
+            }
+            match self.prepare_user(actor, new).await {
+                Ok(p) => prepared.push((line, p)),
+                Err(e) => errors.push((line, e)),
+            }
+        }
+        (prepared, errors)
+    }
+
+    /// Writes checked rows in one transaction.
+    async fn write_users(
+        &self,
+        actor: Actor<'_>,
+        prepared: Vec<(usize, Prepared)>,
+    ) -> Result<Vec<(String, Option<String>)>, RowErrors> {
+        let write = async {
+            let mut tx = self.0.begin().await.map_err(|e| (0, e.into()))?;
+            for (line, p) in &prepared {
+                insert_prepared(&mut tx, actor, p)
+                    .await
+                    .map_err(|e| (*line, e))?;
+            }
             audit::append(
                 &mut tx,
                 &AuditEntry {
-                    detail: role.to_string(),
-                    ..actor.entry("grant.add", &username, "success", &node)
+                    detail: format!("{} accounts", prepared.len()),
+                    ..actor.entry("user.import", "", "success", &Node::Nation)
                 },
             )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok((id, generated))
+            .await
+            .map_err(|e| (0, e.into()))?;
+            tx.commit().await.map_err(|e| (0, e.into()))?;
+            Ok::<_, (usize, IdentityError)>(())
+        };
+        write.await.map_err(|e| vec![e])?;
+        Ok(prepared
+            .into_iter()
+            .map(|(_, p)| (p.username, p.generated))
+            .collect())
     }
 
     fn check_grant(
@@ -1588,6 +1643,251 @@ fn like_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Reads an account list (CSV, UTF-8, header row; comma or tab separated as pasted from Excel).
+/// Columns by name, Chinese or English: 用户名/username, 姓名/name, 角色/role, 行政区划代码/region,
+/// 学校标识码/school, 初始密码/password. Returns each data row with its line number, or every
+/// problem found.
+pub fn parse_user_csv(bytes: &[u8]) -> Result<Vec<(usize, CsvUser)>, RowErrors> {
+    let text = std::str::from_utf8(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes))
+        .map_err(|_| vec![(1, IdentityError::BadField("encoding"))])?;
+    let delimiter = if text.lines().next().is_some_and(|h| h.contains('\t')) {
+        b'\t'
+    } else {
+        b','
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers = rdr
+        .headers()
+        .map_err(|_| vec![(1, IdentityError::BadField("header"))])?
+        .clone();
+    let col = |names: &[&str]| {
+        headers
+            .iter()
+            .position(|h| names.contains(&h.trim().to_lowercase().as_str()))
+    };
+    let (Some(c_user), c_name, c_role, c_region, c_school, c_pw) = (
+        col(&["用户名", "username"]),
+        col(&["姓名", "name", "display_name"]),
+        col(&["角色", "role"]),
+        col(&["行政区划代码", "region"]),
+        col(&["学校标识码", "school"]),
+        col(&["初始密码", "password"]),
+    ) else {
+        return Err(vec![(1, IdentityError::BadField("username"))]);
+    };
+    let mut out = vec![];
+    let mut errors = vec![];
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let Ok(rec) = rec else {
+            errors.push((line, IdentityError::BadField("row")));
+            continue;
+        };
+        let get = |c: Option<usize>| {
+            c.and_then(|c| rec.get(c))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_owned()
+        };
+        if rec.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        let role = match get(c_role).as_str() {
+            "" => None,
+            r => {
+                match Role::parse(r).or_else(|| Role::ALL.into_iter().find(|x| role_zh(*x) == r)) {
+                    Some(r) => Some(r),
+                    None => {
+                        errors.push((line, IdentityError::BadField("role")));
+                        continue;
+                    }
+                }
+            }
+        };
+        out.push((
+            line,
+            CsvUser {
+                username: get(Some(c_user)),
+                name: get(c_name),
+                role,
+                region: get(c_region),
+                school: get(c_school),
+                password: Some(get(c_pw)).filter(|p| !p.is_empty()),
+            },
+        ));
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The Chinese role names a spreadsheet may use.
+fn role_zh(r: Role) -> &'static str {
+    match r {
+        Role::SystemAdmin => "系统管理员",
+        Role::SecurityAdmin => "安全管理员",
+        Role::AuditAdmin => "审计管理员",
+        Role::Official => "教育行政人员",
+        Role::SchoolAdmin => "学校管理员",
+        Role::Teacher => "教师",
+        Role::Student => "学生",
+        Role::Parent => "家长",
+        Role::Provider => "资源提供方",
+        Role::Reviewer => "评审专家",
+    }
+}
+
+/// Refused rows: line number and why.
+pub type RowErrors = Vec<(usize, IdentityError)>;
+
+/// One row of an account list, before its node is resolved.
+#[derive(Debug, Clone)]
+pub struct CsvUser {
+    pub username: String,
+    pub name: String,
+    pub role: Option<Role>,
+    pub region: String,
+    pub school: String,
+    pub password: Option<String>,
+}
+
+impl Identity<'_> {
+    /// Imports an account list all-or-nothing (see [`parse_user_csv`] and
+    /// [`Identity::create_users`]). Admin duties cannot be imported.
+    pub async fn import_users(
+        &self,
+        actor: Actor<'_>,
+        bytes: &[u8],
+    ) -> Result<Vec<(String, Option<String>)>, RowErrors> {
+        let rows = parse_user_csv(bytes)?;
+        let mut errors = vec![];
+        let mut users = vec![];
+        for (line, r) in rows {
+            if r.role.is_some_and(Role::is_admin_duty) {
+                errors.push((line, IdentityError::SeparationOfDuties));
+                continue;
+            }
+            match resolve_node(self.0, &r.region, &r.school).await {
+                Ok(home) => users.push((
+                    line,
+                    NewUser {
+                        display_name: if r.name.is_empty() {
+                            r.username.clone()
+                        } else {
+                            r.name
+                        },
+                        username: r.username,
+                        password: r.password,
+                        home,
+                        system_role: None,
+                        grant: r.role.map(|role| (role, home)),
+                    },
+                )),
+                Err(e) => errors.push((line, e)),
+            }
+        }
+        let (prepared, mut more) = self.prepare_users(actor, users).await;
+        errors.append(&mut more);
+        if !errors.is_empty() {
+            errors.sort_by_key(|(line, _)| *line);
+            return Err(errors);
+        }
+        self.write_users(actor, prepared).await
+    }
+}
+
+/// A region code (current), optionally with a school code in that county.
+pub async fn resolve_node(db: &Db, region: &str, school: &str) -> IdResult<Node> {
+    let (region, school) = (region.trim(), school.trim());
+    if region.is_empty() || region == "000000" {
+        return if school.is_empty() {
+            Ok(Node::Nation)
+        } else {
+            Err(IdentityError::BadField("region"))
+        };
+    }
+    let code = RegionCode::parse(region).map_err(|_| IdentityError::BadField("region"))?;
+    if crate::regions::Regions(db).get(code).await?.is_none() {
+        return Err(IdentityError::BadField("region"));
+    }
+    if school.is_empty() {
+        return Ok(Node::Region(code));
+    }
+    let school = SchoolCode::parse(school).ok_or(IdentityError::BadField("school"))?;
+    if code.is_province_shaped() || code.is_prefecture_shaped() {
+        return Err(IdentityError::BadField("region"));
+    }
+    Ok(Node::School {
+        code: school,
+        county: code,
+    })
+}
+
+/// A checked account, ready to insert.
+struct Prepared {
+    id: Uuid,
+    username: String,
+    display_name: String,
+    hash: String,
+    home: Node,
+    system_role: Option<Role>,
+    grant: Option<(Role, Node)>,
+    generated: Option<String>,
+}
+
+async fn insert_prepared(tx: &mut Tx, actor: Actor<'_>, p: &Prepared) -> IdResult<()> {
+    let now = Utc::now();
+    let (region, school) = home_columns(&p.home);
+    let inserted = db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO app_user (id, username, display_name, password_hash, \
+            must_change_password, system_role, created_at, home_region, home_school, \
+            password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            ON CONFLICT (username) DO NOTHING",
+        ))
+        .bind(p.id)
+        .bind(&p.username)
+        .bind(&p.display_name)
+        .bind(&p.hash)
+        .bind(true)
+        .bind(p.system_role.map(Role::as_str))
+        .bind(now)
+        .bind(region)
+        .bind(school)
+        .bind(now)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    if inserted == 0 {
+        return Err(IdentityError::UsernameTaken);
+    }
+    record_password(tx, p.id, &p.hash).await?;
+    let mut e = actor.entry("user.create", &p.username, "success", &p.home);
+    e.detail = p
+        .system_role
+        .map(|r| format!("duty {r}"))
+        .unwrap_or_default();
+    audit::append(tx, &e).await?;
+    if let Some((role, node)) = p.grant {
+        insert_grant(tx, p.id, role, &node, actor.id()).await?;
+        audit::append(
+            tx,
+            &AuditEntry {
+                detail: role.to_string(),
+                ..actor.entry("grant.add", &p.username, "success", &node)
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A session as listed under "my sessions".

@@ -444,9 +444,13 @@ impl TestApp {
         body: &str,
         headers: &[(&str, &str)],
     ) -> TestResponse {
-        let mut req = Request::post(uri)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", format!("santong_session={}", s.cookie));
+        let mut req = Request::post(uri).header("cookie", format!("santong_session={}", s.cookie));
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

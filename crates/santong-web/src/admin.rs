@@ -11,12 +11,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{NaiveDate, TimeZone, Utc};
-use santong_domain::identity::{Node, Permission, Role, SchoolCode};
+use santong_domain::identity::{Node, Permission, Role};
 use santong_domain::paging::{FieldError, FieldErrorKind, parse_page};
-use santong_domain::region::RegionCode;
 use santong_storage::audit::{self, AuditEntry, AuditFilter, Verification};
 use santong_storage::identity::{Actor, Identity, IdentityError, NewUser};
-use santong_storage::regions::Regions;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -29,6 +27,7 @@ use crate::views::{Chrome, Pager, percent_encode};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/import", get(import_form).post(import_users))
         .route("/admin/users/{id}", get(user_page))
         .route("/admin/users/{id}/grants", post(add_grant))
         .route(
@@ -52,6 +51,10 @@ fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
 
 /// Maps identity errors to statuses; an out-of-scope target is a 404, like a missing one.
 pub fn identity_error(e: IdentityError) -> AppError {
+    identity_error_ref(&e)
+}
+
+fn identity_error_ref(e: &IdentityError) -> AppError {
     match e {
         IdentityError::Forbidden => {
             AppError::new(StatusCode::FORBIDDEN, "forbidden", "error-forbidden")
@@ -79,13 +82,19 @@ pub fn identity_error(e: IdentityError) -> AppError {
         IdentityError::SelfGrant => {
             AppError::new(StatusCode::FORBIDDEN, "self_grant", "error-self-grant")
         }
+        IdentityError::BadField(field) => {
+            AppError::bad_params(vec![FieldError::new(*field, FieldErrorKind::InvalidValue)])
+        }
         IdentityError::WrongCode => {
             AppError::new(StatusCode::BAD_REQUEST, "wrong_code", "mfa-invalid")
         }
         IdentityError::SetupIncomplete => {
             AppError::new(StatusCode::CONFLICT, "setup_incomplete", "setup-banner")
         }
-        IdentityError::Storage(e) => e.into(),
+        IdentityError::Storage(e) => {
+            tracing::error!(error = %e, "storage error");
+            AppError::internal()
+        }
     }
 }
 
@@ -95,31 +104,9 @@ fn role_label(tr: &Tr, r: &str) -> String {
 
 /// Parses the node fields of a form: a region code, and optionally a school code in it.
 async fn parse_node(state: &AppState, region: &str, school: &str) -> Result<Node, AppError> {
-    let bad =
-        |f: &str| AppError::bad_params(vec![FieldError::new(f, FieldErrorKind::InvalidValue)]);
-    if region.is_empty() || region == "000000" {
-        return if school.is_empty() {
-            Ok(Node::Nation)
-        } else {
-            Err(bad("region"))
-        };
-    }
-    let code = RegionCode::parse(region).map_err(|_| bad("region"))?;
-    if Regions(&state.db).get(code).await?.is_none() {
-        return Err(bad("region"));
-    }
-    if school.is_empty() {
-        return Ok(Node::Region(code));
-    }
-    let school = SchoolCode::parse(school).ok_or_else(|| bad("school"))?;
-    if code.is_province_shaped() || code.is_prefecture_shaped() {
-        // A school lies in a county.
-        return Err(bad("region"));
-    }
-    Ok(Node::School {
-        code: school,
-        county: code,
-    })
+    santong_storage::identity::resolve_node(&state.db, region, school)
+        .await
+        .map_err(identity_error)
 }
 
 fn html(t: &impl Template) -> Result<Response, AppError> {
@@ -870,5 +857,117 @@ mod tests {
         assert_eq!(csv_field("+86 138"), "'+86 138");
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+}
+
+#[derive(Template)]
+#[template(path = "users_import.html")]
+struct ImportPage {
+    c: Chrome,
+    errors: Vec<(usize, String)>,
+}
+
+async fn import_form(ctx: Ctx, user: User) -> Result<Response, AppError> {
+    user.require(Permission::UsersManage)?;
+    html(&ImportPage {
+        c: ctx.chrome(ctx.tr().t("import-title")),
+        errors: vec![],
+    })
+}
+
+/// The message for one refused row.
+fn row_message(tr: &Tr, e: &IdentityError) -> String {
+    match e {
+        IdentityError::BadField(f) => tr.f("import-bad-field", &[("field", s(*f))]),
+        IdentityError::Password(p) => p
+            .iter()
+            .map(|p| tr.t(p.key()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => tr.t(identity_error_ref(other).key),
+    }
+}
+
+/// Creates every account of an uploaded list, or none: refused rows are listed with their line
+/// numbers. On success the answer is a CSV of user names and initial passwords, to print and hand
+/// out (it is never stored).
+async fn import_users(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    mut form: axum::extract::Multipart,
+) -> Result<Response, AppError> {
+    user.require(Permission::UsersManage)?;
+    let tr = ctx.tr();
+    let (mut csrf, mut file) = (String::new(), Vec::new());
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|_| AppError::from_status(StatusCode::BAD_REQUEST))?
+    {
+        match field.name() {
+            Some("_csrf") => csrf = field.text().await.unwrap_or_default(),
+            Some("file") => {
+                file = field
+                    .bytes()
+                    .await
+                    .map_err(|_| AppError::from_status(StatusCode::PAYLOAD_TOO_LARGE))?
+                    .to_vec()
+            }
+            _ => {}
+        }
+    }
+    check_csrf(&user.0, Some(&csrf))?;
+    match Identity(&state.db)
+        .import_users(
+            Actor::User {
+                principal: &user.0,
+                ip: &ctx.ip,
+            },
+            &file,
+        )
+        .await
+    {
+        Ok(created) => {
+            let mut out = String::from("\u{feff}username,initial_password\r\n");
+            for (name, pw) in created {
+                out.push_str(&format!(
+                    "{},{}\r\n",
+                    csv_field(&name),
+                    csv_field(pw.as_deref().unwrap_or(""))
+                ));
+            }
+            let mut res = out.into_response();
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"accounts.csv\""),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(res)
+        }
+        Err(rows) => {
+            if let Some((_, IdentityError::Storage(e))) = rows
+                .iter()
+                .find(|(_, e)| matches!(e, IdentityError::Storage(_)))
+            {
+                tracing::error!(error = %e, "import failed");
+                return Err(AppError::internal());
+            }
+            let errors = rows
+                .iter()
+                .map(|(line, e)| (*line, row_message(&tr, e)))
+                .collect();
+            let mut res = html(&ImportPage {
+                c: ctx.chrome(tr.t("import-title")),
+                errors,
+            })?;
+            *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(res)
+        }
     }
 }

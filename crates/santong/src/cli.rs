@@ -45,14 +45,18 @@ async fn parse_at(db: &Db, at: Option<&str>) -> anyhow::Result<Node> {
     }
 }
 
-fn explain(e: IdentityError) -> anyhow::Error {
+fn explain_ref(e: &IdentityError) -> String {
     match e {
         IdentityError::Password(problems) => {
             let list: Vec<_> = problems.iter().map(|p| format!("{p:?}")).collect();
-            anyhow::anyhow!("the password does not meet the policy: {}", list.join(", "))
+            format!("the password does not meet the policy: {}", list.join(", "))
         }
-        other => anyhow::anyhow!("{other}"),
+        other => other.to_string(),
     }
+}
+
+fn explain(e: IdentityError) -> anyhow::Error {
+    anyhow::anyhow!(explain_ref(&e))
 }
 
 pub async fn user(db: &Db, action: &UserAction) -> anyhow::Result<()> {
@@ -123,6 +127,28 @@ pub async fn user(db: &Db, action: &UserAction) -> anyhow::Result<()> {
                     .await
                     .map_err(explain)?;
                 println!("revoked {role} at {} from {username}", node.code());
+            }
+        }
+        UserAction::Import { file, .. } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            match id.import_users(Actor::Cli, &bytes).await {
+                Ok(created) => {
+                    println!("username,initial_password");
+                    for (name, pw) in &created {
+                        println!("{name},{}", pw.as_deref().unwrap_or(""));
+                    }
+                    eprintln!(
+                        "created {} accounts; each must change its password at first sign-in",
+                        created.len()
+                    );
+                }
+                Err(rows) => {
+                    for (line, e) in &rows {
+                        eprintln!("line {line}: {}", explain_ref(e));
+                    }
+                    bail!("{} rows refused; no account was created", rows.len());
+                }
             }
         }
         UserAction::Unlock { username, .. } => {

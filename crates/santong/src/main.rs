@@ -133,6 +133,14 @@ enum UserAction {
         #[arg(long, value_name = "CODE")]
         at: Option<String>,
     },
+    /// Create every account of a CSV list, or none; prints user names and initial passwords as CSV.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// CSV file (UTF-8): 用户名/username, 姓名/name, 角色/role, 行政区划代码/region,
+        /// 学校标识码/school, 初始密码/password.
+        file: std::path::PathBuf,
+    },
     /// Clear the sign-in locks of an account.
     Unlock {
         #[command(flatten)]
@@ -234,7 +242,8 @@ fn main() -> ExitCode {
                 | UserAction::Unlock { config, .. }
                 | UserAction::Disable { config, .. }
                 | UserAction::Enable { config, .. }
-                | UserAction::ResetMfa { config, .. },
+                | UserAction::ResetMfa { config, .. }
+                | UserAction::Import { config, .. },
         }
         | Command::Policy {
             action: PolicyAction::Show { config } | PolicyAction::Set { config, .. },

@@ -81,7 +81,75 @@ santong_testkit::conformance!(
     duties_are_made_only_in_setup_and_managed_from_the_cli,
     an_address_over_its_limit_is_slowed_not_blocked,
     second_factor_codes_work_once,
+    importing_a_list_is_all_or_nothing,
 );
+
+async fn importing_a_list_is_all_or_nothing(t: TestDb) {
+    santong_storage::reference::ensure_regions(&t.db)
+        .await
+        .unwrap();
+    let id = Identity(&t.db);
+    user(&id, "taken.name", a(), None).await;
+    let bad = "\u{feff}用户名,姓名,角色,行政区划代码,学校标识码,初始密码\n\
+        zhang.san,张三,学生,440305,1144030501,\n\
+        taken.name,重名,学生,440305,1144030501,\n\
+        li.si,李四,wizard,440305,1144030501,\n\
+        wang.wu,王五,教师,999999,,\n\
+        zhao.liu,赵六,teacher,440305,1144030501,123456\n\
+        zhang.san,张三二,学生,440305,1144030501,\n";
+    let Err(rows) = id.import_users(Actor::Cli, bad.as_bytes()).await else {
+        panic!("must refuse")
+    };
+    let lines: Vec<usize> = rows.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [4], "parse errors are reported first: {rows:?}");
+    let bad = bad.replace("wizard", "教师");
+    let Err(rows) = id.import_users(Actor::Cli, bad.as_bytes()).await else {
+        panic!("must refuse")
+    };
+    let lines: Vec<usize> = rows.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [3, 5, 6, 7], "{rows:?}");
+    assert!(
+        id.user_by_username("zhang.san").await.unwrap().is_none(),
+        "nothing was created"
+    );
+    // Tab-separated, as pasted from Excel, English headers.
+    let good = "username\tname\trole\tregion\tschool\tpassword\n\
+        zhang.san\t张三\tstudent\t440305\t1144030501\t\n\
+        li.si\t李四\tteacher\t440305\t1144030501\tKx9!long-enough\n";
+    let created = id.import_users(Actor::Cli, good.as_bytes()).await.unwrap();
+    assert_eq!(created.len(), 2);
+    assert!(created[0].1.is_some() && created[1].1.is_none());
+    let li = id.user_by_username("li.si").await.unwrap().unwrap();
+    assert_eq!(id.grants_of(li.id).await.unwrap()[0].role, "teacher");
+    assert!(matches!(
+        login(&id, "li.si", PW, "ip").await,
+        Login::Ok {
+            must_change: true,
+            ..
+        }
+    ));
+    // A school admin imports only into their school.
+    finish_setup(&id).await;
+    user(&id, "admin.b", b(), Some((Role::SchoolAdmin, b()))).await;
+    let pb = principal(&id, "admin.b").await;
+    let mixed = "username,role,region,school\nok.b,student,440305,1144030502\nnot.mine,student,440305,1144030501\n";
+    let Err(rows) = id
+        .import_users(
+            Actor::User {
+                principal: &pb,
+                ip: "ip",
+            },
+            mixed.as_bytes(),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, 3);
+    assert!(matches!(rows[0].1, IdentityError::Forbidden));
+    assert!(id.user_by_username("ok.b").await.unwrap().is_none());
+}
 
 async fn finish_setup(id: &Identity<'_>) {
     for (name, role) in [

@@ -26,7 +26,74 @@ santong_testkit::web_conformance!(
     setup_mode_and_admin_pages,
     audit_viewer_is_for_the_audit_admin_only,
     my_sessions_can_be_revoked,
+    bulk_import_from_csv,
 );
+
+fn multipart(csrf: &str, csv: &str) -> (String, String) {
+    let b = "santongboundary7MA4YWxk";
+    let body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{csrf}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{b}--\r\n"
+    );
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+async fn bulk_import_from_csv(app: TestApp) {
+    for (name, role) in [
+        ("security", Role::SecurityAdmin),
+        ("auditor", Role::AuditAdmin),
+    ] {
+        app.user(name, Node::Nation, None, Some(role)).await;
+    }
+    app.user("admin.a", a(), Some((Role::SchoolAdmin, a())), None)
+        .await;
+    let s = app.sign_in("admin.a").await;
+    let form = app.get_as(&s, "/admin/users/import").await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("批量导入用户"));
+    let bad = "用户名,姓名,角色,行政区划代码,学校标识码\nzhang.san,张三,学生,440305,1144030501\nx,坏,学生,440305,1144030501\nother.school,外校,学生,440305,1144030502\n";
+    let (ct, body) = multipart(&s.csrf, bad);
+    let res = app
+        .post_raw(&s, "/admin/users/import", &body, &[("content-type", &ct)])
+        .await;
+    assert_eq!(res.status, 422);
+    assert!(res.body.contains("没有创建任何账户"));
+    assert!(
+        res.body.contains("<td>3</td>")
+            && res.body.contains("<td>4</td>")
+            && !res.body.contains("<td>2</td>"),
+        "{}",
+        res.body
+    );
+    let good = "用户名,姓名,角色,行政区划代码,学校标识码\nzhang.san,张三,学生,440305,1144030501\nli.si,李四,学生,440305,1144030501\n";
+    let (ct, body) = multipart(&s.csrf, good);
+    let res = app
+        .post_raw(&s, "/admin/users/import", &body, &[("content-type", &ct)])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert!(res.body.starts_with("\u{feff}username,initial_password"));
+    assert_eq!(res.body.lines().count(), 3);
+    let pw = res
+        .body
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let first = app.post_login("zhang.san", &pw, &[]).await;
+    assert_eq!(first.header("location"), Some("/account/password"));
+    // Without the CSRF token nothing happens.
+    let (ct, body) = multipart("wrong", good);
+    assert_eq!(
+        app.post_raw(&s, "/admin/users/import", &body, &[("content-type", &ct)])
+            .await
+            .status,
+        403
+    );
+}
 
 async fn sign_in_first_change_and_sign_out(app: TestApp) {
     use santong_storage::identity::{Actor, Identity, NewUser};

@@ -583,3 +583,36 @@ fn every_admin_action_has_a_command() {
     // Every one of those actions is in the audit log, and the chain verifies.
     assert!(ok(&["audit", "verify"]).contains("audit chain intact"));
 }
+
+#[test]
+fn user_import_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let file = dir.path().join("users.csv");
+    std::fs::write(&file, "用户名,角色,行政区划代码,学校标识码\nzhang.san,学生,440305,1144030501\nbad name,学生,440305,\n").unwrap();
+    let (code, out, err) = output(
+        santong()
+            .args(["user", "import"])
+            .arg(&file)
+            .args(["--data", &data]),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 3") && err.contains("no account was created"),
+        "{err}"
+    );
+    assert!(!out.contains("zhang.san"));
+    std::fs::write(&file, "用户名,角色,行政区划代码,学校标识码\nzhang.san,学生,440305,1144030501\nli.si,学生,440305,1144030501\n").unwrap();
+    let (code, out, err) = output(
+        santong()
+            .args(["user", "import"])
+            .arg(&file)
+            .args(["--data", &data]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("username,initial_password\nzhang.san,") && out.contains("\nli.si,"),
+        "{out}"
+    );
+    assert!(err.contains("created 2 accounts"));
+}
