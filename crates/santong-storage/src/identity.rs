@@ -251,6 +251,8 @@ pub enum Login {
         must_change: bool,
         /// The second factor must be checked before the session is usable.
         mfa_pending: bool,
+        /// A new known-device token for this browser, to set as a long-lived cookie.
+        device: Option<String>,
     },
     /// Wrong user name or password (never says which), or the account is disabled.
     Invalid,
@@ -998,6 +1000,22 @@ impl Identity<'_> {
         ip: &str,
         user_agent: &str,
     ) -> crate::Result<Login> {
+        self.authenticate_from(username, pw, ip, user_agent, None)
+            .await
+    }
+
+    /// [`Identity::authenticate`] from a browser that may carry a known-device token. On a
+    /// browser where this account signed in before, the account's locks do not apply (only the
+    /// device's own counter): a classmate hammering the account from elsewhere, even behind the
+    /// same NAT address, cannot keep its owner out. A new device token is returned on success.
+    pub async fn authenticate_from(
+        &self,
+        username: &str,
+        pw: &str,
+        ip: &str,
+        user_agent: &str,
+        device: Option<&str>,
+    ) -> crate::Result<Login> {
         let name: String = username
             .trim()
             .to_ascii_lowercase()
@@ -1009,7 +1027,21 @@ impl Identity<'_> {
         let shown = parse_username(&name).unwrap_or_else(|| "(invalid)".into());
         let tp = throttle_policy(self.0).await?;
         let now = Utc::now();
-        let keys = throttle_keys(&name, ip);
+        let known = match device {
+            Some(token) => self
+                .device_owner(token)
+                .await?
+                .zip(self.user_by_username(&name).await?)
+                .is_some_and(|(owner, u)| owner == u.id),
+            None => false,
+        };
+        let keys = match device.filter(|_| known) {
+            Some(token) => {
+                let h = password::token_hash(token);
+                [format!("d:{h}"), format!("d:{h}|{ip}"), format!("i:{ip}")]
+            }
+            None => throttle_keys(&name, ip),
+        };
 
         if let Some(wait) = self.reserve_attempt(&keys, &tp, now).await? {
             audit::record(
@@ -1135,6 +1167,34 @@ impl Identity<'_> {
         }
         let must_change = principal.user.must_change_password || expired;
         let mfa_pending = principal.mfa_enabled;
+        let new_device = if known {
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE known_device SET last_used_at = $2 WHERE token_hash = $1",
+                ))
+                .bind(password::token_hash(device.unwrap_or_default()))
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+            None
+        } else {
+            let t = password::random_token();
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql(
+                    "INSERT INTO known_device (token_hash, user_id, created_at, last_used_at) \
+                    VALUES ($1, $2, $3, $3)",
+                ))
+                .bind(password::token_hash(&t))
+                .bind(principal.user.id)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+            Some(t)
+        };
         let principal = Principal {
             session_id: Some(session_id),
             csrf,
@@ -1146,7 +1206,20 @@ impl Identity<'_> {
             token,
             must_change,
             mfa_pending,
+            device: new_device,
         })
+    }
+
+    /// The account a known-device token belongs to.
+    async fn device_owner(&self, token: &str) -> crate::Result<Option<Uuid>> {
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT user_id FROM known_device WHERE token_hash = $1",
+            ))
+            .bind(password::token_hash(token))
+            .fetch_optional(ex)
+            .await?
+        }))
     }
 
     // ----- second factor -------------------------------------------------------------------
@@ -1367,6 +1440,7 @@ impl Identity<'_> {
             token: String::new(),
             must_change: me.user.must_change_password,
             mfa_pending: false,
+            device: None,
         })
     }
 

@@ -127,15 +127,23 @@ async fn login(
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let device = cookie_of(&headers, auth::DEVICE_COOKIE);
     let outcome = Identity(&state.db)
-        .authenticate(&username, field(&f, "password"), &ctx.ip, ua)
+        .authenticate_from(
+            &username,
+            field(&f, "password"),
+            &ctx.ip,
+            ua,
+            device.as_deref(),
+        )
         .await?;
     match outcome {
         Login::Ok {
             token,
             must_change,
-            principal,
             mfa_pending,
+            device,
+            ..
         } => {
             let target = if mfa_pending {
                 "/login/mfa".to_owned()
@@ -154,10 +162,20 @@ async fn login(
                 None,
             );
             auth::clear_cookie(&mut res, &state.config, LOGIN_CSRF_COOKIE);
-            if let Some(old) = ctx.user.as_ref().and_then(|u| u.session_id) {
-                let _ = Identity(&state.db)
-                    .end_session(&principal, &ctx.ip, old)
-                    .await;
+            if let Some(d) = device {
+                auth::set_cookie(
+                    &mut res,
+                    &state.config,
+                    auth::DEVICE_COOKIE,
+                    &d,
+                    Some(365 * 24 * 3600),
+                );
+            }
+            // Whoever was signed in on this browser before is signed out.
+            if let Some(old) = ctx.user.as_deref()
+                && let Some(old_id) = old.session_id
+            {
+                let _ = Identity(&state.db).end_session(old, &ctx.ip, old_id).await;
             }
             Ok(res)
         }

@@ -29,6 +29,8 @@ pub fn session_cookie_name(config: &WebConfig) -> &'static str {
 }
 
 pub const LOGIN_CSRF_COOKIE: &str = "santong_login_csrf";
+/// Marks a browser where an account signed in before (see `Identity::authenticate_from`).
+pub const DEVICE_COOKIE: &str = "santong_device";
 
 pub fn is_secure(config: &WebConfig) -> bool {
     config

@@ -82,7 +82,62 @@ santong_testkit::conformance!(
     an_address_over_its_limit_is_slowed_not_blocked,
     second_factor_codes_work_once,
     importing_a_list_is_all_or_nothing,
+    a_classmate_cannot_keep_a_teacher_out_of_their_own_browser,
 );
+
+async fn a_classmate_cannot_keep_a_teacher_out_of_their_own_browser(t: TestDb) {
+    let id = Identity(&t.db);
+    user(&id, "teacher.a", a(), None).await;
+    user(&id, "pupil.a", a(), None).await;
+    let nat = "203.0.113.7";
+    let Login::Ok {
+        device: Some(teacher_device),
+        ..
+    } = id
+        .authenticate_from("teacher.a", PW, nat, "t", None)
+        .await
+        .unwrap()
+    else {
+        panic!("a device token")
+    };
+    let Login::Ok {
+        device: Some(pupil_device),
+        ..
+    } = id
+        .authenticate_from("pupil.a", PW, nat, "t", None)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    // The classmate hammers the teacher's account from their own browser, same address.
+    for _ in 0..15 {
+        let _ = id
+            .authenticate_from("teacher.a", "guess", nat, "t", Some(&pupil_device))
+            .await
+            .unwrap();
+    }
+    assert!(id.is_locked("teacher.a").await.unwrap());
+    assert!(matches!(
+        id.authenticate_from("teacher.a", PW, nat, "t", None)
+            .await
+            .unwrap(),
+        Login::Locked { .. }
+    ));
+    // From the teacher's own browser the lock does not apply, and no new token is needed.
+    let ok = id
+        .authenticate_from("teacher.a", PW, nat, "t", Some(&teacher_device))
+        .await
+        .unwrap();
+    assert!(matches!(ok, Login::Ok { device: None, .. }), "{ok:?}");
+    // Someone else's device token is no key to this account.
+    assert!(matches!(
+        id.authenticate_from("teacher.a", PW, nat, "t", Some(&pupil_device))
+            .await
+            .unwrap(),
+        Login::Locked { .. }
+    ));
+}
 
 async fn importing_a_list_is_all_or_nothing(t: TestDb) {
     santong_storage::reference::ensure_regions(&t.db)
