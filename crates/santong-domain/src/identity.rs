@@ -26,6 +26,33 @@ pub enum Permission {
     SystemOperate,
 }
 
+impl Permission {
+    pub const ALL: [Permission; 6] = [
+        Permission::UsersView,
+        Permission::UsersManage,
+        Permission::StudentPasswordsReset,
+        Permission::GrantsManage,
+        Permission::AuditRead,
+        Permission::SystemOperate,
+    ];
+
+    /// The name used in API token scopes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::UsersView => "users_view",
+            Permission::UsersManage => "users_manage",
+            Permission::StudentPasswordsReset => "student_passwords_reset",
+            Permission::GrantsManage => "grants_manage",
+            Permission::AuditRead => "audit_read",
+            Permission::SystemOperate => "system_operate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == s.trim())
+    }
+}
+
 /// A role. The three admin roles are the separated duties (三权分立): no account holds two of
 /// them, and none of them is combined with an ordinary role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -89,6 +89,8 @@ pub struct Principal {
     pub mfa_enabled: bool,
     /// The password was right but the second factor is still to come.
     pub mfa_pending: bool,
+    /// Signed in with an API token limited to these permissions (`None`: a browser session).
+    pub token_scopes: Option<Vec<Permission>>,
 }
 
 impl Principal {
@@ -105,9 +107,16 @@ impl Principal {
     }
 
     pub fn has(&self, perm: Permission) -> bool {
-        self.roles()
-            .iter()
-            .any(|(r, _)| r.permissions().contains(&perm))
+        self.allows(perm)
+            && self
+                .roles()
+                .iter()
+                .any(|(r, _)| r.permissions().contains(&perm))
+    }
+
+    /// False when an API token excludes `perm`.
+    fn allows(&self, perm: Permission) -> bool {
+        self.token_scopes.as_ref().is_none_or(|s| s.contains(&perm))
     }
 
     pub fn has_role(&self, role: Role) -> bool {
@@ -116,6 +125,9 @@ impl Principal {
 
     /// Where `perm` applies for this user.
     pub fn scope(&self, perm: Permission) -> Scope {
+        if !self.allows(perm) {
+            return Scope::default();
+        }
         let nodes: Vec<Node> = self
             .roles()
             .into_iter()
@@ -384,6 +396,7 @@ impl Identity<'_> {
             csrf,
             mfa_enabled,
             mfa_pending,
+            token_scopes: None,
         })
     }
 
@@ -1210,6 +1223,159 @@ impl Identity<'_> {
         })
     }
 
+    // ----- API tokens ----------------------------------------------------------------------
+
+    /// Creates a personal access token limited to `scopes` (each must be a permission the user
+    /// holds) for `days` days. Returns its id and the token, shown once.
+    pub async fn create_token(
+        &self,
+        me: &Principal,
+        ip: &str,
+        name: &str,
+        scopes: &[Permission],
+        days: u32,
+    ) -> IdResult<(Uuid, String)> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 60 {
+            return Err(IdentityError::BadField("name"));
+        }
+        if !(1..=366).contains(&days) {
+            return Err(IdentityError::BadField("days"));
+        }
+        if scopes.is_empty() || scopes.iter().any(|p| !me.has(*p)) {
+            return Err(IdentityError::BadField("scopes"));
+        }
+        let token = format!("st_{}", password::random_token());
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let list: Vec<&str> = scopes.iter().map(|p| p.as_str()).collect();
+        let mut tx = self.0.begin().await?;
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO api_token (id, user_id, name, token_hash, scopes, created_at, \
+                expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            ))
+            .bind(id)
+            .bind(me.user.id)
+            .bind(name)
+            .bind(password::token_hash(&token))
+            .bind(list.join(" "))
+            .bind(now)
+            .bind(now + chrono::Duration::days(i64::from(days)))
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        let mut e = Actor::User { principal: me, ip }.entry(
+            "token.create",
+            &me.user.username,
+            "success",
+            &me.user.home(),
+        );
+        e.detail = format!("{name}: {}", list.join(" "));
+        audit::append(&mut tx, &e).await?;
+        tx.commit().await?;
+        Ok((id, token))
+    }
+
+    pub async fn tokens_of(&self, user_id: Uuid) -> crate::Result<Vec<TokenRow>> {
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, TokenRow>(sql("SELECT id, name, scopes, created_at, expires_at, \
+                last_used_at FROM api_token WHERE user_id = $1 AND revoked_at IS NULL \
+                ORDER BY created_at DESC"))
+            .bind(user_id)
+            .fetch_all(ex)
+            .await?
+        }))
+    }
+
+    pub async fn revoke_token(&self, me: &Principal, ip: &str, id: Uuid) -> crate::Result<bool> {
+        let mut tx = self.0.begin().await?;
+        let n = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE api_token SET revoked_at = $3 WHERE id = $1 AND user_id = $2 \
+                AND revoked_at IS NULL",
+            ))
+            .bind(id)
+            .bind(me.user.id)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        if n == 1 {
+            audit::append(
+                &mut tx,
+                &Actor::User { principal: me, ip }.entry(
+                    "token.revoke",
+                    &me.user.username,
+                    "success",
+                    &me.user.home(),
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// The principal of a live API token, its permissions limited to the token's scopes.
+    pub async fn token_principal(&self, token: &str) -> crate::Result<Option<Principal>> {
+        #[derive(sqlx::FromRow)]
+        struct T {
+            id: Uuid,
+            user_id: Uuid,
+            scopes: String,
+            expires_at: DateTime<Utc>,
+            last_used_at: Option<DateTime<Utc>>,
+        }
+        let row: Option<T> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, T>(sql(
+                "SELECT id, user_id, scopes, expires_at, last_used_at FROM api_token \
+                 WHERE token_hash = $1 AND revoked_at IS NULL",
+            ))
+            .bind(password::token_hash(token))
+            .fetch_optional(ex)
+            .await?
+        });
+        let now = Utc::now();
+        let Some(T {
+            id,
+            user_id,
+            scopes,
+            last_used_at: last_used,
+            ..
+        }) = row.filter(|r| r.expires_at > now)
+        else {
+            return Ok(None);
+        };
+        let Some(user) = self
+            .user_by_id(user_id)
+            .await?
+            .filter(|u| u.disabled_at.is_none())
+        else {
+            return Ok(None);
+        };
+        if last_used.is_none_or(|t| now - t > chrono::Duration::seconds(60)) {
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql("UPDATE api_token SET last_used_at = $2 WHERE id = $1"))
+                    .bind(id)
+                    .bind(now)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        let mut p = self.principal_of(user, None).await?;
+        p.token_scopes = Some(
+            scopes
+                .split_whitespace()
+                .filter_map(Permission::parse)
+                .collect(),
+        );
+        Ok(Some(p))
+    }
+
     /// The account a known-device token belongs to.
     async fn device_owner(&self, token: &str) -> crate::Result<Option<Uuid>> {
         Ok(db_query!(self.0, read, |sql, ex| {
@@ -1962,6 +2128,17 @@ async fn insert_prepared(tx: &mut Tx, actor: Actor<'_>, p: &Prepared) -> IdResul
         .await?;
     }
     Ok(())
+}
+
+/// An API token as listed under "my account".
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub name: String,
+    pub scopes: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A session as listed under "my sessions".

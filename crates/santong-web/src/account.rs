@@ -33,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login/mfa", get(mfa_prompt).post(mfa_submit))
         .route("/account/mfa", get(mfa_page))
         .route("/account/mfa/enable", post(mfa_enable))
+        .route("/account/tokens", get(tokens_page).post(create_token))
+        .route("/account/tokens/{id}/revoke", post(revoke_token))
 }
 
 type FormData = Form<HashMap<String, String>>;
@@ -481,4 +483,112 @@ async fn mfa_enable(
         }
         Err(e) => Err(crate::admin::identity_error(e)),
     }
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+struct TokensPage {
+    c: Chrome,
+    tokens: Vec<(String, String, String, String)>,
+    choices: Vec<(&'static str, String)>,
+    created: Option<String>,
+    error: Option<String>,
+}
+
+async fn render_tokens(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    created: Option<String>,
+    error: Option<String>,
+) -> Result<Response, AppError> {
+    use santong_domain::identity::Permission;
+    let tr = ctx.tr();
+    let tokens = Identity(&state.db)
+        .tokens_of(user.0.user.id)
+        .await?
+        .into_iter()
+        .map(|t| {
+            (
+                t.id.to_string(),
+                t.name,
+                t.scopes,
+                t.expires_at.format("%Y-%m-%d").to_string(),
+            )
+        })
+        .collect();
+    let choices = Permission::ALL
+        .into_iter()
+        .filter(|p| user.0.has(*p))
+        .map(|p| (p.as_str(), tr.t(&format!("perm-{}", p.as_str()))))
+        .collect();
+    html(&TokensPage {
+        c: ctx.chrome(tr.t("tokens-title")),
+        tokens,
+        choices,
+        created,
+        error,
+    })
+}
+
+async fn tokens_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+) -> Result<Response, AppError> {
+    render_tokens(&state, &ctx, &user, None, None).await
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, AppError> {
+    use santong_domain::identity::Permission;
+    // Scopes come as repeated checkbox fields, so the form is read as pairs.
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(x, _)| x == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    check_csrf(&user.0, Some(get("_csrf")))?;
+    let scopes: Vec<Permission> = pairs
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .filter_map(|(_, v)| Permission::parse(v))
+        .collect();
+    let days = get("days").parse::<u32>().unwrap_or(0);
+    match Identity(&state.db)
+        .create_token(&user.0, &ctx.ip, get("name"), &scopes, days)
+        .await
+    {
+        Ok((_, token)) => render_tokens(&state, &ctx, &user, Some(token), None).await,
+        Err(IdentityError::BadField(f)) => {
+            let msg = ctx.tr().f("import-bad-field", &[("field", s(f))]);
+            let mut res = render_tokens(&state, &ctx, &user, None, Some(msg)).await?;
+            *res.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            Ok(res)
+        }
+        Err(e) => Err(crate::admin::identity_error(e)),
+    }
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<Uuid>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    if !Identity(&state.db)
+        .revoke_token(&user.0, &ctx.ip, id)
+        .await?
+    {
+        return Err(AppError::not_found());
+    }
+    Ok(Redirect::to("/account/tokens").into_response())
 }

@@ -23,6 +23,9 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi_json))
         .route("/regions", get(list_regions))
         .route("/regions/{code}", get(get_region))
+        .route("/me", get(me))
+        .route("/users", get(list_users))
+        .route("/users/{id}", get(get_user))
 }
 
 #[derive(OpenApi)]
@@ -34,7 +37,7 @@ pub fn routes() -> Router<AppState> {
             `Accept-Language` (zh-CN by default, or en).",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(list_regions, get_region),
+    paths(list_regions, get_region, me, list_users, get_user),
     components(schemas(
         RegionDto,
         RegionList,
@@ -42,8 +45,13 @@ pub fn routes() -> Router<AppState> {
         SuccessorDto,
         HistoryDto,
         Problem,
-        ProblemField
-    ))
+        ProblemField,
+        UserDto,
+        UserList,
+        GrantDto,
+        MeDto
+    )),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
@@ -282,4 +290,147 @@ pub async fn get_region(
             })
             .collect(),
     }))
+}
+
+/// Adds the bearer-token security scheme (personal access tokens, `st_…`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// A role granted at a node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantDto {
+    pub role: String,
+    /// Region code, school code, or `000000` for the nation.
+    pub node: String,
+}
+
+/// An account (never its password or secrets).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserDto {
+    pub id: uuid::Uuid,
+    pub username: String,
+    pub display_name: String,
+    /// Where the account belongs: region or school code, `000000` for the nation.
+    pub home: String,
+    pub disabled: bool,
+}
+
+impl From<santong_storage::identity::UserRow> for UserDto {
+    fn from(u: santong_storage::identity::UserRow) -> Self {
+        Self {
+            id: u.id,
+            home: u.home().code(),
+            disabled: u.disabled_at.is_some(),
+            username: u.username,
+            display_name: u.display_name,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeDto {
+    pub user: UserDto,
+    pub roles: Vec<GrantDto>,
+    /// Permissions this credential may use (a token may carry fewer than the roles give).
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub items: Vec<UserDto>,
+    pub page: u32,
+    pub size: u32,
+    pub total: u64,
+    pub pages: u64,
+}
+
+/// The caller: account, roles and usable permissions.
+#[utoipa::path(get, path = "/me", tag = "identity", security(("token" = [])),
+    responses((status = 200, body = MeDto), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn me(user: crate::auth::User) -> Json<MeDto> {
+    let p = &user.0;
+    Json(MeDto {
+        roles: p
+            .roles()
+            .into_iter()
+            .map(|(r, n)| GrantDto {
+                role: r.as_str().into(),
+                node: n.code(),
+            })
+            .collect(),
+        permissions: santong_domain::identity::Permission::ALL
+            .into_iter()
+            .filter(|x| p.has(*x))
+            .map(|x| x.as_str().into())
+            .collect(),
+        user: UserDto::from(p.user.clone()),
+    })
+}
+
+/// Accounts the caller may see (their school or region), by user name.
+#[utoipa::path(get, path = "/users", tag = "identity", security(("token" = [])),
+    params(("q" = Option<String>, Query, description = "part of the user name or name"),
+           ("page" = Option<u32>, Query), ("size" = Option<u32>, Query, description = "1–100")),
+    responses((status = 200, body = UserList), (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    user: crate::auth::User,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<UserList>, AppError> {
+    use santong_domain::identity::Permission;
+    user.require(Permission::UsersView)?;
+    let mut errors = vec![];
+    let page = santong_domain::paging::parse_page(
+        params.get("page").map(String::as_str),
+        params.get("size").map(String::as_str),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    let list = santong_storage::identity::Identity(&state.db)
+        .list_users(
+            &user.0.scope(Permission::UsersView),
+            params.get("q").map(String::as_str),
+            page.limit(),
+            page.offset(),
+        )
+        .await?;
+    Ok(Json(UserList {
+        pages: page.page_count(list.total),
+        items: list.items.into_iter().map(UserDto::from).collect(),
+        page: page.page,
+        size: page.size,
+        total: list.total,
+    }))
+}
+
+/// One account, if it lies in the caller's scope (404 otherwise, as if it did not exist).
+#[utoipa::path(get, path = "/users/{id}", tag = "identity", security(("token" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = UserDto), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    user: crate::auth::User,
+    Path(id): Path<String>,
+) -> Result<Json<UserDto>, AppError> {
+    use santong_domain::identity::Permission;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
+    santong_storage::identity::Identity(&state.db)
+        .get_user(&user.0.scope(Permission::UsersView), id)
+        .await?
+        .map(|u| Json(UserDto::from(u)))
+        .ok_or_else(AppError::not_found)
 }

@@ -157,6 +157,30 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
             Err(e) => tracing::error!(error = %e, "session lookup failed"),
         }
     }
+    // The JSON API also takes personal access tokens.
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if is_api && let Some(token) = bearer {
+        match santong_storage::identity::Identity(&state.db)
+            .token_principal(token)
+            .await
+        {
+            Ok(Some(p)) => ctx.user = Some(Arc::new(p)),
+            Ok(None) => {
+                let e = AppError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "error-invalid-token",
+                );
+                return render_error(&ctx, &e, true);
+            }
+            Err(e) => tracing::error!(error = %e, "token lookup failed"),
+        }
+    }
     if let Err(e) = crate::auth::check_origin(&parts, &state.config) {
         return render_error(&ctx, &e, is_api);
     }

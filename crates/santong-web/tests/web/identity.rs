@@ -27,7 +27,129 @@ santong_testkit::web_conformance!(
     audit_viewer_is_for_the_audit_admin_only,
     my_sessions_can_be_revoked,
     bulk_import_from_csv,
+    api_tokens_carry_only_their_scopes,
 );
+
+async fn api_tokens_carry_only_their_scopes(app: TestApp) {
+    app.user("admin.a", a(), Some((Role::SchoolAdmin, a())), None)
+        .await;
+    app.user("teacher.a", a(), Some((Role::Teacher, a())), None)
+        .await;
+    app.user("teacher.b", b(), Some((Role::Teacher, b())), None)
+        .await;
+    let s = app.sign_in("admin.a").await;
+    // Without credentials the API answers 401 problem+json, not a redirect.
+    let anon = app.get("/api/v1/me").await;
+    assert_eq!(anon.status, 401);
+    assert_eq!(anon.json()["code"], "unauthorized");
+    let page = app
+        .post_as(
+            &s,
+            "/account/tokens",
+            &[
+                ("name", "roster sync"),
+                ("scope", "users_view"),
+                ("days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token = page
+        .body
+        .split("id=\"token\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("st_"));
+    let bearer = format!("Bearer {token}");
+    let me = app
+        .get_with("/api/v1/me", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["permissions"], serde_json::json!(["users_view"]));
+    let users = app
+        .get_with("/api/v1/users", &[("authorization", &bearer)])
+        .await
+        .json();
+    let names: Vec<_> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["admin.a", "teacher.a"], "scoped to the school");
+    // A token without users_view cannot list users, whatever its owner's roles.
+    let narrow = app
+        .post_as(
+            &s,
+            "/account/tokens",
+            &[
+                ("name", "resets"),
+                ("scope", "student_passwords_reset"),
+                ("days", "1"),
+            ],
+        )
+        .await;
+    let narrow = narrow
+        .body
+        .split("id=\"token\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    let denied = app
+        .get_with(
+            "/api/v1/users",
+            &[("authorization", &format!("Bearer {narrow}"))],
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    // Scopes the owner does not hold are refused at creation.
+    let bad = app
+        .post_as(
+            &s,
+            "/account/tokens",
+            &[("name", "x"), ("scope", "audit_read"), ("days", "1")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    // Unknown and revoked tokens: 401.
+    let unknown = app
+        .get_with("/api/v1/me", &[("authorization", "Bearer st_nope")])
+        .await;
+    assert_eq!(
+        (unknown.status.as_u16(), unknown.json()["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let list = app.get_as(&s, "/account/tokens").await;
+    let i = list.body.find("/account/tokens/").unwrap() + "/account/tokens/".len();
+    let id = &list.body[i..i + 36];
+    assert_eq!(
+        app.post_as(&s, &format!("/account/tokens/{id}/revoke"), &[])
+            .await
+            .status,
+        303
+    );
+    // The newest token (the narrow one) is listed first and is now revoked; the other still works.
+    let after = app
+        .get_with(
+            "/api/v1/me",
+            &[("authorization", &format!("Bearer {narrow}"))],
+        )
+        .await;
+    assert_eq!(after.status, 401);
+    assert_eq!(
+        app.get_with("/api/v1/me", &[("authorization", &bearer)])
+            .await
+            .status,
+        200
+    );
+}
 
 fn multipart(csrf: &str, csv: &str) -> (String, String) {
     let b = "santongboundary7MA4YWxk";
@@ -320,7 +442,7 @@ async fn user_records_are_out_of_scope_for_other_schools_and_regions(app: TestAp
     let u = format!("/admin/users/{target}");
     app.assert_out_of_scope(
         &[&other_school, &other_region, &teacher_b],
-        std::slice::from_ref(&u),
+        &[u.clone(), format!("/api/v1/users/{target}")],
         &[
             (format!("{u}/reset-password"), vec![]),
             (format!("{u}/unlock"), vec![]),
