@@ -817,7 +817,14 @@ impl Identity<'_> {
             other => other?,
         };
         let pw = password::generate(12);
-        let hash = hash_password(&pw).await;
+        self.apply_reset(actor, &target, &pw).await?;
+        Ok(pw)
+    }
+
+    /// Sets `pw` as a password to change at next sign-in, signs the account out everywhere and
+    /// clears its locks, audited, in one transaction.
+    async fn apply_reset(&self, actor: Actor<'_>, target: &UserRow, pw: &str) -> IdResult<()> {
+        let hash = hash_password(pw).await;
         let mut tx = self.0.begin().await?;
         set_password(&mut tx, target.id, &hash, true).await?;
         revoke_sessions(&mut tx, target.id, None).await?;
@@ -833,7 +840,7 @@ impl Identity<'_> {
         )
         .await?;
         tx.commit().await?;
-        Ok(pw)
+        Ok(())
     }
 
     /// Resets a password by user name from the CLI (`santong user reset-password`).
@@ -857,17 +864,7 @@ impl Identity<'_> {
             }
             None => password::generate(12),
         };
-        let hash = hash_password(&pw).await;
-        let mut tx = self.0.begin().await?;
-        set_password(&mut tx, user.id, &hash, true).await?;
-        revoke_sessions(&mut tx, user.id, None).await?;
-        clear_throttle(&mut tx, &user.username).await?;
-        audit::append(
-            &mut tx,
-            &Actor::Cli.entry("password.reset", &user.username, "success", &user.home()),
-        )
-        .await?;
-        tx.commit().await?;
+        self.apply_reset(Actor::Cli, &user, &pw).await?;
         Ok(pw)
     }
 

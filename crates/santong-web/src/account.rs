@@ -6,7 +6,7 @@ use askama::Template;
 use axum::Form;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use santong_domain::password;
 use santong_storage::identity::{Identity, IdentityError, Login};
@@ -17,7 +17,7 @@ use crate::auth::{self, LOGIN_CSRF_COOKIE, User, check_csrf, same_secret};
 use crate::error::AppError;
 use crate::i18n::{n, s};
 use crate::pages::is_local_path;
-use crate::shell::{Ctx, cookie_of, template_error};
+use crate::shell::{Ctx, cookie_of};
 use crate::views::Chrome;
 
 pub fn routes() -> Router<AppState> {
@@ -43,14 +43,7 @@ fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
     f.get(k).map(String::as_str).unwrap_or("")
 }
 
-fn html(t: &impl Template) -> Result<Response, AppError> {
-    let mut res = Html(t.render().map_err(template_error)?).into_response();
-    res.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(res)
-}
+use crate::views::private_page as html;
 
 #[derive(Template)]
 #[template(path = "login.html")]

@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::auth::{User, check_csrf};
 use crate::error::AppError;
 use crate::i18n::{Tr, n, s};
-use crate::shell::{Ctx, template_error};
+use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, percent_encode};
 
 pub fn routes() -> Router<AppState> {
@@ -44,6 +44,14 @@ pub fn routes() -> Router<AppState> {
 }
 
 type FormData = Form<HashMap<String, String>>;
+
+/// The signed-in user as the actor of a storage operation.
+fn actor<'a>(user: &'a User, ctx: &'a Ctx) -> Actor<'a> {
+    Actor::User {
+        principal: &user.0,
+        ip: &ctx.ip,
+    }
+}
 
 fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
     f.get(k).map(String::as_str).unwrap_or("").trim()
@@ -109,16 +117,7 @@ async fn parse_node(state: &AppState, region: &str, school: &str) -> Result<Node
         .map_err(identity_error)
 }
 
-fn html(t: &impl Template) -> Result<Response, AppError> {
-    let mut res = t
-        .render()
-        .map(axum::response::Html)
-        .map_err(template_error)?
-        .into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
-}
+use crate::views::private_page as html;
 
 struct UserRowView {
     id: String,
@@ -275,13 +274,7 @@ async fn create_user(
     };
     let username = new.username.trim().to_ascii_lowercase();
     let (_, pw) = Identity(&state.db)
-        .create_user(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            new,
-        )
+        .create_user(actor(&user, &ctx), new)
         .await
         .map_err(identity_error)?;
     let notice = tr.f("users-created", &[("username", s(username.as_str()))]);
@@ -411,15 +404,7 @@ async fn add_grant(
     })?;
     let node = parse_node(&state, field(&f, "region"), field(&f, "school")).await?;
     Identity(&state.db)
-        .grant(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            id,
-            role,
-            node,
-        )
+        .grant(actor(&user, &ctx), id, role, node)
         .await
         .map_err(identity_error)?;
     Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
@@ -434,14 +419,7 @@ async fn revoke_grant(
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
     Identity(&state.db)
-        .revoke_grant(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            id,
-            grant,
-        )
+        .revoke_grant(actor(&user, &ctx), id, grant)
         .await
         .map_err(identity_error)?;
     Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
@@ -456,13 +434,7 @@ async fn reset_password(
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
     let pw = Identity(&state.db)
-        .reset_password(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            id,
-        )
+        .reset_password(actor(&user, &ctx), id)
         .await
         .map_err(identity_error)?;
     render_user(
@@ -485,13 +457,7 @@ async fn unlock(
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
     Identity(&state.db)
-        .unlock(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            id,
-        )
+        .unlock(actor(&user, &ctx), id)
         .await
         .map_err(identity_error)?;
     render_user(
@@ -514,13 +480,7 @@ async fn reset_mfa(
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
     Identity(&state.db)
-        .mfa_reset(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            id,
-        )
+        .mfa_reset(actor(&user, &ctx), id)
         .await
         .map_err(identity_error)?;
     render_user(
@@ -564,14 +524,7 @@ async fn set_disabled(
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
     Identity(&state.db)
-        .set_disabled(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            id,
-            disabled,
-        )
+        .set_disabled(actor(&user, &ctx), id, disabled)
         .await
         .map_err(identity_error)?;
     Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
@@ -919,13 +872,7 @@ async fn import_users(
     }
     check_csrf(&user.0, Some(&csrf))?;
     match Identity(&state.db)
-        .import_users(
-            Actor::User {
-                principal: &user.0,
-                ip: &ctx.ip,
-            },
-            &file,
-        )
+        .import_users(actor(&user, &ctx), &file)
         .await
     {
         Ok(created) => {

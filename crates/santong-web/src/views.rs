@@ -99,6 +99,18 @@ pub fn render(t: &impl Template) -> Result<String, askama::Error> {
     t.render()
 }
 
+/// A page with personal content: rendered, and never stored by a cache.
+pub fn private_page(t: &impl Template) -> Result<axum::response::Response, crate::AppError> {
+    use axum::response::IntoResponse;
+    let mut res =
+        axum::response::Html(t.render().map_err(crate::shell::template_error)?).into_response();
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
+}
+
 /// Page navigation under a list.
 pub struct Pager {
     pub summary: String,
