@@ -1740,11 +1740,12 @@ impl Identity<'_> {
             expires_at: DateTime<Utc>,
             idle_secs: i32,
             mfa_pending: bool,
+            created_at: DateTime<Utc>,
         }
         let row: Option<S> = db_query!(self.0, read, |sql, ex| {
             sqlx::query_as::<_, S>(sql(
                 "SELECT id, user_id, csrf_token, last_seen_at, expires_at, \
-                idle_secs, mfa_pending FROM user_session WHERE token_hash = $1 AND revoked_at IS NULL",
+                idle_secs, mfa_pending, created_at FROM user_session WHERE token_hash = $1 AND revoked_at IS NULL",
             ))
             .bind(password::token_hash(token))
             .fetch_optional(ex)
@@ -1776,10 +1777,23 @@ impl Identity<'_> {
                 .rows_affected()
             });
         }
-        Ok(Some(
-            self.principal_of(user, Some((s.id, s.csrf_token, s.mfa_pending)))
-                .await?,
-        ))
+        let p = self
+            .principal_of(user, Some((s.id, s.csrf_token, s.mfa_pending)))
+            .await?;
+        // Lifetimes were fixed at sign-in; a privileged role granted since then shortens them.
+        if p.privileged() {
+            let sp = session_policy(self.0).await?;
+            let idle = chrono::Duration::seconds(
+                i64::try_from(sp.idle_secs_privileged).unwrap_or(i64::MAX / 2),
+            );
+            let max = chrono::Duration::seconds(
+                i64::try_from(sp.absolute_secs_privileged).unwrap_or(i64::MAX / 2),
+            );
+            if now - s.last_seen_at > idle || now - s.created_at > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(p))
     }
 
     /// The user's live sessions, newest first.

@@ -45,6 +45,45 @@ pub fn routes() -> Router<AppState> {
 
 type FormData = Form<HashMap<String, String>>;
 
+/// Passes a successful outcome through; a refusal (no right, out of scope, separation of duties)
+/// is recorded in the audit log as `denied` before it becomes the error response.
+async fn refused<T>(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    event: &'static str,
+    outcome: Result<T, IdentityError>,
+) -> Result<T, AppError> {
+    match outcome {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if matches!(
+                e,
+                IdentityError::Forbidden
+                    | IdentityError::NotFound
+                    | IdentityError::SeparationOfDuties
+                    | IdentityError::SelfGrant
+                    | IdentityError::SetupIncomplete
+            ) {
+                let entry = AuditEntry {
+                    actor: user.0.user.username.clone(),
+                    actor_id: Some(user.0.user.id),
+                    ip: ctx.ip.clone(),
+                    event,
+                    target: ctx.path_and_query.clone(),
+                    result: "denied",
+                    scope: user.0.user.home().code(),
+                    detail: e.to_string(),
+                };
+                if let Err(err) = audit::record(&state.db, &entry).await {
+                    tracing::error!(error = %err, "audit of a refusal failed");
+                }
+            }
+            Err(identity_error(e))
+        }
+    }
+}
+
 /// The signed-in user as the actor of a storage operation.
 fn actor<'a>(user: &'a User, ctx: &'a Ctx) -> Actor<'a> {
     Actor::User {
@@ -273,10 +312,16 @@ async fn create_user(
         grant: if duty.is_some() { None } else { grant },
     };
     let username = new.username.trim().to_ascii_lowercase();
-    let (_, pw) = Identity(&state.db)
-        .create_user(actor(&user, &ctx), new)
-        .await
-        .map_err(identity_error)?;
+    let (_, pw) = refused(
+        &state,
+        &ctx,
+        &user,
+        "user.create",
+        Identity(&state.db)
+            .create_user(actor(&user, &ctx), new)
+            .await,
+    )
+    .await?;
     let notice = tr.f("users-created", &[("username", s(username.as_str()))]);
     render_users(&state, &ctx, &user, &HashMap::new(), Some(notice), pw)
         .await
@@ -403,10 +448,16 @@ async fn add_grant(
         AppError::bad_params(vec![FieldError::new("role", FieldErrorKind::InvalidValue)])
     })?;
     let node = parse_node(&state, field(&f, "region"), field(&f, "school")).await?;
-    Identity(&state.db)
-        .grant(actor(&user, &ctx), id, role, node)
-        .await
-        .map_err(identity_error)?;
+    refused(
+        &state,
+        &ctx,
+        &user,
+        "grant.add",
+        Identity(&state.db)
+            .grant(actor(&user, &ctx), id, role, node)
+            .await,
+    )
+    .await?;
     Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
 }
 
@@ -418,10 +469,16 @@ async fn revoke_grant(
     Form(f): FormData,
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
-    Identity(&state.db)
-        .revoke_grant(actor(&user, &ctx), id, grant)
-        .await
-        .map_err(identity_error)?;
+    refused(
+        &state,
+        &ctx,
+        &user,
+        "grant.revoke",
+        Identity(&state.db)
+            .revoke_grant(actor(&user, &ctx), id, grant)
+            .await,
+    )
+    .await?;
     Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
 }
 
@@ -433,10 +490,16 @@ async fn reset_password(
     Form(f): FormData,
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
-    let pw = Identity(&state.db)
-        .reset_password(actor(&user, &ctx), id)
-        .await
-        .map_err(identity_error)?;
+    let pw = refused(
+        &state,
+        &ctx,
+        &user,
+        "password.reset",
+        Identity(&state.db)
+            .reset_password(actor(&user, &ctx), id)
+            .await,
+    )
+    .await?;
     render_user(
         &state,
         &ctx,
@@ -456,10 +519,14 @@ async fn unlock(
     Form(f): FormData,
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
-    Identity(&state.db)
-        .unlock(actor(&user, &ctx), id)
-        .await
-        .map_err(identity_error)?;
+    refused(
+        &state,
+        &ctx,
+        &user,
+        "user.unlock",
+        Identity(&state.db).unlock(actor(&user, &ctx), id).await,
+    )
+    .await?;
     render_user(
         &state,
         &ctx,
@@ -479,10 +546,14 @@ async fn reset_mfa(
     Form(f): FormData,
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
-    Identity(&state.db)
-        .mfa_reset(actor(&user, &ctx), id)
-        .await
-        .map_err(identity_error)?;
+    refused(
+        &state,
+        &ctx,
+        &user,
+        "mfa.reset",
+        Identity(&state.db).mfa_reset(actor(&user, &ctx), id).await,
+    )
+    .await?;
     render_user(
         &state,
         &ctx,
@@ -523,10 +594,16 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<Response, AppError> {
     check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
-    Identity(&state.db)
-        .set_disabled(actor(&user, &ctx), id, disabled)
-        .await
-        .map_err(identity_error)?;
+    refused(
+        &state,
+        &ctx,
+        &user,
+        "user.disable",
+        Identity(&state.db)
+            .set_disabled(actor(&user, &ctx), id, disabled)
+            .await,
+    )
+    .await?;
     Ok(Redirect::to(&format!("/admin/users/{id}")).into_response())
 }
 

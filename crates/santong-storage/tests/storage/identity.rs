@@ -839,6 +839,26 @@ async fn sessions_revoke_on_password_change_and_disable(t: TestDb) {
     );
     assert!(id.session(&t3).await.unwrap().is_none());
 
+    // A privileged role granted mid-session brings the shorter lifetime with it.
+    id.grant(Actor::Cli, uid, Role::Official, region("440300"))
+        .await
+        .unwrap();
+    assert!(id.session(&t1).await.unwrap().is_some());
+    t.db.execute_unchecked("UPDATE user_session SET created_at = '2000-01-01T00:00:00Z'")
+        .await
+        .unwrap();
+    assert!(
+        id.session(&t1).await.unwrap().is_none(),
+        "older than 8 hours for an official"
+    );
+    id.revoke_grant(Actor::Cli, uid, id.grants_of(uid).await.unwrap()[0].id)
+        .await
+        .unwrap();
+    assert!(
+        id.session(&t1).await.unwrap().is_some(),
+        "a teacher's session lasts a week"
+    );
+
     // Disabling ends every session.
     id.set_disabled(Actor::Cli, uid, true).await.unwrap();
     assert!(id.session(&t1).await.unwrap().is_none());

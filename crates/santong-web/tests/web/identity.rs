@@ -460,6 +460,25 @@ async fn user_records_are_out_of_scope_for_other_schools_and_regions(app: TestAp
         ],
     )
     .await;
+    // Every refusal is in the audit log.
+    let denied = santong_storage::audit::search(
+        &app.t.db,
+        &santong_storage::audit::AuditFilter {
+            result: Some("denied".into()),
+            ..Default::default()
+        },
+        100,
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(denied.total >= 18, "{} refusals recorded", denied.total);
+    assert!(
+        denied
+            .items
+            .iter()
+            .any(|e| e.actor == "admin.b" && e.event == "password.reset")
+    );
     // Lists leave them out too.
     let list = app.get_as(&other_school, "/admin/users").await;
     assert!(list.body.contains("admin.b") && !list.body.contains("teacher.a"));
