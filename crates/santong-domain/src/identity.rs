@@ -522,6 +522,24 @@ pub fn parse_username(s: &str) -> Option<String> {
     ok.then_some(u)
 }
 
+/// The client address as the throttle counts it: IPv4-mapped IPv6 as plain IPv4, and IPv6 by its
+/// /64 (one subscriber gets a whole /64, so counting single addresses would give a sprayer
+/// unlimited keys). Anything unparsable is kept as is.
+pub fn throttle_address(ip: &str) -> String {
+    use std::net::IpAddr;
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 /// How long a counter with `failures` consecutive failures stays locked: nothing up to `free`,
 /// then 1 s, 2 s, 4 s … up to `cap`.
 pub fn escalating_lock(failures: u32, free: u32, cap: Duration) -> Option<Duration> {
@@ -616,6 +634,21 @@ mod tests {
         assert_eq!(escalating_lock(5, 5, cap), Some(Duration::from_secs(1)));
         assert_eq!(escalating_lock(8, 5, cap), Some(Duration::from_secs(8)));
         assert_eq!(escalating_lock(40, 5, cap), Some(cap));
+    }
+
+    #[test]
+    fn throttle_addresses() {
+        assert_eq!(throttle_address("203.0.113.7"), "203.0.113.7");
+        assert_eq!(throttle_address("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(
+            throttle_address("2001:db8:1:2:aaaa::1"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            throttle_address("2001:db8:1:2:bbbb::9"),
+            throttle_address("2001:db8:1:2::5")
+        );
+        assert_eq!(throttle_address("unknown"), "unknown");
     }
 
     #[test]

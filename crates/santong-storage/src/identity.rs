@@ -326,6 +326,7 @@ async fn policy<T: serde::de::DeserializeOwned + Default>(db: &Db, key: &str) ->
 
 /// `a:<user>`, `p:<user>|<ip>`, `i:<ip>`.
 fn throttle_keys(username: &str, ip: &str) -> [String; 3] {
+    let ip = santong_domain::identity::throttle_address(ip);
     [
         format!("a:{username}"),
         format!("p:{username}|{ip}"),
@@ -1048,6 +1049,7 @@ impl Identity<'_> {
         let keys = match device.filter(|_| known) {
             Some(token) => {
                 let h = password::token_hash(token);
+                let ip = santong_domain::identity::throttle_address(ip);
                 [format!("d:{h}"), format!("d:{h}|{ip}"), format!("i:{ip}")]
             }
             None => throttle_keys(&name, ip),
@@ -1502,10 +1504,11 @@ impl Identity<'_> {
             return Ok(Login::Invalid);
         };
         let name = &me.user.username;
+        let ip_key = santong_domain::identity::throttle_address(ip);
         let keys = [
             format!("m:{name}"),
-            format!("mp:{name}|{ip}"),
-            format!("i:{ip}"),
+            format!("mp:{name}|{ip_key}"),
+            format!("i:{ip_key}"),
         ];
         let tp = throttle_policy(self.0).await?;
         let now = Utc::now();

@@ -66,10 +66,20 @@ pub async fn user(db: &Db, action: &UserAction) -> anyhow::Result<()> {
             username,
             name,
             password,
+            password_stdin,
             role,
             at,
             ..
         } => {
+            let password = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                password.clone()
+            };
             let node = parse_at(db, at.as_deref()).await?;
             let role = role
                 .as_deref()
@@ -83,7 +93,7 @@ pub async fn user(db: &Db, action: &UserAction) -> anyhow::Result<()> {
             let new = santong_storage::identity::NewUser {
                 username: username.clone(),
                 display_name: name.clone().unwrap_or_else(|| username.clone()),
-                password: password.clone(),
+                password,
                 home: if system_role.is_some() {
                     Node::Nation
                 } else {

@@ -90,9 +90,13 @@ enum UserAction {
         /// Real name shown in pages (defaults to the user name).
         #[arg(long)]
         name: Option<String>,
-        /// Initial password (must meet the policy); generated when omitted.
-        #[arg(long)]
+        /// Initial password (must meet the policy); generated when omitted. Visible to other
+        /// users of the machine in the process list: prefer --password-stdin.
+        #[arg(long, conflicts_with = "password_stdin")]
         password: Option<String>,
+        /// Read the initial password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
         /// A role: official, school_admin, teacher, student, parent, provider, reviewer,
         /// or an admin duty: security_admin, audit_admin, system_admin.
         #[arg(long)]

@@ -459,6 +459,31 @@ fn user_commands_and_audit_verify() {
     assert_eq!(code, 1);
     assert!(err.contains("taken"), "{err}");
 
+    // --password-stdin keeps the password out of the process list.
+    let mut child = santong()
+        .args([
+            "user",
+            "add",
+            "--username",
+            "zhao.teacher",
+            "--password-stdin",
+            "--data",
+            &data,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Kx9!long-enough\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("password: "));
     let (code, out, err) = run(&["user", "reset-password", "--username", "wang.teacher"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("password: "));
@@ -468,7 +493,7 @@ fn user_commands_and_audit_verify() {
 
     let (code, out, err) = run(&["audit", "verify"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("audit chain intact: 4 events"), "{out}");
+    assert!(out.contains("audit chain intact: 5 events"), "{out}");
 
     // Tamper with the file directly: verify names the event and fails.
     let rt = tokio::runtime::Runtime::new().unwrap();
