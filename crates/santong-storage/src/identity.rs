@@ -228,6 +228,8 @@ pub enum IdentityError {
     WrongCode,
     #[error("the field {0} is missing or not valid")]
     BadField(&'static str),
+    #[error("too many attempts: wait {0} seconds")]
+    TooManyAttempts(u64),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -883,6 +885,18 @@ impl Identity<'_> {
             .await?
             .ok_or(IdentityError::NotFound)?;
         let actor = Actor::User { principal: me, ip };
+        // A stolen session must not become a password-guessing oracle: the current password is
+        // checked under the same throttle as sign-in, with counters of its own.
+        let addr = santong_domain::identity::throttle_address(ip);
+        let keys = [
+            format!("c:{}", user.username),
+            format!("c:{}|{addr}", user.username),
+            format!("i:{addr}"),
+        ];
+        let tp = throttle_policy(self.0).await?;
+        if let Some(wait) = self.reserve_attempt(&keys, &tp, Utc::now()).await? {
+            return Err(IdentityError::TooManyAttempts(wait));
+        }
         if !verify_password(old, &user.password_hash).await {
             audit::record(
                 self.0,
@@ -890,6 +904,15 @@ impl Identity<'_> {
             )
             .await?;
             return Err(IdentityError::WrongPassword);
+        }
+        for k in &keys[..2] {
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql("DELETE FROM login_throttle WHERE key = $1"))
+                    .bind(k)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+            });
         }
         let policy = password_policy(self.0).await?;
         let mut problems = policy.check(&user.username, new);

@@ -258,6 +258,9 @@ async fn change_password(
                 return html(&page);
             }
             Err(IdentityError::WrongPassword) => errors.push(tr.t("password-wrong-current")),
+            Err(IdentityError::TooManyAttempts(secs)) => {
+                errors.push(tr.f("login-locked", &[("seconds", n(secs as f64))]))
+            }
             Err(IdentityError::Password(problems)) => {
                 errors.extend(problems.iter().map(|p| tr.t(p.key())))
             }

@@ -132,6 +132,12 @@ fn identity_error_ref(e: &IdentityError) -> AppError {
         IdentityError::BadField(field) => {
             AppError::bad_params(vec![FieldError::new(*field, FieldErrorKind::InvalidValue)])
         }
+        IdentityError::TooManyAttempts(secs) => AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "login-locked",
+        )
+        .arg("seconds", secs.to_string()),
         IdentityError::WrongCode => {
             AppError::new(StatusCode::BAD_REQUEST, "wrong_code", "mfa-invalid")
         }

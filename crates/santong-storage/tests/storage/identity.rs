@@ -889,6 +889,21 @@ async fn password_history_and_policy(t: TestDb) {
     id.change_password(&p, "ip", "Second!pass-1", "Third!pass-1")
         .await
         .unwrap();
+    // Guessing the current password through the change form is throttled too.
+    for _ in 0..5 {
+        assert!(matches!(
+            id.change_password(&p, "ip", "guess", "Fourth!pass-1").await,
+            Err(IdentityError::WrongPassword)
+        ));
+    }
+    assert!(matches!(
+        id.change_password(&p, "ip", "Third!pass-1", "Fourth!pass-1")
+            .await,
+        Err(IdentityError::TooManyAttempts(_))
+    ));
+    t.db.execute_unchecked("DELETE FROM login_throttle")
+        .await
+        .unwrap();
     // The first password is in the history: refused.
     assert_eq!(
         err(id.change_password(&p, "ip", "Third!pass-1", PW).await),
