@@ -198,7 +198,7 @@ async fn logout(
     user: User,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     if let Some(id) = user.0.session_id {
         Identity(&state.db)
             .end_session(&user.0, &ctx.ip, id)
@@ -238,7 +238,7 @@ async fn change_password(
     user: User,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     let tr = ctx.tr();
     let mut errors = vec![];
     if field(&f, "new") != field(&f, "confirm") {
@@ -345,7 +345,7 @@ async fn revoke_session(
     Path(id): Path<Uuid>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     if !Identity(&state.db)
         .end_session(&user.0, &ctx.ip, id)
         .await?
@@ -375,7 +375,7 @@ async fn mfa_submit(
     user: User,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     let tr = ctx.tr();
     let outcome = Identity(&state.db)
         .mfa_complete(&user.0, &ctx.ip, field(&f, "code"))
@@ -465,7 +465,7 @@ async fn mfa_enable(
     user: User,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     match Identity(&state.db)
         .mfa_enable(&user.0, &ctx.ip, field(&f, "code"))
         .await
@@ -579,7 +579,7 @@ async fn revoke_token(
     Path(id): Path<Uuid>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     if !Identity(&state.db)
         .revoke_token(&user.0, &ctx.ip, id)
         .await?

@@ -285,7 +285,7 @@ async fn create_user(
     user: User,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     user.require(Permission::UsersManage)?;
     let tr = ctx.tr();
     let duty = Some(field(&f, "duty"))
@@ -449,7 +449,7 @@ async fn add_grant(
     Path(id): Path<Uuid>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     let role = Role::parse(field(&f, "role")).ok_or_else(|| {
         AppError::bad_params(vec![FieldError::new("role", FieldErrorKind::InvalidValue)])
     })?;
@@ -474,7 +474,7 @@ async fn revoke_grant(
     Path((id, grant)): Path<(Uuid, Uuid)>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     refused(
         &state,
         &ctx,
@@ -495,7 +495,7 @@ async fn reset_password(
     Path(id): Path<Uuid>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     let pw = refused(
         &state,
         &ctx,
@@ -524,7 +524,7 @@ async fn unlock(
     Path(id): Path<Uuid>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     refused(
         &state,
         &ctx,
@@ -551,7 +551,7 @@ async fn reset_mfa(
     Path(id): Path<Uuid>,
     Form(f): FormData,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     refused(
         &state,
         &ctx,
@@ -599,7 +599,7 @@ async fn set_disabled(
     f: HashMap<String, String>,
     disabled: bool,
 ) -> Result<Response, AppError> {
-    check_csrf(&user.0, f.get("_csrf").map(String::as_str))?;
+    user.check_form(&f)?;
     refused(
         &state,
         &ctx,

@@ -146,6 +146,14 @@ impl FromRequestParts<AppState> for User {
 }
 
 impl User {
+    /// Checks the `_csrf` field of a submitted form against this session's token.
+    pub fn check_form(
+        &self,
+        form: &std::collections::HashMap<String, String>,
+    ) -> Result<(), AppError> {
+        check_csrf(&self.0, form.get("_csrf").map(String::as_str))
+    }
+
     /// 403 unless the user holds `perm` somewhere.
     pub fn require(&self, perm: Permission) -> Result<(), AppError> {
         if self.0.has(perm) {
