@@ -152,6 +152,8 @@ pub enum Actor<'a> {
         ip: &'a str,
     },
     Cli,
+    /// Santong itself, for scheduled changes (a signing key past its age).
+    System,
 }
 
 impl Actor<'_> {
@@ -159,32 +161,34 @@ impl Actor<'_> {
         match self {
             Actor::User { principal, .. } => principal.user.username.clone(),
             Actor::Cli => "cli".into(),
+            Actor::System => "system".into(),
         }
     }
 
     fn id(&self) -> Option<Uuid> {
         match self {
             Actor::User { principal, .. } => Some(principal.user.id),
-            Actor::Cli => None,
+            Actor::Cli | Actor::System => None,
         }
     }
 
     fn ip(&self) -> String {
         match self {
             Actor::User { ip, .. } => (*ip).to_owned(),
-            Actor::Cli => "-".into(),
+            Actor::Cli | Actor::System => "-".into(),
         }
     }
 
     /// The CLI may do anything; a user needs `perm` where `node` lies.
-    fn may(&self, perm: Permission, node: &Node) -> bool {
+    pub(crate) fn may(&self, perm: Permission, node: &Node) -> bool {
         match self {
             Actor::Cli => true,
+            Actor::System => false,
             Actor::User { principal, .. } => principal.scope(perm).contains(node),
         }
     }
 
-    fn entry(
+    pub(crate) fn entry(
         &self,
         event: &'static str,
         target: &str,
@@ -376,6 +380,18 @@ impl Identity<'_> {
         }))
     }
 
+    /// An enabled account as a principal without a session (tokens issued to clients).
+    pub async fn principal_by_id(&self, id: Uuid) -> crate::Result<Option<Principal>> {
+        match self
+            .user_by_id(id)
+            .await?
+            .filter(|u| u.disabled_at.is_none())
+        {
+            Some(u) => Ok(Some(self.principal_of(u, None).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn principal_of(
         &self,
         user: UserRow,
@@ -512,6 +528,7 @@ impl Identity<'_> {
                 // admin would defeat the separation.
                 let allowed = match actor {
                     Actor::Cli => true,
+                    Actor::System => false,
                     Actor::User { principal, .. } => {
                         principal.has_role(Role::SystemAdmin)
                             && duty != Role::SystemAdmin
@@ -670,6 +687,7 @@ impl Identity<'_> {
         }
         match actor {
             Actor::Cli => Ok(()),
+            Actor::System => Err(IdentityError::Forbidden),
             Actor::User { principal, .. } => {
                 if target.is_some_and(|t| t.id == principal.user.id) {
                     return Err(IdentityError::SelfGrant);
@@ -799,6 +817,7 @@ impl Identity<'_> {
     ) -> IdResult<UserRow> {
         let scope = match actor {
             Actor::Cli => Scope::everything(),
+            Actor::System => Scope::default(),
             Actor::User { principal, .. } => principal.scope(perm),
         };
         self.get_user(&scope, id)
@@ -1822,6 +1841,16 @@ impl Identity<'_> {
         Ok(Some(p))
     }
 
+    /// When a session began: the `auth_time` of tokens issued in it.
+    pub async fn session_started(&self, id: Uuid) -> crate::Result<Option<DateTime<Utc>>> {
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT created_at FROM user_session WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(ex)
+                .await?
+        }))
+    }
+
     /// The user's live sessions, newest first.
     pub async fn sessions_of(&self, user_id: Uuid) -> crate::Result<Vec<SessionRow>> {
         let rows: Vec<SessionRow> = db_query!(self.0, read, |sql, ex| {
@@ -1862,6 +1891,10 @@ impl Identity<'_> {
             .await?
             .rows_affected()
         });
+        if n == 1 {
+            crate::oidc::sessions_ended(&mut tx, me.user.id, crate::oidc::Ended::One(session_id))
+                .await?;
+        }
         let event = if me.session_id == Some(session_id) {
             "logout"
         } else {
@@ -2267,6 +2300,7 @@ async fn set_password(
 }
 
 async fn revoke_sessions(tx: &mut Tx, user_id: Uuid, except: Option<Uuid>) -> crate::Result<()> {
+    crate::oidc::sessions_ended(tx, user_id, crate::oidc::Ended::AllBut(except)).await?;
     db_query!(tx, tx, |sql, ex| {
         sqlx::query(sql(
             "UPDATE user_session SET revoked_at = $2 WHERE user_id = $1 \

@@ -138,6 +138,32 @@ pub fn backoff(attempts: i32, base: Duration) -> Duration {
     (base * 2u32.pow(exp)).min(Duration::from_secs(3600))
 }
 
+/// Queues a job inside a caller's transaction: it exists exactly when the change that asked for it
+/// commits. No deduplication here.
+pub(crate) async fn enqueue_in(tx: &mut crate::Tx, job: &NewJob) -> crate::Result<Uuid> {
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO job (id, kind, payload, state, priority, attempts, max_attempts, run_at, \
+            progress, cancel_requested, created_at) \
+            VALUES ($1, $2, $3, 'queued', $4, 0, $5, $6, 0, $7, $8)",
+        ))
+        .bind(id)
+        .bind(&job.kind)
+        .bind(job.payload.to_string())
+        .bind(job.priority)
+        .bind(job.max_attempts.max(1))
+        .bind(job.run_at.unwrap_or(now))
+        .bind(false)
+        .bind(now)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(id)
+}
+
 pub struct Jobs<'a>(pub &'a Db);
 
 impl Jobs<'_> {

@@ -402,7 +402,10 @@ impl TestApp {
             cookie,
             csrf: String::new(),
         };
-        if res.header("location") == Some("/login/mfa") {
+        if res
+            .header("location")
+            .is_some_and(|l| l.starts_with("/login/mfa"))
+        {
             let prompt = self.get_as(&s, "/login/mfa").await;
             s.csrf = csrf_in(&prompt.body).expect("CSRF on the code form");
             let user = santong_storage::identity::Identity(&self.t.db)

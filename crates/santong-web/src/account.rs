@@ -35,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/account/mfa/enable", post(mfa_enable))
         .route("/account/tokens", get(tokens_page).post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
+        .route("/account/apps", get(apps_page))
+        .route("/account/apps/{id}/revoke", post(revoke_app))
 }
 
 type FormData = Form<HashMap<String, String>>;
@@ -87,7 +89,14 @@ fn render_login(
         username,
         error,
     };
+    let to_client = page.next.starts_with("/oidc/");
     let mut res = html(&page)?;
+    if to_client {
+        res.headers_mut().insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            crate::oidc::CSP_TO_CLIENT,
+        );
+    }
     auth::set_cookie(
         &mut res,
         &state.config,
@@ -140,8 +149,10 @@ async fn login(
             device,
             ..
         } => {
-            let target = if mfa_pending {
+            let target = if mfa_pending && next == "/" {
                 "/login/mfa".to_owned()
+            } else if mfa_pending {
+                format!("/login/mfa?next={}", crate::views::percent_encode(&next))
             } else if must_change {
                 "/account/password".to_owned()
             } else {
@@ -359,14 +370,38 @@ async fn revoke_session(
 #[template(path = "mfa_prompt.html")]
 struct MfaPrompt {
     c: Chrome,
+    next: String,
     error: Option<String>,
 }
 
-async fn mfa_prompt(ctx: Ctx, _user: User) -> Result<Response, AppError> {
-    html(&MfaPrompt {
+/// The second step of a sign-in; `next` carries on where the first step was going.
+fn mfa_prompt_page(ctx: &Ctx, next: String, error: Option<String>) -> Result<Response, AppError> {
+    let to_client = next.starts_with("/oidc/");
+    let mut res = html(&MfaPrompt {
         c: ctx.chrome(ctx.tr().t("mfa-prompt-title")),
-        error: None,
-    })
+        next,
+        error,
+    })?;
+    if to_client {
+        res.headers_mut().insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            crate::oidc::CSP_TO_CLIENT,
+        );
+    }
+    Ok(res)
+}
+
+async fn mfa_prompt(
+    ctx: Ctx,
+    _user: User,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    let next = q
+        .get("next")
+        .filter(|n| is_local_path(n))
+        .cloned()
+        .unwrap_or_else(|| "/".into());
+    mfa_prompt_page(&ctx, next, None)
 }
 
 async fn mfa_submit(
@@ -380,12 +415,16 @@ async fn mfa_submit(
     let outcome = Identity(&state.db)
         .mfa_complete(&user.0, &ctx.ip, field(&f, "code"))
         .await?;
+    let next = Some(field(&f, "next"))
+        .filter(|n| is_local_path(n))
+        .unwrap_or("/")
+        .to_owned();
     let (status, error) = match outcome {
         Login::Ok { must_change, .. } => {
             let to = if must_change {
                 "/account/password"
             } else {
-                "/"
+                &next
             };
             return Ok(Redirect::to(to).into_response());
         }
@@ -395,10 +434,7 @@ async fn mfa_submit(
             tr.f("login-locked", &[("seconds", n(retry_after as f64))]),
         ),
     };
-    let mut res = html(&MfaPrompt {
-        c: ctx.chrome(tr.t("mfa-prompt-title")),
-        error: Some(error),
-    })?;
+    let mut res = mfa_prompt_page(&ctx, next, Some(error))?;
     *res.status_mut() = status;
     Ok(res)
 }
@@ -587,4 +623,54 @@ async fn revoke_token(
         return Err(AppError::not_found());
     }
     Ok(Redirect::to("/account/tokens").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+struct AppsPage {
+    c: Chrome,
+    /// (client id, name, scopes, granted on)
+    apps: Vec<(String, String, String, String)>,
+}
+
+/// Applications this user let in through single sign-on, with a way to withdraw each.
+async fn apps_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+) -> Result<Response, AppError> {
+    let apps = santong_storage::oidc::Oidc(&state.db)
+        .apps_of(user.0.user.id)
+        .await?
+        .into_iter()
+        .map(|a| {
+            (
+                a.client_id,
+                a.name,
+                a.scope,
+                a.granted_at.format("%Y-%m-%d").to_string(),
+            )
+        })
+        .collect();
+    html(&AppsPage {
+        c: ctx.chrome(ctx.tr().t("apps-title")),
+        apps,
+    })
+}
+
+async fn revoke_app(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    if !santong_storage::oidc::Oidc(&state.db)
+        .revoke_app(&user.0, &ctx.ip, &id)
+        .await?
+    {
+        return Err(AppError::not_found());
+    }
+    Ok(Redirect::to("/account/apps").into_response())
 }

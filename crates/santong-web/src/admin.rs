@@ -47,7 +47,7 @@ type FormData = Form<HashMap<String, String>>;
 
 /// Passes a successful outcome through; a refusal (no right, out of scope, separation of duties)
 /// is recorded in the audit log as `denied` before it becomes the error response.
-async fn refused<T>(
+pub(crate) async fn refused<T>(
     state: &AppState,
     ctx: &Ctx,
     user: &User,
@@ -85,7 +85,7 @@ async fn refused<T>(
 }
 
 /// The signed-in user as the actor of a storage operation.
-fn actor<'a>(user: &'a User, ctx: &'a Ctx) -> Actor<'a> {
+pub(crate) fn actor<'a>(user: &'a User, ctx: &'a Ctx) -> Actor<'a> {
     Actor::User {
         principal: &user.0,
         ip: &ctx.ip,

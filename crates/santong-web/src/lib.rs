@@ -11,8 +11,10 @@ pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod clients;
 pub mod error;
 pub mod i18n;
+pub mod oidc;
 pub mod pages;
 pub mod shell;
 pub mod views;
@@ -90,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .merge(account::routes())
         .merge(admin::routes())
+        .merge(oidc::routes())
+        .merge(clients::routes())
         .nest("/api/v1", api::routes())
         .fallback(shell::not_found)
         .with_state(state.clone());

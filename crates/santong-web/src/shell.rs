@@ -165,10 +165,18 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     if is_api && let Some(token) = bearer {
-        match santong_storage::identity::Identity(&state.db)
-            .token_principal(token)
-            .await
-        {
+        // Personal access tokens start `st_`; access tokens from the OpenID provider `sta_`.
+        let found = if token.starts_with("sta_") {
+            santong_storage::oidc::Oidc(&state.db)
+                .access_token(token)
+                .await
+                .map(|o| o.map(|(subject, _)| subject.principal))
+        } else {
+            santong_storage::identity::Identity(&state.db)
+                .token_principal(token)
+                .await
+        };
+        match found {
             Ok(Some(p)) => ctx.user = Some(Arc::new(p)),
             Ok(None) => {
                 let e = AppError::new(
@@ -181,7 +189,10 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
             Err(e) => tracing::error!(error = %e, "token lookup failed"),
         }
     }
-    if let Err(e) = crate::auth::check_origin(&parts, &state.config) {
+    // The token and userinfo endpoints take no cookies (clients authenticate themselves), so a
+    // browser app on another origin may call them.
+    let cookieless = matches!(parts.uri.path(), "/oidc/token" | "/oidc/userinfo");
+    if !cookieless && let Err(e) = crate::auth::check_origin(&parts, &state.config) {
         return render_error(&ctx, &e, is_api);
     }
     if let Some(user) = &ctx.user
@@ -216,7 +227,9 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
-            ct.starts_with("text/html") || ct.starts_with("application/problem+json")
+            ct.starts_with("text/html")
+                || ct.starts_with("application/problem+json")
+                || ct.starts_with("application/json")
         });
     if !has_error && own_page {
         return res;
@@ -330,8 +343,10 @@ async fn gate(
             "password-forced",
         ));
     }
+    // A service account has no person behind it to enrol; its client proved itself with a secret.
     if user.privileged()
         && !user.mfa_enabled
+        && !user.user.is_service_account()
         && !open(&["/account/mfa", "/account/mfa/enable", "/account/password"])
     {
         let required = santong_storage::identity::session_policy(&state.db)

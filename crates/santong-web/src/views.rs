@@ -50,6 +50,9 @@ impl Chrome {
                 if p.has(Permission::AuditRead) {
                     admin.push(("/admin/audit", t.t("nav-audit")));
                 }
+                if p.has(Permission::GrantsManage) {
+                    admin.push(("/admin/clients", t.t("nav-clients")));
+                }
                 (Some(p.user.display_name.clone()), p.csrf.clone(), admin)
             }
             None => (None, String::new(), vec![]),

@@ -9,7 +9,7 @@ use santong_storage::audit::{self, Verification};
 use santong_storage::identity::{Actor, Identity, IdentityError};
 use santong_storage::regions::Regions;
 
-use crate::{AuditAction, PolicyAction, UserAction};
+use crate::{AuditAction, ClientAction, OidcAction, PolicyAction, UserAction};
 
 /// `440305` → region; `440305/1144030501` → school in that county; `000000` or nothing → nation.
 async fn parse_at(db: &Db, at: Option<&str>) -> anyhow::Result<Node> {
@@ -218,6 +218,83 @@ pub async fn audit(db: &Db, action: &AuditAction) -> anyhow::Result<()> {
             println!(
                 "removed {removed} audit events older than {keep_days} days; a checkpoint keeps the chain verifiable"
             );
+        }
+    }
+    Ok(())
+}
+
+pub async fn oidc(db: &Db, action: &OidcAction) -> anyhow::Result<()> {
+    use santong_storage::oidc::{ClientSpec, Oidc};
+    let oidc = Oidc(db);
+    match action {
+        OidcAction::RotateKey { .. } => {
+            let key = oidc.rotate_key(Actor::Cli).await?;
+            println!("signing with key {} from now on", key.kid);
+        }
+        OidcAction::Client {
+            action: ClientAction::List { .. },
+        } => {
+            println!("client id\ttype\tfirst-party\tstatus\tname\tredirect URIs");
+            for c in oidc.clients().await? {
+                let kind = if c.service_user_id.is_some() {
+                    "service"
+                } else if c.is_public() {
+                    "public"
+                } else {
+                    "confidential"
+                };
+                println!(
+                    "{}\t{kind}\t{}\t{}\t{}\t{}",
+                    c.id,
+                    if c.first_party { "yes" } else { "no" },
+                    if c.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    },
+                    c.name,
+                    c.redirect_uris().collect::<Vec<_>>().join(" ")
+                );
+            }
+        }
+        OidcAction::Client {
+            action:
+                ClientAction::Add {
+                    name,
+                    redirect_uris,
+                    post_logout_uris,
+                    backchannel_logout_uri,
+                    public,
+                    first_party,
+                    service,
+                    scopes,
+                    ..
+                },
+        } => {
+            let spec = ClientSpec {
+                name: name.clone(),
+                redirect_uris: redirect_uris.clone(),
+                post_logout_uris: post_logout_uris.clone(),
+                backchannel_logout_uri: backchannel_logout_uri.clone(),
+                first_party: *first_party,
+                scopes: scopes.clone(),
+            };
+            let (row, secret) = oidc
+                .add_client(Actor::Cli, &spec, *public, *service)
+                .await
+                .map_err(explain)?;
+            println!("client_id: {}", row.id);
+            if let Some(s) = secret {
+                println!("client_secret: {s}");
+                eprintln!("The secret is shown only now; store it in the application's settings.");
+            }
+            if let Some(uid) = row.service_user_id {
+                eprintln!(
+                    "Service account svc-{} ({uid}): grant it roles with `santong user grant` to \
+                     let the client read records.",
+                    row.id
+                );
+            }
         }
     }
     Ok(())

@@ -77,6 +77,64 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Single sign-on: register applications (OpenID Connect clients), rotate the signing key.
+    Oidc {
+        #[command(subcommand)]
+        action: OidcAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OidcAction {
+    /// Registered applications.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+    },
+    /// Sign with a new key from now on; the old key stays published for an hour.
+    RotateKey {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientAction {
+    /// Register an application; prints its client id and, for a confidential client, its
+    /// secret (shown once).
+    Add {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        name: String,
+        /// Where codes may be sent, matched exactly (repeat for several).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Where the browser may return after signing out (repeat for several).
+        #[arg(long = "post-logout-uri", value_name = "URI")]
+        post_logout_uris: Vec<String>,
+        /// Receives logout tokens when a user's session ends.
+        #[arg(long, value_name = "URI")]
+        backchannel_logout_uri: Option<String>,
+        /// A browser or mobile app without a secret; it must use PKCE.
+        #[arg(long)]
+        public: bool,
+        /// One of the platform's own applications: no consent screen.
+        #[arg(long)]
+        first_party: bool,
+        /// Give the client a service account for the client-credentials grant.
+        #[arg(long)]
+        service: bool,
+        /// Scopes it may ask for (repeat); default `openid profile`. Besides `openid profile
+        /// email phone offline_access santong`, API permissions such as `users_view`.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+    },
+    /// List registered applications.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +312,13 @@ fn main() -> ExitCode {
         }
         | Command::Audit {
             action: AuditAction::Verify { config } | AuditAction::Prune { config, .. },
+        }
+        | Command::Oidc {
+            action:
+                OidcAction::RotateKey { config }
+                | OidcAction::Client {
+                    action: ClientAction::Add { config, .. } | ClientAction::List { config },
+                },
         } => (config, &cli.command),
     };
     let settings = match Settings::resolve(args, sub) {
@@ -377,13 +442,24 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             db.close().await;
             result?;
         }
+        Command::Oidc { action } => {
+            let db = open_db(&settings).await?;
+            let result = cli::oidc(&db, action).await;
+            db.close().await;
+            result?;
+        }
     }
     Ok(())
 }
 
 /// The worker with every job kind this build knows.
 fn worker(db: Db) -> Worker {
-    Worker::new(db, WorkerOptions::default()).register("reference.regions", reload_regions)
+    Worker::new(db, WorkerOptions::default())
+        .register("reference.regions", reload_regions)
+        .register(
+            santong_web::oidc::BACKCHANNEL,
+            santong_web::oidc::backchannel_logout,
+        )
 }
 
 /// Reloads the embedded region lists (idempotent: it skips a version already loaded).

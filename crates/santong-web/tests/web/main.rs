@@ -3,5 +3,6 @@
 
 mod api;
 mod identity;
+mod oidc;
 mod pages;
 mod shell;
