@@ -522,6 +522,49 @@ pub fn parse_username(s: &str) -> Option<String> {
     ok.then_some(u)
 }
 
+/// An e-mail address, loosely: one `@`, a dotted domain, no spaces; at most 254 characters.
+pub fn parse_email(s: &str) -> Option<String> {
+    let e = s.trim();
+    let (local, domain) = e.split_once('@')?;
+    let ok = e.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
+}
+
+/// A mainland mobile number (11 digits from 1[3-9]), with or without `+86`/`86`, spaces or
+/// dashes; stored as `+86` and the 11 digits (E.164, as the `phone_number` claim wants).
+pub fn parse_mobile(s: &str) -> Option<String> {
+    let digits: String = s
+        .trim()
+        .trim_start_matches('+')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .collect();
+    let national = match digits.len() {
+        13 => digits.strip_prefix("86")?,
+        11 => digits.as_str(),
+        _ => return None,
+    };
+    let b = national.as_bytes();
+    let ok = b.iter().all(u8::is_ascii_digit) && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]);
+    ok.then(|| format!("+86{national}"))
+}
+
+/// A phone number for lists: `+86 138****5678`.
+pub fn mask_phone(p: &str) -> String {
+    let national = p.strip_prefix("+86").unwrap_or(p);
+    if national.len() == 11 && national.is_ascii() {
+        format!("{}****{}", &national[..3], &national[7..])
+    } else {
+        "****".into()
+    }
+}
+
 /// The client address as the throttle counts it: IPv4-mapped IPv6 as plain IPv4, and IPv6 by its
 /// /64 (one subscriber gets a whole /64, so counting single addresses would give a sprayer
 /// unlimited keys). Anything unparsable is kept as is.
@@ -552,6 +595,28 @@ pub fn escalating_lock(failures: u32, free: u32, cap: Duration) -> Option<Durati
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn contact_details() {
+        assert_eq!(
+            parse_email(" li@School.CN ").as_deref(),
+            Some("li@school.cn")
+        );
+        assert_eq!(parse_email("no-at.cn"), None);
+        assert_eq!(parse_email("a@b"), None);
+        assert_eq!(parse_email("a b@c.cn"), None);
+        assert_eq!(
+            parse_mobile("138 1234 5678").as_deref(),
+            Some("+8613812345678")
+        );
+        assert_eq!(
+            parse_mobile("+86-13812345678").as_deref(),
+            Some("+8613812345678")
+        );
+        assert_eq!(parse_mobile("12812345678"), None);
+        assert_eq!(parse_mobile("010-12345678"), None);
+        assert_eq!(mask_phone("+8613812345678"), "138****5678");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

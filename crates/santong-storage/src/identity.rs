@@ -1841,6 +1841,60 @@ impl Identity<'_> {
         Ok(Some(p))
     }
 
+    /// Sets one's own e-mail address and mobile number (empty clears); released to applications
+    /// only under the `email` / `phone` scopes. The values stay out of the audit detail.
+    pub async fn set_contact(
+        &self,
+        me: &Principal,
+        ip: &str,
+        email: &str,
+        phone: &str,
+    ) -> IdResult<()> {
+        use santong_domain::identity::{parse_email, parse_mobile};
+        let email = match email.trim() {
+            "" => None,
+            e => Some(parse_email(e).ok_or(IdentityError::BadField("email"))?),
+        };
+        let phone = match phone.trim() {
+            "" => None,
+            p => Some(parse_mobile(p).ok_or(IdentityError::BadField("phone"))?),
+        };
+        let mut tx = self.0.begin().await?;
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE app_user SET email = $2, phone = $3 WHERE id = $1",
+            ))
+            .bind(me.user.id)
+            .bind(&email)
+            .bind(&phone)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        audit::append(
+            &mut tx,
+            &Actor::User { principal: me, ip }.entry(
+                "user.contact",
+                &me.user.username,
+                "success",
+                &me.user.home(),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One's own e-mail address and mobile number.
+    pub async fn contact(&self, user_id: Uuid) -> crate::Result<(Option<String>, Option<String>)> {
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as(sql("SELECT email, phone FROM app_user WHERE id = $1"))
+                .bind(user_id)
+                .fetch_one(ex)
+                .await?
+        }))
+    }
+
     /// When a session began: the `auth_time` of tokens issued in it.
     pub async fn session_started(&self, id: Uuid) -> crate::Result<Option<DateTime<Utc>>> {
         Ok(db_query!(self.0, read, |sql, ex| {

@@ -1004,13 +1004,7 @@ impl Oidc<'_> {
         let Some(principal) = Identity(self.0).principal_by_id(user_id).await? else {
             return Ok(None);
         };
-        let (email, phone): (Option<String>, Option<String>) =
-            db_query!(self.0, read, |sql, ex| {
-                sqlx::query_as(sql("SELECT email, phone FROM app_user WHERE id = $1"))
-                    .bind(user_id)
-                    .fetch_one(ex)
-                    .await?
-            });
+        let (email, phone) = Identity(self.0).contact(user_id).await?;
         Ok(Some(Subject {
             principal,
             email,

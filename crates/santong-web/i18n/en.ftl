@@ -279,3 +279,10 @@ clients-keys = Signing keys
 clients-keys-help = ID tokens are signed with ES256. A new key takes over every 90 days; retired keys stay published for an hour so tokens signed with them still verify.
 clients-rotate = Rotate signing key now
 clients-rotate-confirm = Rotate the signing key now?
+
+account-email = E-mail address
+account-phone = Mobile number
+account-contact-help = Optional. Shared only with applications you allow to see them.
+account-contact-saved = Your contact details were saved.
+account-bad-email = This e-mail address is not valid.
+account-bad-phone = Enter an 11-digit mainland mobile number, e.g. 138 0000 0000.

@@ -276,3 +276,10 @@ clients-keys = 签名密钥
 clients-keys-help = ID 令牌使用 ES256 签名。每 90 天自动更换新密钥；旧密钥继续公布一小时，以便用其签名的令牌仍可验证。
 clients-rotate = 立即更换签名密钥
 clients-rotate-confirm = 确定立即更换签名密钥？
+
+account-email = 电子邮箱
+account-phone = 手机号
+account-contact-help = 选填。仅提供给您授权可查看的应用。
+account-contact-saved = 联系方式已保存。
+account-bad-email = 电子邮箱格式不正确。
+account-bad-phone = 请输入 11 位中国大陆手机号，如 138 0000 0000。

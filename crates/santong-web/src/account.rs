@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/account", get(account))
+        .route("/account/contact", post(save_contact))
         .route(
             "/account/password",
             get(password_form).post(change_password),
@@ -295,6 +296,10 @@ async fn change_password(
 struct AccountPage {
     c: Chrome,
     username: String,
+    email: String,
+    phone: String,
+    notice: Option<String>,
+    error: Option<String>,
     roles: Vec<String>,
     sessions: Vec<SessionView>,
 }
@@ -312,6 +317,49 @@ async fn account(
     State(state): State<AppState>,
     ctx: Ctx,
     user: User,
+) -> Result<Response, AppError> {
+    render_account(&state, &ctx, &user, None, None).await
+}
+
+/// Saves one's own e-mail address and mobile number.
+async fn save_contact(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): FormData,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    let tr = ctx.tr();
+    match Identity(&state.db)
+        .set_contact(&user.0, &ctx.ip, field(&f, "email"), field(&f, "phone"))
+        .await
+    {
+        Ok(()) => {
+            render_account(
+                &state,
+                &ctx,
+                &user,
+                Some(tr.t("account-contact-saved")),
+                None,
+            )
+            .await
+        }
+        Err(IdentityError::BadField(which)) => {
+            let msg = tr.t(&format!("account-bad-{which}"));
+            let mut res = render_account(&state, &ctx, &user, None, Some(msg)).await?;
+            *res.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            Ok(res)
+        }
+        Err(e) => Err(crate::admin::identity_error(e)),
+    }
+}
+
+async fn render_account(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    notice: Option<String>,
+    error: Option<String>,
 ) -> Result<Response, AppError> {
     let tr = ctx.tr();
     let p = &user.0;
@@ -341,9 +389,14 @@ async fn account(
             agent: x.user_agent.chars().take(60).collect(),
         })
         .collect();
+    let (email, phone) = Identity(&state.db).contact(p.user.id).await?;
     html(&AccountPage {
         c: ctx.chrome(tr.t("account-title")),
         username: p.user.username.clone(),
+        email: email.unwrap_or_default(),
+        phone: phone.unwrap_or_default(),
+        notice,
+        error,
         roles,
         sessions,
     })

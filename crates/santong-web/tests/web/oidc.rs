@@ -69,6 +69,8 @@ oidc_conformance!(
     backchannel_logout_reaches_the_client,
     rotated_keys_stay_published_for_the_grace_period,
     client_administration_is_for_the_security_admin,
+    contact_details_are_released_under_their_scopes,
+    concurrent_redemptions_of_one_code_yield_one_grant,
 );
 
 async fn client(app: &TestApp, spec: ClientSpec, public: bool) -> (String, Option<String>) {
@@ -1078,4 +1080,66 @@ async fn client_administration_is_for_the_security_admin(app: TestApp) {
             "{event} audited"
         );
     }
+}
+
+async fn contact_details_are_released_under_their_scopes(app: TestApp) {
+    let s = teacher(&app).await;
+    let bad = app
+        .post_as(
+            &s,
+            "/account/contact",
+            &[("email", "li@school.cn"), ("phone", "12345")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("11 位"), "{}", bad.body);
+    let ok = app
+        .post_as(
+            &s,
+            "/account/contact",
+            &[("email", "li@school.cn"), ("phone", "138 1234 5678")],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let (verifier, challenge) = pkce();
+    for (scopes, email, phone) in [
+        ("openid email phone", true, true),
+        ("openid email", true, false),
+        ("openid", false, false),
+    ] {
+        let allowed: Vec<&str> = scopes.split(' ').collect();
+        let (id, _) = client(&app, spec("RP", true, &allowed), true).await;
+        let code = code_for(&app, &s, &id, "openid email phone", &challenge).await;
+        let t = exchange(&app, &id, None, &code, &verifier).await.json();
+        let info = bearer(&app, "/oidc/userinfo", t["access_token"].as_str().unwrap())
+            .await
+            .json();
+        assert_eq!(info.get("email").is_some(), email, "{scopes}: {info}");
+        assert_eq!(
+            info.get("phone_number").is_some(),
+            phone,
+            "{scopes}: {info}"
+        );
+        if phone {
+            assert_eq!(info["phone_number"], "+8613812345678");
+        }
+    }
+}
+
+async fn concurrent_redemptions_of_one_code_yield_one_grant(app: TestApp) {
+    let s = teacher(&app).await;
+    let (id, _) = client(&app, spec("RP", true, &["openid"]), true).await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &s, &id, "openid", &challenge).await;
+    let (a, b) = tokio::join!(
+        exchange(&app, &id, None, &code, &verifier),
+        exchange(&app, &id, None, &code, &verifier)
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{} / {}", a.body, b.body);
+    // The loser saw a reuse: what the winner got is revoked too.
+    let winner = if a.status == 200 { a } else { b };
+    let token = winner.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(bearer(&app, "/oidc/userinfo", &token).await.status, 401);
 }

@@ -641,3 +641,66 @@ fn user_import_is_all_or_nothing() {
     );
     assert!(err.contains("created 2 accounts"));
 }
+
+#[test]
+fn oidc_clients_are_registered_and_listed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let run = |args: &[&str]| output(santong().args(args).args(["--data", &data]));
+    let (code, out, err) = run(&[
+        "oidc",
+        "client",
+        "add",
+        "--name",
+        "教务系统",
+        "--redirect-uri",
+        "https://jw.example.cn/cb",
+        "--first-party",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id: "))
+        .expect("the client id is printed")
+        .to_owned();
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("a confidential client's secret is printed once");
+    assert_eq!(secret.len(), 64);
+    let (code, out, err) = run(&[
+        "oidc",
+        "client",
+        "add",
+        "--name",
+        "家校通",
+        "--redirect-uri",
+        "cn.example.jxt:/oauth",
+        "--public",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("client_secret"),
+        "public clients have no secret"
+    );
+    let (code, _, err) = run(&[
+        "oidc",
+        "client",
+        "add",
+        "--name",
+        "x",
+        "--redirect-uri",
+        "https://*.example.cn/cb",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("redirect_uris"), "{err}");
+    let (code, list, _) = run(&["oidc", "client", "list"]);
+    assert_eq!(code, 0);
+    assert!(list.contains(&id) && list.contains("confidential") && list.contains("public"));
+    assert!(!list.contains(secret), "the secret is never shown again");
+    let (code, out, _) = run(&["oidc", "rotate-key"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("signing with key"));
+    let (code, out, _) = run(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}
