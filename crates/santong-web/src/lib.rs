@@ -41,6 +41,8 @@ pub use error::AppError;
 pub struct WebConfig {
     /// The URL users reach the platform at; `https://` turns on HSTS.
     pub public_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<santong_domain::net::IpNet>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     pub request_timeout: Duration,
@@ -50,6 +52,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         Self {
             public_url: None,
+            trusted_proxies: Vec::new(),
             body_limit: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
         }

@@ -49,7 +49,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .extensions
             .get::<Ctx>()
             .cloned()
-            .unwrap_or_else(|| ctx_of(parts)))
+            .unwrap_or_else(|| ctx_of(parts, &crate::WebConfig::default())))
     }
 }
 
@@ -86,7 +86,7 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn ctx_of(parts: &Parts) -> Ctx {
+fn ctx_of(parts: &Parts, config: &crate::WebConfig) -> Ctx {
     let from_query = parts
         .uri
         .query()
@@ -118,7 +118,14 @@ fn ctx_of(parts: &Parts) -> Ctx {
     let ip = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| {
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            santong_domain::net::client_ip(c.0.ip(), forwarded, &config.trusted_proxies)
+                .to_string()
+        })
         .unwrap_or_else(|| "unknown".into());
     Ctx {
         lang,
@@ -141,7 +148,7 @@ pub fn make_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 
 pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let mut ctx = ctx_of(&parts);
+    let mut ctx = ctx_of(&parts, &state.config);
     let is_api = parts.uri.path().starts_with("/api/");
     let is_static = parts.uri.path().starts_with("/static/");
     let is_probe = matches!(parts.uri.path(), "/healthz" | "/readyz");

@@ -38,6 +38,10 @@ pub struct ConfigArgs {
     /// Largest accepted request body, e.g. 2MiB, 512KiB, 1000000.
     #[arg(long, env = "SANTONG_BODY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
     pub body_limit: Option<u64>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, comma separated: addresses or
+    /// blocks such as `10.0.0.0/8`. Without this, the client address is the TCP peer.
+    #[arg(long, env = "SANTONG_TRUSTED_PROXIES", value_name = "LIST")]
+    pub trusted_proxies: Option<String>,
     /// Seconds before a request is answered with a timeout.
     #[arg(long, env = "SANTONG_REQUEST_TIMEOUT", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: Option<u64>,
@@ -61,6 +65,7 @@ pub struct FileSettings {
     pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub body_limit: Option<toml::Value>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub request_timeout: Option<u64>,
     pub max_connections: Option<u32>,
     pub log_format: Option<LogFormat>,
@@ -94,6 +99,7 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub body_limit: u64,
+    pub trusted_proxies: Vec<santong_domain::net::IpNet>,
     pub request_timeout: Duration,
     pub max_connections: u32,
     pub log_format: LogFormat,
@@ -279,6 +285,32 @@ impl Settings {
                 message: format!("'{u}' is not a URL: expected https://host or http://host"),
             });
         }
+        let proxies: Vec<String> = pick!(
+            "trusted_proxies",
+            "trusted_proxies",
+            args.trusted_proxies
+                .as_deref()
+                .map(|l| l.split(',').map(|x| x.trim().to_owned()).collect()),
+            file.trusted_proxies.clone(),
+            Vec::new()
+        );
+        let mut trusted_proxies = Vec::new();
+        for p in proxies.iter().filter(|p| !p.is_empty()) {
+            match santong_domain::net::IpNet::parse(p) {
+                Some(n) => trusted_proxies.push(n),
+                None => {
+                    return Err(ConfigError::Invalid {
+                        key: "trusted_proxies",
+                        path: if args.trusted_proxies.is_some() {
+                            PathBuf::from("flags/environment")
+                        } else {
+                            path.clone()
+                        },
+                        message: format!("'{p}' is not an address or block like 10.0.0.0/8"),
+                    });
+                }
+            }
+        }
         let known_scheme = |u: &str| {
             ["postgres://", "postgresql://", "sqlite:"]
                 .iter()
@@ -314,6 +346,7 @@ impl Settings {
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             ),
             public_url,
+            trusted_proxies,
             body_limit: pick!(
                 "body_limit",
                 "body_limit",
@@ -374,6 +407,10 @@ impl Settings {
                     .unwrap_or_else(|| "\"\"".into()),
             ),
             ("body_limit", self.body_limit.to_string()),
+            (
+                "trusted_proxies",
+                format!("{:?}", self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+            ),
             (
                 "request_timeout",
                 self.request_timeout.as_secs().to_string(),

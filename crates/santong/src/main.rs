@@ -493,6 +493,7 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
         .context("creating the first administrator")?;
     let config = santong_web::WebConfig {
         public_url: settings.public_url.clone(),
+        trusted_proxies: settings.trusted_proxies.clone(),
         body_limit: usize::try_from(settings.body_limit).unwrap_or(usize::MAX),
         request_timeout: settings.request_timeout,
     };

@@ -141,3 +141,46 @@ async fn wrong_method_is_405_translated() {
     assert!(res.body.contains("该地址不支持此操作"));
     assert!(res.header("allow").unwrap_or("").contains("GET"));
 }
+
+/// Behind a trusted proxy the client is the address the proxy saw; anyone else's
+/// `X-Forwarded-For` is ignored. What the audit log records shows which one was used.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    use axum::extract::ConnectInfo;
+    let cfg = WebConfig {
+        trusted_proxies: vec![santong_domain::net::IpNet::parse("10.0.0.0/8").unwrap()],
+        ..WebConfig::default()
+    };
+    let app = TestApp::with_config(BackendKind::Sqlite, cfg)
+        .await
+        .unwrap();
+    for (peer, expected) in [("10.0.0.2:4000", "198.51.100.7"), ("203.0.113.9:4000", "203.0.113.9")] {
+        let form = app.get("/login").await;
+        let csrf = santong_testkit::csrf_in(&form.body).unwrap();
+        let cookie = form
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body = santong_testkit::form_body(&[
+            ("username", "nobody"),
+            ("password", "wrong"),
+            ("_csrf", &csrf),
+        ]);
+        let mut req = Request::post("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie)
+            .header("x-forwarded-for", "1.2.3.4, 198.51.100.7")
+            .body(Body::from(body))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()));
+        assert_eq!(app.request(req).await.status, 401);
+        let last = santong_storage::audit::search(&app.t.db, &Default::default(), 1, 0)
+            .await
+            .unwrap();
+        assert_eq!(last.items[0].ip, expected, "peer {peer}");
+    }
+}
