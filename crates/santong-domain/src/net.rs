@@ -29,11 +29,15 @@ impl IpNet {
         let ip = canonical(ip);
         match (canonical(self.addr), ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -95,7 +99,11 @@ mod tests {
         assert!(n.contains(ip("::ffff:10.1.2.3")));
         assert!(!n.contains(ip("11.0.0.1")));
         assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
-        assert!(IpNet::parse("2001:db8::/32").unwrap().contains(ip("2001:db8:1::1")));
+        assert!(
+            IpNet::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("2001:db8:1::1"))
+        );
         assert!(IpNet::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
         assert_eq!(IpNet::parse("10.0.0.0/33"), None);
         assert_eq!(IpNet::parse("proxy"), None);

@@ -846,6 +846,11 @@ impl Identity<'_> {
     /// Sets `pw` as a password to change at next sign-in, signs the account out everywhere and
     /// clears its locks, audited, in one transaction.
     async fn apply_reset(&self, actor: Actor<'_>, target: &UserRow, pw: &str) -> IdResult<()> {
+        // A client's service account has no password by design: giving it one would let a person
+        // sign in with the client's roles.
+        if target.is_service_account() {
+            return Err(IdentityError::Forbidden);
+        }
         let hash = hash_password(pw).await;
         let mut tx = self.0.begin().await?;
         set_password(&mut tx, target.id, &hash, true).await?;

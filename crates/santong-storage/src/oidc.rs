@@ -263,15 +263,21 @@ impl Oidc<'_> {
         id: &str,
         secret: Option<&str>,
     ) -> crate::Result<Option<ClientRow>> {
-        let Some(c) = self.client(id).await?.filter(|c| c.disabled_at.is_none()) else {
-            return Ok(None);
-        };
-        let ok = match (&c.secret_hash, secret) {
-            (None, None) => true,
+        let found = self.client(id).await?.filter(|c| c.disabled_at.is_none());
+        let ok = match (
+            found.as_ref().and_then(|c| c.secret_hash.as_deref()),
+            secret,
+        ) {
+            (None, None) => found.is_some(),
             (Some(stored), Some(given)) => same(stored, &password::token_hash(given)),
             _ => false,
         };
-        Ok(ok.then_some(c))
+        if !ok {
+            let mut tx = self.0.begin().await?;
+            audit::append(&mut tx, &system_entry("oidc.client_auth", id, "failure")).await?;
+            tx.commit().await?;
+        }
+        Ok(found.filter(|_| ok))
     }
 
     fn check_spec(spec: &ClientSpec) -> Result<(), IdentityError> {
@@ -431,7 +437,15 @@ impl Oidc<'_> {
             return Err(IdentityError::NotFound);
         }
         let mut e = actor.entry("client.update", id, "success", &Node::Nation);
-        e.detail = Self::scopes_text(spec);
+        e.detail = format!(
+            "name={}; first_party={}; scopes={}; redirect={}; post_logout={}; backchannel={}",
+            spec.name.trim(),
+            spec.first_party,
+            Self::scopes_text(spec),
+            join_lines(&spec.redirect_uris).replace('\n', " "),
+            join_lines(&spec.post_logout_uris).replace('\n', " "),
+            spec.backchannel_logout_uri.as_deref().unwrap_or("-"),
+        );
         audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         Ok(())
@@ -533,11 +547,16 @@ impl Oidc<'_> {
         {
             return Ok(key);
         }
-        self.rotate_key(Actor::System).await
+        self.rotate(Actor::System).await
     }
 
     /// Makes a new signing key and retires the others (they stay published for [`KEY_GRACE`]).
-    pub async fn rotate_key(&self, actor: Actor<'_>) -> crate::Result<JwsKey> {
+    pub async fn rotate_key(&self, actor: Actor<'_>) -> Result<JwsKey, IdentityError> {
+        Self::may_manage(&actor)?;
+        Ok(self.rotate(actor).await?)
+    }
+
+    async fn rotate(&self, actor: Actor<'_>) -> crate::Result<JwsKey> {
         let key = JwsKey::generate();
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
@@ -775,6 +794,11 @@ impl Oidc<'_> {
             tx.commit().await?;
             return Err(OAuthError::InvalidGrant.into());
         }
+        // Signed out between the code and its redemption: no grant outlives the session unseen.
+        if !session_alive(&mut tx, c.session_id, now).await? {
+            tx.commit().await?;
+            return Err(OAuthError::InvalidGrant.into());
+        }
         let scopes: Vec<String> = c.scope.split_whitespace().map(str::to_owned).collect();
         let Some(subject) = self.subject(c.user_id).await? else {
             tx.commit().await?;
@@ -792,6 +816,11 @@ impl Oidc<'_> {
             refresh: true,
         };
         let (access, refresh) = insert_grant(&mut tx, &grant).await?;
+        let mut e = system_entry("oidc.token", &subject.principal.user.username, "success");
+        e.actor = client.id.clone();
+        e.scope = subject.principal.user.home().code();
+        e.detail = format!("authorization_code: {}", scopes.join(" "));
+        audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         Ok(Issued {
             access_token: access,
@@ -864,7 +893,14 @@ impl Oidc<'_> {
             tx.commit().await?;
             return Err(OAuthError::InvalidGrant.into());
         }
-        let granted: Vec<String> = r.scope.split_whitespace().map(str::to_owned).collect();
+        // A scope taken from the client since the grant is gone from it too.
+        let allowed = client.allowed_scopes();
+        let granted: Vec<String> = r
+            .scope
+            .split_whitespace()
+            .filter(|s| allowed.iter().any(|a| a == s))
+            .map(str::to_owned)
+            .collect();
         let scopes = match narrower {
             None => granted.clone(),
             Some(s) => {
@@ -892,8 +928,24 @@ impl Oidc<'_> {
         };
         let access = issued_token("sta_");
         let refresh = issued_token("str_");
-        insert_token(&mut tx, &access, r.grant_id, "access", now + ACCESS_TTL).await?;
-        insert_token(&mut tx, &refresh, r.grant_id, "refresh", r.expires_at).await?;
+        insert_token(
+            &mut tx,
+            &access,
+            r.grant_id,
+            "access",
+            &scopes,
+            now + ACCESS_TTL,
+        )
+        .await?;
+        insert_token(
+            &mut tx,
+            &refresh,
+            r.grant_id,
+            "refresh",
+            &granted,
+            r.expires_at,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Issued {
             access_token: access,
@@ -951,6 +1003,10 @@ impl Oidc<'_> {
             refresh: false,
         };
         let (access, _) = insert_grant(&mut tx, &grant).await?;
+        let mut e = system_entry("oidc.token", &subject.principal.user.username, "success");
+        e.actor = client.id.clone();
+        e.detail = format!("client_credentials: {}", scopes.join(" "));
+        audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         Ok(Issued {
             access_token: access,
@@ -970,13 +1026,14 @@ impl Oidc<'_> {
         struct A {
             user_id: Uuid,
             scope: String,
+            client_scopes: String,
             expires_at: DateTime<Utc>,
             revoked_at: Option<DateTime<Utc>>,
             client_disabled: Option<DateTime<Utc>>,
         }
         let row: Option<A> = db_query!(self.0, read, |sql, ex| {
             sqlx::query_as::<_, A>(sql(
-                "SELECT g.user_id, g.scope, t.expires_at, g.revoked_at, \
+                "SELECT g.user_id, t.scope, c.scopes AS client_scopes, t.expires_at, g.revoked_at, \
                 c.disabled_at AS client_disabled FROM oidc_token t \
                 JOIN oidc_grant g ON g.id = t.grant_id JOIN oidc_client c ON c.id = g.client_id \
                 WHERE t.token_hash = $1 AND t.kind = 'access'",
@@ -994,7 +1051,13 @@ impl Oidc<'_> {
         let Some(mut subject) = self.subject(a.user_id).await? else {
             return Ok(None);
         };
-        let scopes: Vec<String> = a.scope.split_whitespace().map(str::to_owned).collect();
+        let allowed: Vec<&str> = a.client_scopes.split_whitespace().collect();
+        let scopes: Vec<String> = a
+            .scope
+            .split_whitespace()
+            .filter(|s| allowed.contains(s))
+            .map(str::to_owned)
+            .collect();
         subject.principal.token_scopes =
             Some(scopes.iter().filter_map(|s| Permission::parse(s)).collect());
         Ok(Some((subject, scopes)))
@@ -1016,10 +1079,15 @@ impl Oidc<'_> {
     pub async fn apps_of(&self, user_id: Uuid) -> crate::Result<Vec<AppAccess>> {
         Ok(db_query!(self.0, read, |sql, ex| {
             sqlx::query_as::<_, AppAccess>(sql(
-                "SELECT c.id AS client_id, c.name, k.scope, k.granted_at FROM oidc_consent k \
-                JOIN oidc_client c ON c.id = k.client_id WHERE k.user_id = $1 ORDER BY c.name",
+                "SELECT c.id AS client_id, c.name, k.scope, k.granted_at FROM oidc_client c \
+                LEFT JOIN oidc_consent k ON k.client_id = c.id AND k.user_id = $1 \
+                WHERE k.user_id IS NOT NULL OR EXISTS (SELECT 1 FROM oidc_grant g \
+                    WHERE g.client_id = c.id AND g.user_id = $1 AND g.revoked_at IS NULL \
+                    AND g.expires_at > $2) \
+                ORDER BY c.name",
             ))
             .bind(user_id)
+            .bind(Utc::now())
             .fetch_all(ex)
             .await?
         }))
@@ -1044,7 +1112,7 @@ impl Oidc<'_> {
             .await?
             .rows_affected()
         });
-        db_query!(&mut tx, tx, |sql, ex| {
+        let grants = db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "UPDATE oidc_grant SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 \
                 AND revoked_at IS NULL",
@@ -1056,6 +1124,7 @@ impl Oidc<'_> {
             .await?
             .rows_affected()
         });
+        let n = n + grants;
         if n > 0 {
             audit::append(
                 &mut tx,
@@ -1078,8 +1147,9 @@ impl Oidc<'_> {
 pub struct AppAccess {
     pub client_id: String,
     pub name: String,
-    pub scope: String,
-    pub granted_at: DateTime<Utc>,
+    /// What the user consented to; `None` for a first-party application (no consent asked).
+    pub scope: Option<String>,
+    pub granted_at: Option<DateTime<Utc>>,
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -1150,10 +1220,10 @@ async fn insert_grant(tx: &mut Tx, g: &NewGrant<'_>) -> crate::Result<(String, O
             .rows_affected()
     });
     let access = issued_token("sta_");
-    insert_token(tx, &access, id, "access", now + ACCESS_TTL).await?;
+    insert_token(tx, &access, id, "access", g.scopes, now + ACCESS_TTL).await?;
     let refresh = if g.refresh {
         let r = issued_token("str_");
-        insert_token(tx, &r, id, "refresh", expires).await?;
+        insert_token(tx, &r, id, "refresh", g.scopes, expires).await?;
         Some(r)
     } else {
         None
@@ -1166,16 +1236,18 @@ async fn insert_token(
     token: &str,
     grant: Uuid,
     kind: &str,
+    scopes: &[String],
     expires: DateTime<Utc>,
 ) -> crate::Result<()> {
     db_query!(tx, tx, |sql, ex| {
         sqlx::query(sql(
-            "INSERT INTO oidc_token (token_hash, grant_id, kind, created_at, expires_at) \
-            VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO oidc_token (token_hash, grant_id, kind, scope, created_at, expires_at) \
+            VALUES ($1, $2, $3, $4, $5, $6)",
         ))
         .bind(password::token_hash(token))
         .bind(grant)
         .bind(kind)
+        .bind(scopes.join(" "))
         .bind(Utc::now())
         .bind(expires)
         .execute(ex)

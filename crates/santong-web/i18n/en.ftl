@@ -97,6 +97,7 @@ nav-sign-in = Sign in
 nav-sign-out = Sign out
 nav-users = Users
 nav-clients = Applications
+nav-continue = Continue
 nav-audit = Audit log
 error-unauthorized = Please sign in first.
 error-forbidden = You are not allowed to do this.

@@ -68,7 +68,8 @@ async fn login_form(
         .filter(|n| is_local_path(n))
         .cloned()
         .unwrap_or_else(|| "/".into());
-    if ctx.user.is_some() {
+    // `reauth`: an application asked for a fresh sign-in (`prompt=login`, `max_age`).
+    if ctx.user.is_some() && !q.contains_key("reauth") {
         return Ok(Redirect::to(&next).into_response());
     }
     render_login(&state, &ctx, next, String::new(), None)
@@ -90,14 +91,8 @@ fn render_login(
         username,
         error,
     };
-    let to_client = page.next.starts_with("/oidc/");
-    let mut res = html(&page)?;
-    if to_client {
-        res.headers_mut().insert(
-            axum::http::header::CONTENT_SECURITY_POLICY,
-            crate::oidc::CSP_TO_CLIENT,
-        );
-    }
+    let next = page.next.clone();
+    let mut res = to_client_csp(html(&page)?, &next);
     auth::set_cookie(
         &mut res,
         &state.config,
@@ -154,8 +149,13 @@ async fn login(
                 "/login/mfa".to_owned()
             } else if mfa_pending {
                 format!("/login/mfa?next={}", crate::views::percent_encode(&next))
-            } else if must_change {
+            } else if must_change && next == "/" {
                 "/account/password".to_owned()
+            } else if must_change {
+                format!(
+                    "/account/password?next={}",
+                    crate::views::percent_encode(&next)
+                )
             } else {
                 next
             };
@@ -232,16 +232,49 @@ struct PasswordPage {
     forced: bool,
     errors: Vec<String>,
     done: bool,
+    next: String,
 }
 
-async fn password_form(ctx: Ctx, user: User) -> Result<Response, AppError> {
-    let forced = user.0.user.must_change_password;
-    html(&PasswordPage {
+/// `next` when it is a local path; `/` otherwise.
+fn local_next(v: Option<&str>) -> String {
+    v.filter(|n| is_local_path(n)).unwrap_or("/").to_owned()
+}
+
+/// A page in the middle of a single sign-on flow: its form may lead on to the client.
+fn to_client_csp(mut res: Response, next: &str) -> Response {
+    if next.starts_with("/oidc/") {
+        res.headers_mut().insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            crate::oidc::CSP_TO_CLIENT,
+        );
+    }
+    res
+}
+
+fn password_page(
+    ctx: &Ctx,
+    forced: bool,
+    errors: Vec<String>,
+    done: bool,
+    next: String,
+) -> Result<Response, AppError> {
+    let res = html(&PasswordPage {
         c: ctx.chrome(ctx.tr().t("password-title")),
         forced,
-        errors: vec![],
-        done: false,
-    })
+        errors,
+        done,
+        next: next.clone(),
+    })?;
+    Ok(to_client_csp(res, &next))
+}
+
+async fn password_form(
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    let next = local_next(q.get("next").map(String::as_str));
+    password_page(&ctx, user.0.user.must_change_password, vec![], false, next)
 }
 
 async fn change_password(
@@ -252,6 +285,7 @@ async fn change_password(
 ) -> Result<Response, AppError> {
     user.check_form(&f)?;
     let tr = ctx.tr();
+    let next = local_next(Some(field(&f, "next")));
     let mut errors = vec![];
     if field(&f, "new") != field(&f, "confirm") {
         errors.push(tr.t("password-mismatch"));
@@ -260,15 +294,9 @@ async fn change_password(
             .change_password(&user.0, &ctx.ip, field(&f, "old"), field(&f, "new"))
             .await
         {
-            Ok(()) => {
-                let page = PasswordPage {
-                    c: ctx.chrome(tr.t("password-title")),
-                    forced: false,
-                    errors: vec![],
-                    done: true,
-                };
-                return html(&page);
-            }
+            // In the middle of a sign-in to another application: carry on there.
+            Ok(()) if next.starts_with("/oidc/") => return Ok(Redirect::to(&next).into_response()),
+            Ok(()) => return password_page(&ctx, false, vec![], true, next),
             Err(IdentityError::WrongPassword) => errors.push(tr.t("password-wrong-current")),
             Err(IdentityError::TooManyAttempts(secs)) => {
                 errors.push(tr.f("login-locked", &[("seconds", n(secs as f64))]))
@@ -279,13 +307,7 @@ async fn change_password(
             Err(e) => return Err(crate::admin::identity_error(e)),
         }
     }
-    let page = PasswordPage {
-        c: ctx.chrome(tr.t("password-title")),
-        forced: user.0.user.must_change_password,
-        errors,
-        done: false,
-    };
-    html(&page).map(|mut r| {
+    password_page(&ctx, user.0.user.must_change_password, errors, false, next).map(|mut r| {
         *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
         r
     })
@@ -429,19 +451,12 @@ struct MfaPrompt {
 
 /// The second step of a sign-in; `next` carries on where the first step was going.
 fn mfa_prompt_page(ctx: &Ctx, next: String, error: Option<String>) -> Result<Response, AppError> {
-    let to_client = next.starts_with("/oidc/");
-    let mut res = html(&MfaPrompt {
+    let res = html(&MfaPrompt {
         c: ctx.chrome(ctx.tr().t("mfa-prompt-title")),
-        next,
+        next: next.clone(),
         error,
     })?;
-    if to_client {
-        res.headers_mut().insert(
-            axum::http::header::CONTENT_SECURITY_POLICY,
-            crate::oidc::CSP_TO_CLIENT,
-        );
-    }
-    Ok(res)
+    Ok(to_client_csp(res, &next))
 }
 
 async fn mfa_prompt(
@@ -474,12 +489,17 @@ async fn mfa_submit(
         .to_owned();
     let (status, error) = match outcome {
         Login::Ok { must_change, .. } => {
-            let to = if must_change {
-                "/account/password"
+            let to = if must_change && next != "/" {
+                format!(
+                    "/account/password?next={}",
+                    crate::views::percent_encode(&next)
+                )
+            } else if must_change {
+                "/account/password".to_owned()
             } else {
-                &next
+                next
             };
-            return Ok(Redirect::to(to).into_response());
+            return Ok(Redirect::to(&to).into_response());
         }
         Login::Invalid => (axum::http::StatusCode::UNAUTHORIZED, tr.t("mfa-invalid")),
         Login::Locked { retry_after } => (
@@ -700,8 +720,10 @@ async fn apps_page(
             (
                 a.client_id,
                 a.name,
-                a.scope,
-                a.granted_at.format("%Y-%m-%d").to_string(),
+                a.scope.unwrap_or_default(),
+                a.granted_at
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default(),
             )
         })
         .collect();

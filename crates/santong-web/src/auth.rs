@@ -75,8 +75,23 @@ pub fn check_origin(parts: &Parts, config: &WebConfig) -> Result<(), AppError> {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
+    check_origin_of(
+        &parts.headers,
+        parts.uri.authority().map(|a| a.as_str()),
+        config,
+    )
+}
+
+/// The `Origin` / `Sec-Fetch-Site` check of an unsafe request, for handlers that accept
+/// cross-site requests in one form (an application's request) and must refuse them in another
+/// (the user's own answer).
+pub fn check_origin_of(
+    headers: &axum::http::HeaderMap,
+    authority: Option<&str>,
+    config: &WebConfig,
+) -> Result<(), AppError> {
     let forbidden = || AppError::new(StatusCode::FORBIDDEN, "cross_site_request", "error-csrf");
-    let header = |n: header::HeaderName| parts.headers.get(n).and_then(|v| v.to_str().ok());
+    let header = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     if header(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
         return Err(forbidden());
     }
@@ -93,12 +108,21 @@ pub fn check_origin(parts: &Parts, config: &WebConfig) -> Result<(), AppError> {
             origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
         }
         None => {
-            let host = header(header::HOST).or_else(|| parts.uri.authority().map(|a| a.as_str()));
+            let host = header(header::HOST).or(authority);
             let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
             host.is_some_and(|h| origin_host.eq_ignore_ascii_case(h))
         }
     };
     if ours { Ok(()) } else { Err(forbidden()) }
+}
+
+/// The token of an `Authorization: Bearer …` header; the scheme is case-insensitive (RFC 9110).
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Compares two secrets in time independent of where they differ.

@@ -331,6 +331,7 @@ async fn rotate_key(
     Form(f): Pairs,
 ) -> Result<Response, AppError> {
     check(&user, &f)?;
-    Oidc(&state.db).rotate_key(actor(&user, &ctx)).await?;
+    let outcome = Oidc(&state.db).rotate_key(actor(&user, &ctx)).await;
+    refused(&state, &ctx, &user, "key.rotate", outcome).await?;
     Ok(Redirect::to("/admin/clients").into_response())
 }

@@ -28,9 +28,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/oidc/jwks", get(jwks))
-        .route("/oidc/authorize", get(authorize).post(consent_decision))
-        .route("/oidc/token", axum::routing::post(token))
-        .route("/oidc/userinfo", get(userinfo).post(userinfo))
+        .route("/oidc/authorize", get(authorize).post(authorize_post))
+        .route("/oidc/token", axum::routing::post(token).options(preflight))
+        .route(
+            "/oidc/userinfo",
+            get(userinfo).post(userinfo).options(preflight),
+        )
         .route("/oidc/logout", get(logout_page).post(logout))
 }
 
@@ -78,13 +81,14 @@ fn public_json(body: Value) -> Response {
 
 async fn discovery(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let iss = issuer(&state, &headers);
+    let from_host = state.config.public_url.is_none();
     let mut scopes: Vec<&str> = rules::SCOPES.to_vec();
     scopes.extend(
         santong_domain::identity::Permission::ALL
             .iter()
             .map(|p| p.as_str()),
     );
-    public_json(json!({
+    let mut res = public_json(json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/oidc/authorize"),
         "token_endpoint": format!("{iss}/oidc/token"),
@@ -109,7 +113,13 @@ async fn discovery(State(state): State<AppState>, headers: HeaderMap) -> Respons
         "frontchannel_logout_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
-    }))
+    }));
+    if from_host {
+        // Without `public_url` the document depends on the Host header: no cache may keep it.
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
 }
 
 async fn jwks(State(state): State<AppState>) -> Result<Response, AppError> {
@@ -136,6 +146,7 @@ struct Checked {
     nonce: Option<String>,
     challenge: Option<String>,
     prompt: Vec<String>,
+    max_age: Option<i64>,
 }
 
 /// Where a failed request goes: our own page while the client or redirect URI is unproven,
@@ -208,17 +219,32 @@ async fn check_request(state: &AppState, iss: &str, q: &Params) -> Result<Checke
         // `plain` (or no method, which means plain) gives no protection: refuse it.
         _ => return Err(fail("invalid_request")),
     };
+    let prompt: Vec<String> = p(q, "prompt")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // `none` means no interaction at all: it cannot be combined with anything that asks for one.
+    if prompt.iter().any(|x| x == "none") && prompt.len() > 1 {
+        return Err(fail("invalid_request"));
+    }
+    let max_age = match p(q, "max_age") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .ok()
+                .filter(|m| *m >= 0)
+                .ok_or_else(|| fail("invalid_request"))?,
+        ),
+    };
     Ok(Checked {
         redirect_uri: redirect_uri.clone(),
         scopes,
         state: st.map(str::to_owned),
         nonce: p(q, "nonce").map(str::to_owned),
         challenge,
-        prompt: p(q, "prompt")
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
+        prompt,
+        max_age,
         client,
     })
 }
@@ -250,8 +276,32 @@ async fn authorize(
     headers: HeaderMap,
     Query(q): Query<Params>,
 ) -> Result<Response, Refusal> {
-    let iss = issuer(&state, &headers);
-    let req = check_request(&state, &iss, &q).await?;
+    authorize_with(&state, &ctx, &headers, &q).await
+}
+
+/// The authorization endpoint by POST (OpenID Connect Core §3.1.2.1): an application's request
+/// as form fields, or the user's answer on the consent page (which carries `decision`).
+async fn authorize_post(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response, Refusal> {
+    if f.contains_key("decision") {
+        return consent_decision(&state, &ctx, &headers, &f).await;
+    }
+    authorize_with(&state, &ctx, &headers, &f).await
+}
+
+async fn authorize_with(
+    state: &AppState,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    q: &Params,
+) -> Result<Response, Refusal> {
+    let state = state.clone();
+    let iss = issuer(&state, headers);
+    let req = check_request(&state, &iss, q).await?;
     let fail = |code: &str| error_redirect(&iss, &req.redirect_uri, req.state.as_deref(), code);
     let signed_in = ctx
         .user
@@ -264,6 +314,42 @@ async fn authorize(
         let next = crate::views::percent_encode(&ctx.path_and_query);
         return Ok(Redirect::to(&format!("/login?next={next}")).into_response());
     };
+    // `prompt=login`, or a sign-in older than `max_age`: the user signs in again first.
+    let auth_time = santong_storage::identity::Identity(&state.db)
+        .session_started(user.session_id.unwrap_or_default())
+        .await
+        .map_err(|e| Refusal::Page(e.into()))?
+        .unwrap_or_else(Utc::now);
+    let stale = req
+        .max_age
+        .is_some_and(|m| m == 0 || (Utc::now() - auth_time).num_seconds() > m);
+    if req.prompt.iter().any(|x| x == "login") || stale {
+        if req.prompt.iter().any(|x| x == "none") {
+            return Err(fail("login_required"));
+        }
+        // Back here afterwards without `prompt=login` and `max_age` (the sign-in just made
+        // satisfies both), or the loop would never end.
+        let mut again: Vec<(&str, String)> = CARRIED
+            .iter()
+            .filter_map(|k| q.get(*k).map(|v| (*k, v.clone())))
+            .collect();
+        let rest: Vec<&str> = req
+            .prompt
+            .iter()
+            .map(String::as_str)
+            .filter(|x| *x != "login")
+            .collect();
+        if !rest.is_empty() {
+            again.push(("prompt", rest.join(" ")));
+        }
+        let pairs: Vec<(&str, &str)> = again.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let next = rules::with_query("/oidc/authorize", &pairs);
+        let to = format!(
+            "/login?reauth=1&next={}",
+            crate::views::percent_encode(&next)
+        );
+        return Ok(Redirect::to(&to).into_response());
+    }
     let needs_consent = !req.client.first_party
         && (req.prompt.iter().any(|x| x == "consent")
             || !Oidc(&state.db)
@@ -343,16 +429,23 @@ async fn issue_code(
 }
 
 async fn consent_decision(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    user: User,
-    headers: HeaderMap,
-    Form(f): Form<Params>,
+    state: &AppState,
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    f: &Params,
 ) -> Result<Response, Refusal> {
-    user.check_form(&f).map_err(Refusal::Page)?;
-    let iss = issuer(&state, &headers);
-    let req = check_request(&state, &iss, &f).await?;
-    if p(&f, "decision") != Some("allow") {
+    let user = ctx.user.clone().map(User).ok_or_else(|| {
+        Refusal::Page(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "error-unauthorized",
+        ))
+    })?;
+    auth::check_origin_of(headers, None, &state.config).map_err(Refusal::Page)?;
+    user.check_form(f).map_err(Refusal::Page)?;
+    let iss = issuer(state, headers);
+    let req = check_request(state, &iss, f).await?;
+    if p(f, "decision") != Some("allow") {
         return Err(error_redirect(
             &iss,
             &req.redirect_uri,
@@ -364,7 +457,7 @@ async fn consent_decision(
         .record_consent(&user.0, &ctx.ip, &req.client.id, &req.scopes)
         .await
         .map_err(|e| Refusal::Page(e.into()))?;
-    issue_code(&state, &iss, &user.0, &req).await
+    issue_code(state, &iss, &user.0, &req).await
 }
 
 // ----- token endpoint ---------------------------------------------------------------------------
@@ -429,12 +522,64 @@ fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Lets browser applications (public clients) read the token and userinfo answers: they carry
+/// no cookies, so any origin may call them.
+fn cors(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    res
+}
+
+async fn preflight() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    cors(res)
+}
+
+/// Anything but a protocol answer (a database failure) as the spec's `server_error`.
+fn server_error(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "token endpoint failed");
+    json_no_store(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({ "error": "server_error" }),
+    )
+}
+
 async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(f): Form<Params>,
-) -> Result<Response, AppError> {
-    let (creds, basic) = client_credentials_of(&headers, &f);
+    form: Result<Form<Params>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return cors(oauth_error(OAuthError::InvalidRequest, false));
+    };
+    cors(match token_with(&state, &headers, &f).await {
+        Ok(r) => r,
+        Err(e) => server_error(&e),
+    })
+}
+
+async fn token_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: &Params,
+) -> Result<Response, santong_storage::StorageError> {
+    let (state, headers, f) = (state.clone(), headers, f);
+    let (creds, basic) = client_credentials_of(headers, f);
     let Some((id, secret)) = creds else {
         return Ok(oauth_error(OAuthError::InvalidClient, basic));
     };
@@ -442,30 +587,30 @@ async fn token(
     let Some(client) = oidc.authenticate_client(&id, secret.as_deref()).await? else {
         return Ok(oauth_error(OAuthError::InvalidClient, basic));
     };
-    let iss = issuer(&state, &headers);
-    let outcome = match p(&f, "grant_type") {
-        Some("authorization_code") => match (p(&f, "code"), p(&f, "redirect_uri")) {
+    let iss = issuer(&state, headers);
+    let outcome = match p(f, "grant_type") {
+        Some("authorization_code") => match (p(f, "code"), p(f, "redirect_uri")) {
             (Some(code), Some(uri)) => {
-                oidc.redeem_code(&iss, &client, code, uri, p(&f, "code_verifier"))
+                oidc.redeem_code(&iss, &client, code, uri, p(f, "code_verifier"))
                     .await
             }
             _ => Err(OAuthError::InvalidRequest.into()),
         },
-        Some("refresh_token") => match p(&f, "refresh_token") {
-            Some(t) => oidc.refresh(&client, t, p(&f, "scope")).await,
+        Some("refresh_token") => match p(f, "refresh_token") {
+            Some(t) => oidc.refresh(&client, t, p(f, "scope")).await,
             None => Err(OAuthError::InvalidRequest.into()),
         },
         Some("client_credentials") if client.is_public() => {
             Err(OAuthError::UnauthorizedClient.into())
         }
-        Some("client_credentials") => oidc.client_credentials(&iss, &client, p(&f, "scope")).await,
+        Some("client_credentials") => oidc.client_credentials(&iss, &client, p(f, "scope")).await,
         Some(_) => Err(OAuthError::UnsupportedGrantType.into()),
         None => Err(OAuthError::InvalidRequest.into()),
     };
     let issued = match outcome {
         Ok(i) => i,
         Err(TokenFailure::OAuth(e)) => return Ok(oauth_error(e, basic)),
-        Err(TokenFailure::Storage(e)) => return Err(e.into()),
+        Err(TokenFailure::Storage(e)) => return Err(e),
     };
     let mut body = json!({
         "access_token": issued.access_token,
@@ -487,7 +632,7 @@ async fn id_token(
     iss: &str,
     client: &ClientRow,
     issued: &Issued,
-) -> Result<String, AppError> {
+) -> Result<String, santong_storage::StorageError> {
     let now = Utc::now();
     let mut claims = issued.subject.claims(&issued.scopes);
     claims.insert("iss".into(), json!(iss));
@@ -522,12 +667,21 @@ fn bearer_error(code: &'static str) -> Response {
     res
 }
 
-async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    cors(match userinfo_with(&state, &headers).await {
+        Ok(r) => r,
+        Err(e) => server_error(&e),
+    })
+}
+
+async fn userinfo_with(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Response, santong_storage::StorageError> {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(auth::bearer_token)
     else {
         return Ok(bearer_error("invalid_request"));
     };
@@ -569,13 +723,15 @@ async fn logout_target(
 ) -> Result<(Option<ClientRow>, Option<String>), AppError> {
     let bad = |key: &'static str| AppError::new(StatusCode::BAD_REQUEST, "invalid_request", key);
     let oidc = Oidc(&state.db);
+    // A hint may have expired, or be signed by a key no longer published: then it names
+    // nobody. A forged one (bad signature) is refused.
     let hinted = match p(q, "id_token_hint") {
-        Some(hint) => {
-            let claims =
-                rules::verify(hint, &oidc.jwks().await?).map_err(|_| bad("oidc-bad-logout"))?;
-            claims["aud"].as_str().map(str::to_owned)
-        }
         None => None,
+        Some(hint) => match rules::verify(hint, &oidc.jwks().await?) {
+            Ok(claims) => claims["aud"].as_str().map(str::to_owned),
+            Err(rules::JwsError::UnknownKey) => None,
+            Err(_) => return Err(bad("oidc-bad-logout")),
+        },
     };
     let client_id = match (hinted, p(q, "client_id")) {
         (Some(a), Some(b)) if a != b => return Err(bad("oidc-bad-logout")),
@@ -586,6 +742,7 @@ async fn logout_target(
         Some(id) => Some(
             oidc.client(&id)
                 .await?
+                .filter(|c| c.disabled_at.is_none())
                 .ok_or_else(|| bad("oidc-bad-logout"))?,
         ),
         None => None,
@@ -609,7 +766,12 @@ async fn logout_page(
     ctx: Ctx,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
-    let (client, target) = logout_target(&state, &q).await?;
+    logout_request(&state, &ctx, &q).await
+}
+
+/// An application's logout request (by GET or POST): asks the signed-in user to confirm.
+async fn logout_request(state: &AppState, ctx: &Ctx, q: &Params) -> Result<Response, AppError> {
+    let (client, target) = logout_target(state, q).await?;
     if ctx.user.is_none() {
         return Ok(Redirect::to(target.as_deref().unwrap_or("/")).into_response());
     }
@@ -619,7 +781,7 @@ async fn logout_page(
         .filter_map(|k| {
             let v = match k {
                 "client_id" => client.as_ref().map(|c| c.id.clone()),
-                _ => p(&q, k).map(str::to_owned),
+                _ => p(q, k).map(str::to_owned),
             };
             v.map(|v| (k, v))
         })
@@ -637,9 +799,14 @@ async fn logout_page(
 async fn logout(
     State(state): State<AppState>,
     ctx: Ctx,
-    user: User,
+    headers: HeaderMap,
     Form(f): Form<Params>,
 ) -> Result<Response, AppError> {
+    // Without our form's token this is an application's request, not the user's answer.
+    let (Some(user), true) = (ctx.user.clone().map(User), f.contains_key("_csrf")) else {
+        return logout_request(&state, &ctx, &f).await;
+    };
+    auth::check_origin_of(&headers, None, &state.config)?;
     user.check_form(&f)?;
     let (_, target) = logout_target(&state, &f).await?;
     if let Some(id) = user.0.session_id {
@@ -664,7 +831,11 @@ pub fn backchannel_logout(ctx: &JobContext) -> JobFuture<'_> {
     Box::pin(async move {
         let field = |k: &str| ctx.payload[k].as_str().unwrap_or("").to_owned();
         let oidc = Oidc(&ctx.db);
-        let Some(client) = oidc.client(&field("client_id")).await? else {
+        let Some(client) = oidc
+            .client(&field("client_id"))
+            .await?
+            .filter(|c| c.disabled_at.is_none())
+        else {
             return Ok(());
         };
         let Some(uri) = client.backchannel_logout_uri.clone() else {

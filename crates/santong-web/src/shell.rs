@@ -123,8 +123,7 @@ fn ctx_of(parts: &Parts, config: &crate::WebConfig) -> Ctx {
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok());
-            santong_domain::net::client_ip(c.0.ip(), forwarded, &config.trusted_proxies)
-                .to_string()
+            santong_domain::net::client_ip(c.0.ip(), forwarded, &config.trusted_proxies).to_string()
         })
         .unwrap_or_else(|| "unknown".into());
     Ctx {
@@ -169,8 +168,7 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::auth::bearer_token);
     if is_api && let Some(token) = bearer {
         // Personal access tokens start `st_`; access tokens from the OpenID provider `sta_`.
         let found = if token.starts_with("sta_") {
@@ -198,7 +196,12 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     // The token and userinfo endpoints take no cookies (clients authenticate themselves), so a
     // browser app on another origin may call them.
-    let cookieless = matches!(parts.uri.path(), "/oidc/token" | "/oidc/userinfo");
+    // The authorization and logout endpoints take applications' requests by POST too; their
+    // handlers check the origin of the user's own answers (consent, confirmation) themselves.
+    let cookieless = matches!(
+        parts.uri.path(),
+        "/oidc/token" | "/oidc/userinfo" | "/oidc/authorize" | "/oidc/logout"
+    );
     if !cookieless && let Err(e) = crate::auth::check_origin(&parts, &state.config) {
         return render_error(&ctx, &e, is_api);
     }
@@ -208,6 +211,15 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
     {
         if is_api {
             return render_error(&ctx, &AppError::new(StatusCode::FORBIDDEN, code, key), true);
+        }
+        // A page asked for on the way (an application's sign-in request) is where the step
+        // leads on to afterwards.
+        if parts.method == axum::http::Method::GET
+            && ctx.path_and_query != "/"
+            && to != "/account/mfa"
+        {
+            let next = crate::views::percent_encode(&ctx.path_and_query);
+            return axum::response::Redirect::to(&format!("{to}?next={next}")).into_response();
         }
         return axum::response::Redirect::to(to).into_response();
     }

@@ -228,7 +228,7 @@ pub async fn oidc(db: &Db, action: &OidcAction) -> anyhow::Result<()> {
     let oidc = Oidc(db);
     match action {
         OidcAction::RotateKey { .. } => {
-            let key = oidc.rotate_key(Actor::Cli).await?;
+            let key = oidc.rotate_key(Actor::Cli).await.map_err(explain)?;
             println!("signing with key {} from now on", key.kid);
         }
         OidcAction::Client {

@@ -409,7 +409,13 @@ impl Settings {
             ("body_limit", self.body_limit.to_string()),
             (
                 "trusted_proxies",
-                format!("{:?}", self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+                format!(
+                    "{:?}",
+                    self.trusted_proxies
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                ),
             ),
             (
                 "request_timeout",

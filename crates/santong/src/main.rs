@@ -491,6 +491,12 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
         .ensure_initial_admin()
         .await
         .context("creating the first administrator")?;
+    if settings.public_url.is_none() {
+        tracing::info!(
+            "public_url is not set: single sign-on names its issuer after each request's Host \
+             header; set public_url in production"
+        );
+    }
     let config = santong_web::WebConfig {
         public_url: settings.public_url.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),

@@ -72,6 +72,8 @@ CREATE TABLE oidc_token (
     grant_id   UUID NOT NULL REFERENCES oidc_grant (id),
     -- `access` or `refresh`.
     kind       TEXT NOT NULL,
+    -- What this token may do: the grant's scopes, or fewer when a refresh asked for fewer.
+    scope      TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL,
     -- A refresh token is used once; presenting it again revokes its grant.

@@ -588,8 +588,8 @@ async fn setup_mode_and_admin_pages(app: TestApp) {
     };
     assert_eq!(
         app.get_as(&p, "/admin/users").await.header("location"),
-        Some("/login/mfa"),
-        "nothing before the code"
+        Some("/login/mfa?next=%2Fadmin%2Fusers"),
+        "nothing before the code, which then leads on"
     );
     p.csrf = csrf_in(&app.get_as(&p, "/login/mfa").await.body).unwrap();
     let bad = app.post_as(&p, "/login/mfa", &[("code", "123456")]).await;

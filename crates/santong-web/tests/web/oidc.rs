@@ -71,6 +71,9 @@ oidc_conformance!(
     client_administration_is_for_the_security_admin,
     contact_details_are_released_under_their_scopes,
     concurrent_redemptions_of_one_code_yield_one_grant,
+    scopes_shrink_with_refresh_requests_and_client_changes,
+    fresh_sign_in_post_requests_and_cors,
+    service_accounts_cannot_get_a_password,
 );
 
 async fn client(app: &TestApp, spec: ClientSpec, public: bool) -> (String, Option<String>) {
@@ -675,12 +678,18 @@ async fn third_party_clients_ask_for_consent(app: TestApp) {
     assert_eq!(again.status, StatusCode::SEE_OTHER);
     let asked = app.get_as(&s, &format!("{url}&prompt=consent")).await;
     assert_eq!(asked.status, 200);
-    let none = app
+    let both = app
         .get_as(&s, &format!("{url}&prompt=none%20consent"))
         .await;
     assert_eq!(
-        param(&location(&none), "error").as_deref(),
-        Some("consent_required")
+        param(&location(&both), "error").as_deref(),
+        Some("invalid_request")
+    );
+    let none = app.get_as(&s, &format!("{url}&prompt=none")).await;
+    assert_eq!(none.status, StatusCode::SEE_OTHER);
+    assert!(
+        param(&location(&none), "code").is_some(),
+        "consent given: no interaction needed"
     );
     // "My account" lists it and can withdraw it.
     let apps = app.get_as(&s, "/account/apps").await;
@@ -1142,4 +1151,197 @@ async fn concurrent_redemptions_of_one_code_yield_one_grant(app: TestApp) {
     let winner = if a.status == 200 { a } else { b };
     let token = winner.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(bearer(&app, "/oidc/userinfo", &token).await.status, 401);
+}
+
+async fn scopes_shrink_with_refresh_requests_and_client_changes(app: TestApp) {
+    app.user(
+        "official",
+        region("440305"),
+        Some((Role::Official, region("440305"))),
+        None,
+    )
+    .await;
+    let s = app.sign_in("official").await;
+    let (id, _) = client(&app, spec("RP", true, &["openid", "users_view"]), true).await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&app, &s, &id, "openid users_view", &challenge).await;
+    let t = exchange(&app, &id, None, &code, &verifier).await.json();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    // A refresh asking for less gets an access token that can do less.
+    let narrow = token_request(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("scope", "openid"),
+            ("client_id", &id),
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(narrow["scope"], "openid");
+    let narrow_access = narrow["access_token"].as_str().unwrap();
+    assert_eq!(
+        bearer(&app, "/api/v1/users", narrow_access).await.status,
+        403
+    );
+    // Asking for more than was granted is refused.
+    let more = token_request(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", narrow["refresh_token"].as_str().unwrap()),
+            ("scope", "openid users_manage"),
+            ("client_id", &id),
+        ],
+    )
+    .await;
+    assert_eq!(more.json()["error"], "invalid_scope");
+    // A scope taken from the client stops working in tokens already out there.
+    let code = code_for(&app, &s, &id, "openid users_view", &challenge).await;
+    let t = exchange(&app, &id, None, &code, &verifier).await.json();
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(bearer(&app, "/api/v1/users", &access).await.status, 200);
+    Oidc(&app.t.db)
+        .update_client(Actor::Cli, &id, &spec("RP", true, &["openid"]))
+        .await
+        .unwrap();
+    assert_eq!(bearer(&app, "/api/v1/users", &access).await.status, 403);
+    // Case does not matter in the scheme (RFC 9110).
+    let lower = app
+        .get_with(
+            "/oidc/userinfo",
+            &[("authorization", &format!("bearer {access}"))],
+        )
+        .await;
+    assert_eq!(lower.status, 200);
+}
+
+async fn fresh_sign_in_post_requests_and_cors(app: TestApp) {
+    let s = teacher(&app).await;
+    let (id, _) = client(&app, spec("RP", true, &["openid"]), true).await;
+    let (verifier, challenge) = pkce();
+    // prompt=login: sign in again, then back to the request without the prompt.
+    let url = authorize_url(&id, "openid", &challenge, "&prompt=login");
+    let res = app.get_as(&s, &url).await;
+    let to = location(&res);
+    assert!(to.starts_with("/login?reauth=1&next="), "{to}");
+    let form = app.get_as(&s, &to).await;
+    assert_eq!(form.status, 200, "the form shows although signed in");
+    let next = param(&to, "next").unwrap();
+    assert!(!next.contains("prompt"), "{next}");
+    // max_age=0: any earlier sign-in is too old. With prompt=none that is login_required.
+    let res = app
+        .get_as(&s, &authorize_url(&id, "openid", &challenge, "&max_age=0"))
+        .await;
+    assert!(location(&res).starts_with("/login?reauth=1"));
+    let res = app
+        .get_as(
+            &s,
+            &authorize_url(&id, "openid", &challenge, "&max_age=0&prompt=none"),
+        )
+        .await;
+    assert_eq!(
+        param(&location(&res), "error").as_deref(),
+        Some("login_required")
+    );
+    let res = app
+        .get_as(&s, &authorize_url(&id, "openid", &challenge, "&max_age=x"))
+        .await;
+    assert_eq!(
+        param(&location(&res), "error").as_deref(),
+        Some("invalid_request")
+    );
+
+    // The authorization request by POST, even from another site (no token of ours in it).
+    let q = authorize_url(&id, "openid", &challenge, "");
+    let body = q.split_once('?').unwrap().1;
+    let res = app
+        .post_raw(
+            &s,
+            "/oidc/authorize",
+            body,
+            &[
+                ("origin", "http://rp.test"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        )
+        .await;
+    let code = param(&location(&res), "code").expect("a code for a POSTed request");
+    // A consent answer from another site is refused, though.
+    let forged = app
+        .post_raw(
+            &s,
+            "/oidc/authorize",
+            &format!("{body}&decision=allow&_csrf={}", s.csrf),
+            &[
+                ("origin", "http://rp.test"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+
+    // Token endpoint: CORS for browser apps, JSON errors for anything malformed.
+    let res = exchange(&app, &id, None, &code, &verifier).await;
+    assert_eq!(res.header("access-control-allow-origin"), Some("*"));
+    let pre = app
+        .request(Request::options("/oidc/token").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(pre.status, 204);
+    assert!(
+        pre.header("access-control-allow-headers")
+            .unwrap()
+            .contains("Authorization")
+    );
+    let junk = app
+        .request(
+            Request::post("/oidc/token")
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(junk.status, 400);
+    assert_eq!(junk.json()["error"], "invalid_request");
+
+    // An application's logout request by POST gets the confirmation page, not a sign-out.
+    let res = app
+        .post_raw(
+            &s,
+            "/oidc/logout",
+            &format!("client_id={id}"),
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(app.get_as(&s, "/account").await.status, 200);
+
+    // A code redeemed after its session ended gives nothing.
+    let code = code_for(&app, &s, &id, "openid", &challenge).await;
+    app.post_as(&s, "/logout", &[]).await;
+    assert_eq!(
+        exchange(&app, &id, None, &code, &verifier).await.json()["error"],
+        "invalid_grant"
+    );
+}
+
+async fn service_accounts_cannot_get_a_password(app: TestApp) {
+    let mut sp = spec("同步", true, &["users_view"]);
+    sp.redirect_uris.clear();
+    let (row, _) = Oidc(&app.t.db)
+        .add_client(Actor::Cli, &sp, false, true)
+        .await
+        .unwrap();
+    let id = santong_storage::identity::Identity(&app.t.db);
+    let svc = format!("svc-{}", row.id);
+    assert!(matches!(
+        id.reset_password_by_name(&svc, None).await,
+        Err(santong_storage::identity::IdentityError::Forbidden)
+    ));
+    assert!(matches!(
+        id.reset_password(Actor::Cli, row.service_user_id.unwrap())
+            .await,
+        Err(santong_storage::identity::IdentityError::Forbidden)
+    ));
 }

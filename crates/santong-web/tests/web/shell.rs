@@ -154,7 +154,10 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let app = TestApp::with_config(BackendKind::Sqlite, cfg)
         .await
         .unwrap();
-    for (peer, expected) in [("10.0.0.2:4000", "198.51.100.7"), ("203.0.113.9:4000", "203.0.113.9")] {
+    for (peer, expected) in [
+        ("10.0.0.2:4000", "198.51.100.7"),
+        ("203.0.113.9:4000", "203.0.113.9"),
+    ] {
         let form = app.get("/login").await;
         let csrf = santong_testkit::csrf_in(&form.body).unwrap();
         let cookie = form
