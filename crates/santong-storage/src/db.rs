@@ -75,6 +75,10 @@ pub enum Backend {
 pub struct Db {
     pub(crate) backend: Backend,
     url_redacted: String,
+    /// Per-database memory of recent `login.locked` events (see `identity::locked_event_due`).
+    pub(crate) recent_locks: std::sync::Arc<std::sync::Mutex<crate::identity::RecentLocks>>,
+    /// When stale sign-in counters were last purged (Unix seconds).
+    pub(crate) last_throttle_purge: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Db {
@@ -177,6 +181,8 @@ impl Db {
         Ok(Self {
             backend: Backend::Sqlite(SqliteDb { writer, reader }),
             url_redacted: shown,
+            recent_locks: Default::default(),
+            last_throttle_purge: Default::default(),
         })
     }
 
@@ -199,6 +205,8 @@ impl Db {
         Ok(Self {
             backend: Backend::Postgres(pool),
             url_redacted: shown,
+            recent_locks: Default::default(),
+            last_throttle_purge: Default::default(),
         })
     }
 

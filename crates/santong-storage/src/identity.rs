@@ -1103,19 +1103,26 @@ impl Identity<'_> {
         };
 
         if let Some(wait) = self.reserve_attempt(&keys, &tp, now).await? {
-            audit::record(
-                self.0,
-                &AuditEntry {
-                    actor: shown.clone(),
-                    ip: ip.to_owned(),
-                    event: "login.locked",
-                    target: shown.clone(),
-                    result: "denied",
-                    scope: "000000".into(),
-                    ..AuditEntry::default()
-                },
-            )
-            .await?;
+            if let Some(repeats) = locked_event_due(self.0, &shown, ip) {
+                audit::record(
+                    self.0,
+                    &AuditEntry {
+                        actor: shown.clone(),
+                        ip: ip.to_owned(),
+                        event: "login.locked",
+                        target: shown.clone(),
+                        result: "denied",
+                        scope: "000000".into(),
+                        detail: if repeats > 0 {
+                            format!("{repeats} more attempts while locked before this one")
+                        } else {
+                            String::new()
+                        },
+                        ..AuditEntry::default()
+                    },
+                )
+                .await?;
+            }
             return Ok(Login::Locked { retry_after: wait });
         }
 
@@ -1131,6 +1138,7 @@ impl Identity<'_> {
         let user = user.filter(|u| matches && u.disabled_at.is_none());
 
         let Some(user) = user else {
+            purge_stale_throttle(self.0, now).await?;
             let mut tx = self.0.begin().await?;
             count_ip_failure(&mut tx, &keys[2], &tp, now).await?;
             audit::append(
@@ -2368,6 +2376,69 @@ async fn revoke_sessions(tx: &mut Tx, user_id: Uuid, except: Option<Uuid>) -> cr
         .bind(user_id)
         .bind(Utc::now())
         .bind(except)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// When each (account, address) last had a `login.locked` event, and how many attempts since.
+pub(crate) type RecentLocks =
+    std::collections::HashMap<(String, String), (std::time::Instant, u64)>;
+
+/// At most one `login.locked` event per account and address a minute: a script hammering a
+/// locked account must not flood the audit log. Returns `None` to stay quiet, or how many
+/// attempts went unrecorded since the last event.
+fn locked_event_due(db: &Db, target: &str, ip: &str) -> Option<u64> {
+    use std::time::{Duration, Instant};
+    const WINDOW: Duration = Duration::from_secs(60);
+    let mut seen = db
+        .recent_locks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
+    if seen.len() > 10_000 {
+        seen.retain(|_, (t, _)| now.duration_since(*t) < WINDOW);
+    }
+    match seen.get_mut(&(target.to_owned(), ip.to_owned())) {
+        Some((t, n)) if now.duration_since(*t) < WINDOW => {
+            *n += 1;
+            None
+        }
+        Some((t, n)) => {
+            let quiet = *n;
+            *t = now;
+            *n = 0;
+            Some(quiet)
+        }
+        None => {
+            seen.insert((target.to_owned(), ip.to_owned()), (now, 0));
+            Some(0)
+        }
+    }
+}
+
+/// Forgets counters that have been quiet for a day (names nobody has, sprayed by a script, would
+/// otherwise pile up forever); runs at most every ten minutes per process.
+async fn purge_stale_throttle(db: &Db, now: DateTime<Utc>) -> crate::Result<()> {
+    use std::sync::atomic::Ordering;
+    let last = db.last_throttle_purge.load(Ordering::Relaxed);
+    if now.timestamp() - last < 600
+        || db
+            .last_throttle_purge
+            .compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return Ok(());
+    }
+    let day_ago = now - chrono::Duration::days(1);
+    db_query!(db, write, |sql, ex| {
+        sqlx::query(sql(
+            "DELETE FROM login_throttle WHERE first_failure_at < $1 \
+            AND (locked_until IS NULL OR locked_until < $1)",
+        ))
+        .bind(day_ago)
         .execute(ex)
         .await?
         .rows_affected()

@@ -29,6 +29,9 @@ pub const GRANT_TTL: Duration = Duration::days(30);
 pub const KEY_ROTATION: Duration = Duration::days(90);
 /// A retired key stays in the JWKS until everything it signed has expired (and caches renewed).
 pub const KEY_GRACE: Duration = Duration::hours(1);
+/// The next key is published this long before it signs, so relying parties' cached key sets
+/// (discovery says to cache for minutes) know it by then.
+pub const KEY_PREPUBLISH: Duration = Duration::days(1);
 
 /// The job that tells a client a session ended.
 pub const BACKCHANNEL_JOB: &str = "oidc.backchannel_logout";
@@ -531,44 +534,74 @@ impl Oidc<'_> {
         struct K {
             kid: String,
             secret: String,
-            created_at: DateTime<Utc>,
+            activates_at: DateTime<Utc>,
         }
-        let current: Option<K> = db_query!(self.0, read, |sql, ex| {
+        let now = Utc::now();
+        let keys: Vec<K> = db_query!(self.0, read, |sql, ex| {
             sqlx::query_as::<_, K>(sql(
-                "SELECT kid, secret, created_at FROM oidc_key WHERE retired_at IS NULL \
-                ORDER BY created_at DESC LIMIT 1",
+                "SELECT kid, secret, activates_at FROM oidc_key WHERE retired_at IS NULL \
+                ORDER BY activates_at DESC",
             ))
-            .fetch_optional(ex)
+            .fetch_all(ex)
             .await?
         });
-        if let Some(k) = current
-            && Utc::now() - k.created_at < KEY_ROTATION
-            && let Some(key) = JwsKey::from_secret(&k.kid, &k.secret)
-        {
-            return Ok(key);
+        let Some(current) = keys.iter().find(|k| k.activates_at <= now) else {
+            return self.rotate(Actor::System, Duration::zero()).await;
+        };
+        let Some(key) = JwsKey::from_secret(&current.kid, &current.secret) else {
+            return self.rotate(Actor::System, Duration::zero()).await;
+        };
+        let age = now - current.activates_at;
+        let successor = keys.iter().any(|k| k.activates_at > current.activates_at);
+        if age >= KEY_ROTATION + KEY_PREPUBLISH {
+            // Nobody signed for a whole pre-publication period: replace it now.
+            return self.rotate(Actor::System, Duration::zero()).await;
         }
-        self.rotate(Actor::System).await
+        if age >= KEY_ROTATION - KEY_PREPUBLISH && !successor {
+            // Publish the next key now; it signs once cached key sets have picked it up.
+            self.rotate(Actor::System, current.activates_at + KEY_ROTATION - now)
+                .await?;
+        }
+        if keys.iter().any(|k| k.activates_at < current.activates_at) {
+            // A successor has taken over: the keys before it sign no more.
+            db_query!(self.0, write, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE oidc_key SET retired_at = $1 WHERE retired_at IS NULL \
+                    AND activates_at < $2",
+                ))
+                .bind(now)
+                .bind(current.activates_at)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+        }
+        Ok(key)
     }
 
-    /// Makes a new signing key and retires the others (they stay published for [`KEY_GRACE`]).
+    /// Makes a new signing key that signs from now on and retires the others (they stay
+    /// published for [`KEY_GRACE`]): for a key that may be compromised.
     pub async fn rotate_key(&self, actor: Actor<'_>) -> Result<JwsKey, IdentityError> {
         Self::may_manage(&actor)?;
-        Ok(self.rotate(actor).await?)
+        Ok(self.rotate(actor, Duration::zero()).await?)
     }
 
-    async fn rotate(&self, actor: Actor<'_>) -> crate::Result<JwsKey> {
+    /// A new key taking over after `delay`; with no delay the others are retired at once.
+    async fn rotate(&self, actor: Actor<'_>, delay: Duration) -> crate::Result<JwsKey> {
         let key = JwsKey::generate();
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
-        db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "UPDATE oidc_key SET retired_at = $1 WHERE retired_at IS NULL",
-            ))
-            .bind(now)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
+        if delay <= Duration::zero() {
+            db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE oidc_key SET retired_at = $1 WHERE retired_at IS NULL",
+                ))
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+        }
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql("DELETE FROM oidc_key WHERE retired_at < $1"))
                 .bind(now - KEY_GRACE)
@@ -578,11 +611,13 @@ impl Oidc<'_> {
         });
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
-                "INSERT INTO oidc_key (kid, secret, created_at) VALUES ($1, $2, $3)",
+                "INSERT INTO oidc_key (kid, secret, created_at, activates_at) \
+                VALUES ($1, $2, $3, $4)",
             ))
             .bind(&key.kid)
             .bind(key.secret())
             .bind(now)
+            .bind(now + delay.max(Duration::zero()))
             .execute(ex)
             .await?
             .rows_affected()
@@ -606,7 +641,7 @@ impl Oidc<'_> {
         let rows: Vec<K> = db_query!(self.0, read, |sql, ex| {
             sqlx::query_as::<_, K>(sql(
                 "SELECT kid, secret FROM oidc_key WHERE retired_at IS NULL OR retired_at > $1 \
-                ORDER BY created_at DESC",
+                ORDER BY activates_at DESC",
             ))
             .bind(Utc::now() - KEY_GRACE)
             .fetch_all(ex)

@@ -23,12 +23,14 @@ CREATE TABLE oidc_client (
     disabled_at            TIMESTAMPTZ
 );
 
--- Signing keys; the newest unretired key signs, retired keys stay published for a grace period.
+-- Signing keys. The newest active key signs; the next key is published a day before it takes
+-- over (so cached key sets know it), and retired keys stay published for a grace period.
 CREATE TABLE oidc_key (
-    kid        TEXT NOT NULL PRIMARY KEY,
-    secret     TEXT NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    retired_at TIMESTAMPTZ
+    kid          TEXT NOT NULL PRIMARY KEY,
+    secret       TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    activates_at TIMESTAMPTZ NOT NULL,
+    retired_at   TIMESTAMPTZ
 );
 
 CREATE TABLE oidc_code (

@@ -985,6 +985,52 @@ async fn rotated_keys_stay_published_for_the_grace_period(app: TestApp) {
         .clone();
     assert_eq!(jwks.len(), 1);
     assert_eq!(jwks[0]["kid"], Value::String(new.kid));
+
+    // Scheduled rotation: a day before the key's 90 days are up, the next one is published…
+    let current = oidc.signing_key().await.unwrap();
+    let at = |d: chrono::Duration| (chrono::Utc::now() - d).to_rfc3339();
+    app.t
+        .db
+        .execute_unchecked(&format!(
+            "UPDATE oidc_key SET activates_at = '{}' WHERE kid = '{}'",
+            at(chrono::Duration::days(89) + chrono::Duration::hours(12)),
+            current.kid
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        oidc.signing_key().await.unwrap().kid,
+        current.kid,
+        "still signing"
+    );
+    let jwks = app.get("/oidc/jwks").await.json()["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(jwks.len(), 2, "the successor is published ahead");
+    let next = jwks
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .find(|k| *k != current.kid)
+        .unwrap();
+    // …and signs once its time has come; the old one stays published for the grace period.
+    app.t
+        .db
+        .execute_unchecked(&format!(
+            "UPDATE oidc_key SET activates_at = '{}' WHERE kid = '{}'",
+            at(chrono::Duration::minutes(1)),
+            next
+        ))
+        .await
+        .unwrap();
+    assert_eq!(oidc.signing_key().await.unwrap().kid, next);
+    let jwks = app.get("/oidc/jwks").await.json()["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(jwks.len(), 2);
+    assert!(oidc.signing_key().await.is_ok());
+
     let disco = app.get("/.well-known/openid-configuration").await.json();
     assert_eq!(disco["issuer"], ISSUER);
     assert_eq!(disco["jwks_uri"], format!("{ISSUER}/oidc/jwks"));
