@@ -10,4 +10,5 @@ pub mod oidc;
 pub mod paging;
 pub mod password;
 pub mod region;
+pub mod registry;
 pub mod totp;
