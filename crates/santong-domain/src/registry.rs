@@ -65,7 +65,9 @@ impl SchoolKind {
     }
 
     pub fn parse(code: &str) -> Option<SchoolKind> {
-        SchoolKind::ALL.into_iter().find(|k| k.code() == code.trim())
+        SchoolKind::ALL
+            .into_iter()
+            .find(|k| k.code() == code.trim())
     }
 
     /// The grades such a school offers unless told otherwise (0 = pre-school).
@@ -131,7 +133,9 @@ impl UrbanRural {
     }
 
     pub fn parse(code: &str) -> Option<UrbanRural> {
-        UrbanRural::ALL.into_iter().find(|k| k.code() == code.trim())
+        UrbanRural::ALL
+            .into_iter()
+            .find(|k| k.code() == code.trim())
     }
 
     /// Rural for the "rural schools" indicators: township centres and villages.
@@ -336,7 +340,11 @@ mod tests {
         assert_eq!(Grades::parse("1-6"), Some(Grades { from: 1, to: 6 }));
         assert_eq!(Grades::parse("7-13"), None);
         assert_eq!(Grades::parse("9-7"), None);
-        assert!(Grades::parse("1-4").unwrap().fits(SchoolKind::TeachingPoint));
+        assert!(
+            Grades::parse("1-4")
+                .unwrap()
+                .fits(SchoolKind::TeachingPoint)
+        );
         assert!(!Grades::parse("1-9").unwrap().fits(SchoolKind::Primary));
         for k in SchoolKind::ALL {
             assert_eq!(SchoolKind::parse(k.code()), Some(k));

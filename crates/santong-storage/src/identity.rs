@@ -451,9 +451,24 @@ impl Identity<'_> {
         limit: u64,
         offset: u64,
     ) -> crate::Result<Page<UserRow>> {
+        self.list_users_holding(scope, None, query, limit, offset)
+            .await
+    }
+
+    /// Accounts in `scope` that hold `role` somewhere (a teacher's view: the students of their
+    /// school, not their colleagues).
+    pub async fn list_users_holding(
+        &self,
+        scope: &Scope,
+        role: Option<Role>,
+        query: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<UserRow>> {
         let filter = |q: &mut DynQuery| {
             q.push(" WHERE");
             Self::push_user_scope(q, scope);
+            Self::push_role(q, role);
             if let Some(text) = query.map(str::trim).filter(|t| !t.is_empty()) {
                 let pattern = format!("%{}%", like_escape(text));
                 q.push(" AND (u.username LIKE ").bind(pattern.clone());
@@ -479,13 +494,32 @@ impl Identity<'_> {
 
     /// One account, only if it lies in `scope` (otherwise `None`, as if it did not exist).
     pub async fn get_user(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<UserRow>> {
+        self.get_user_holding(scope, None, id).await
+    }
+
+    /// One account in `scope` that holds `role`.
+    pub async fn get_user_holding(
+        &self,
+        scope: &Scope,
+        role: Option<Role>,
+        id: Uuid,
+    ) -> crate::Result<Option<UserRow>> {
         let mut q = DynQuery::for_db(self.0);
         q.push(USER_COLUMNS)
             .push(" WHERE u.id = ")
             .bind(id)
             .push(" AND");
         Self::push_user_scope(&mut q, scope);
+        Self::push_role(&mut q, role);
         Ok(q.fetch_all::<UserRow>(self.0).await?.into_iter().next())
+    }
+
+    fn push_role(q: &mut DynQuery, role: Option<Role>) {
+        if let Some(r) = role {
+            q.push(" AND EXISTS (SELECT 1 FROM role_grant g WHERE g.user_id = u.id AND g.role = ")
+                .bind(r.as_str().to_owned())
+                .push(")");
+        }
     }
 
     async fn duty_held(&self, duty: Role) -> crate::Result<bool> {

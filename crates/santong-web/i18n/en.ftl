@@ -98,6 +98,7 @@ nav-sign-out = Sign out
 nav-users = Users
 nav-clients = Applications
 nav-continue = Continue
+nav-students = My students
 nav-audit = Audit log
 error-unauthorized = Please sign in first.
 error-forbidden = You are not allowed to do this.

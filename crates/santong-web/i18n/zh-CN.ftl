@@ -95,6 +95,7 @@ nav-sign-out = 退出
 nav-users = 用户管理
 nav-clients = 接入应用
 nav-continue = 继续
+nav-students = 学生账号
 nav-audit = 安全审计
 error-unauthorized = 请先登录。
 error-forbidden = 您没有执行此操作的权限。

@@ -193,8 +193,27 @@ async fn users(
     user: User,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, AppError> {
-    user.require(Permission::UsersView)?;
+    people_view(&user)?;
     render_users(&state, &ctx, &user, &q, None, None).await
+}
+
+/// Whose accounts the user may list: everyone in their `users_view` scope, or — a teacher — the
+/// students where they may reset passwords.
+fn people_view(user: &User) -> Result<(santong_domain::identity::Scope, Option<Role>), AppError> {
+    if user.0.has(Permission::UsersView) {
+        Ok((user.0.scope(Permission::UsersView), None))
+    } else if user.0.has(Permission::StudentPasswordsReset) {
+        Ok((
+            user.0.scope(Permission::StudentPasswordsReset),
+            Some(Role::Student),
+        ))
+    } else {
+        Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "error-forbidden",
+        ))
+    }
 }
 
 async fn render_users(
@@ -216,10 +235,10 @@ async fn render_users(
         return Err(AppError::bad_params(errors));
     }
     let text = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
-    let scope = user.0.scope(Permission::UsersView);
+    let (scope, role) = people_view(user)?;
     let id = Identity(&state.db);
     let list = id
-        .list_users(&scope, Some(&text), page.limit(), page.offset())
+        .list_users_holding(&scope, role, Some(&text), page.limit(), page.offset())
         .await?;
     let pages = page.page_count(list.total);
     let href = |p: u32| format!("/admin/users?q={}&page={p}", percent_encode(&text));
@@ -379,14 +398,23 @@ async fn render_user(
 ) -> Result<Response, AppError> {
     let tr = ctx.tr();
     let identity = Identity(&state.db);
-    // Visible to anyone who may view users, manage them, or reset students' passwords there.
-    let mut target = None;
-    for perm in [Permission::UsersView, Permission::StudentPasswordsReset] {
-        if let Some(u) = identity.get_user(&user.0.scope(perm), id).await? {
-            target = Some(u);
-            break;
+    // Visible to anyone who may view users there; a teacher sees the students whose passwords
+    // they may reset, and no one else.
+    let target = match identity
+        .get_user(&user.0.scope(Permission::UsersView), id)
+        .await?
+    {
+        Some(u) => Some(u),
+        None => {
+            identity
+                .get_user_holding(
+                    &user.0.scope(Permission::StudentPasswordsReset),
+                    Some(Role::Student),
+                    id,
+                )
+                .await?
         }
-    }
+    };
     let target = target.ok_or_else(AppError::not_found)?;
     let grants = identity
         .grants_of(target.id)

@@ -46,6 +46,8 @@ impl Chrome {
                 let mut admin = vec![];
                 if p.has(Permission::UsersView) {
                     admin.push(("/admin/users", t.t("nav-users")));
+                } else if p.has(Permission::StudentPasswordsReset) {
+                    admin.push(("/admin/users", t.t("nav-students")));
                 }
                 if p.has(Permission::AuditRead) {
                     admin.push(("/admin/audit", t.t("nav-audit")));

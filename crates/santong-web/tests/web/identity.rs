@@ -1,3 +1,4 @@
+use axum::http::StatusCode;
 use santong_domain::identity::{Node, Role, SchoolCode};
 use santong_domain::region::RegionCode;
 use santong_testkit::{READY_PASSWORD, TestApp, csrf_in, form_body};
@@ -28,6 +29,8 @@ santong_testkit::web_conformance!(
     my_sessions_can_be_revoked,
     bulk_import_from_csv,
     api_tokens_carry_only_their_scopes,
+    teachers_reset_their_students_passwords_on_the_pages,
+    admin_actions_succeed_through_the_pages,
 );
 
 async fn api_tokens_carry_only_their_scopes(app: TestApp) {
@@ -491,11 +494,234 @@ async fn user_records_are_out_of_scope_for_other_schools_and_regions(app: TestAp
     let reset = app.post_as(&own, &format!("{u}/reset-password"), &[]).await;
     assert_eq!(reset.status, 200);
     assert!(reset.body.contains("密码已重置"));
-    assert_eq!(
-        app.get_as(&teacher_b, "/admin/users").await.status,
-        403,
-        "no UsersView at all"
+    // A teacher's list holds students only: not a colleague of another school, not teacher.a.
+    let mine = app.get_as(&teacher_b, "/admin/users").await;
+    assert_eq!(mine.status, 200);
+    assert!(!mine.body.contains("teacher.a"));
+
+    // The rest of the matrix: second-factor reset, creating an account at another school, and the
+    // per-account routes of "my account" aimed at someone else's session, token or app.
+    let own_session = santong_storage::identity::Identity(&app.t.db)
+        .sessions_of(
+            santong_storage::identity::Identity(&app.t.db)
+                .user_by_username("admin.a")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+        )
+        .await
+        .unwrap()[0]
+        .id;
+    let santong_storage::identity::Login::Ok { principal, .. } =
+        santong_storage::identity::Identity(&app.t.db)
+            .authenticate("admin.a", READY_PASSWORD, "127.0.0.1", "t")
+            .await
+            .unwrap()
+    else {
+        panic!("admin.a signs in")
+    };
+    let (token, _) = santong_storage::identity::Identity(&app.t.db)
+        .create_token(
+            &principal,
+            "127.0.0.1",
+            "sync",
+            &[santong_domain::identity::Permission::UsersView],
+            30,
+        )
+        .await
+        .unwrap();
+    app.assert_out_of_scope(
+        &[&other_school, &other_region, &teacher_b],
+        &[],
+        &[
+            (format!("{u}/reset-mfa"), vec![]),
+            (
+                "/admin/users".into(),
+                vec![
+                    ("username", "intruder"),
+                    ("region", "440305"),
+                    ("school", "1144030501"),
+                ],
+            ),
+            (format!("/account/sessions/{own_session}/revoke"), vec![]),
+            (format!("/account/tokens/{token}/revoke"), vec![]),
+            ("/account/apps/c0000/revoke".into(), vec![]),
+        ],
+    )
+    .await;
+    assert!(
+        santong_storage::identity::Identity(&app.t.db)
+            .user_by_username("intruder")
+            .await
+            .unwrap()
+            .is_none()
     );
+}
+
+async fn teachers_reset_their_students_passwords_on_the_pages(app: TestApp) {
+    let student = app
+        .user("student.a", a(), Some((Role::Student, a())), None)
+        .await;
+    let colleague = app
+        .user("teacher.a2", a(), Some((Role::Teacher, a())), None)
+        .await;
+    let far = app
+        .user("student.b", b(), Some((Role::Student, b())), None)
+        .await;
+    app.user("teacher.a", a(), Some((Role::Teacher, a())), None)
+        .await;
+    let t = app.sign_in("teacher.a").await;
+    let home = app.get_as(&t, "/").await;
+    assert!(
+        home.body.contains("href=\"/admin/users\""),
+        "the nav leads there"
+    );
+    let list = app.get_as(&t, "/admin/users").await;
+    assert_eq!(list.status, 200);
+    assert!(list.body.contains("student.a"));
+    assert!(!list.body.contains("teacher.a2") && !list.body.contains("student.b"));
+    assert_eq!(
+        app.get_as(&t, &format!("/admin/users/{colleague}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get_as(&t, &format!("/admin/users/{far}")).await.status,
+        404
+    );
+    let page = app.get_as(&t, &format!("/admin/users/{student}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/reset-password"));
+    let reset = app
+        .post_as(&t, &format!("/admin/users/{student}/reset-password"), &[])
+        .await;
+    assert_eq!(reset.status, 200);
+    let pw = reset
+        .body
+        .split("class=\"secret\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("the new password is shown once")
+        .to_owned();
+    // The student signs in with it and must choose a new one.
+    let res = app.post_login("student.a", &pw, &[]).await;
+    assert_eq!(res.header("location"), Some("/account/password"));
+    for target in [colleague, far] {
+        let res = app
+            .post_as(&t, &format!("/admin/users/{target}/reset-password"), &[])
+            .await;
+        assert!(res.status == 403 || res.status == 404, "{}", res.status);
+    }
+}
+
+async fn admin_actions_succeed_through_the_pages(app: TestApp) {
+    app.user("security", Node::Nation, None, Some(Role::SecurityAdmin))
+        .await;
+    app.user("sysadmin", Node::Nation, None, Some(Role::SystemAdmin))
+        .await;
+    let target = app
+        .user(
+            "official.ns",
+            region("440305"),
+            Some((Role::Official, region("440305"))),
+            None,
+        )
+        .await;
+    let sec = app.sign_in("security").await;
+    let sys = app.sign_in("sysadmin").await;
+    let u = format!("/admin/users/{target}");
+    let id = santong_storage::identity::Identity(&app.t.db);
+    // Grant and revoke (security administrator).
+    let res = app
+        .post_as(
+            &sec,
+            &format!("{u}/grants"),
+            &[
+                ("role", "teacher"),
+                ("region", "440305"),
+                ("school", "1144030501"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let grants = id.grants_of(target).await.unwrap();
+    assert_eq!(grants.len(), 2);
+    let teacher_grant = grants.iter().find(|g| g.role == "teacher").unwrap().id;
+    let res = app
+        .post_as(&sec, &format!("{u}/grants/{teacher_grant}/revoke"), &[])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(id.grants_of(target).await.unwrap().len(), 1);
+    // Second factor reset (security administrator).
+    assert!(id.mfa_enabled(target).await.unwrap());
+    let res = app.post_as(&sec, &format!("{u}/reset-mfa"), &[]).await;
+    assert!(
+        res.status.is_success() || res.status.is_redirection(),
+        "{}",
+        res.body
+    );
+    assert!(!id.mfa_enabled(target).await.unwrap());
+    // Disable and enable (system administrator); disabling ends the sessions.
+    let victim = app
+        .sign_in_with("official.ns", santong_testkit::READY_PASSWORD)
+        .await;
+    let res = app.post_as(&sys, &format!("{u}/disable"), &[]).await;
+    assert!(
+        res.status.is_success() || res.status.is_redirection(),
+        "{}",
+        res.body
+    );
+    assert!(
+        id.user_by_username("official.ns")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at
+            .is_some()
+    );
+    assert_eq!(
+        app.get_as(&victim, "/account").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let res = app.post_as(&sys, &format!("{u}/enable"), &[]).await;
+    assert!(
+        res.status.is_success() || res.status.is_redirection(),
+        "{}",
+        res.body
+    );
+    assert!(
+        id.user_by_username("official.ns")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at
+            .is_none()
+    );
+    let audit = santong_storage::audit::search(&app.t.db, &Default::default(), 100, 0)
+        .await
+        .unwrap();
+    for event in [
+        "grant.add",
+        "grant.revoke",
+        "mfa.reset",
+        "user.disable",
+        "user.enable",
+    ] {
+        assert!(
+            audit
+                .items
+                .iter()
+                .any(|e| e.event == event && e.result == "success"),
+            "{event} audited: {:?}",
+            audit
+                .items
+                .iter()
+                .map(|e| e.event.clone())
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 async fn setup_mode_and_admin_pages(app: TestApp) {
