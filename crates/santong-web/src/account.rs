@@ -17,7 +17,7 @@ use crate::auth::{self, LOGIN_CSRF_COOKIE, User, check_csrf, same_secret};
 use crate::error::AppError;
 use crate::i18n::{n, s};
 use crate::pages::is_local_path;
-use crate::shell::{Ctx, cookie_of};
+use crate::shell::Ctx;
 use crate::views::Chrome;
 
 pub fn routes() -> Router<AppState> {
@@ -115,7 +115,8 @@ async fn login(
         .unwrap_or("/")
         .to_owned();
     let username = field(&f, "username").trim().to_owned();
-    let cookie_token = cookie_of(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let cookie_token =
+        auth::read_cookie(&headers, &state.config, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if cookie_token.is_empty() || !same_secret(&cookie_token, field(&f, "_csrf")) {
         return Err(AppError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -127,7 +128,7 @@ async fn login(
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let device = cookie_of(&headers, auth::DEVICE_COOKIE);
+    let device = auth::read_cookie(&headers, &state.config, auth::DEVICE_COOKIE);
     let outcome = Identity(&state.db)
         .authenticate_from(
             &username,

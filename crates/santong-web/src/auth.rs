@@ -50,6 +50,25 @@ fn cookie_attrs(config: &WebConfig, max_age: Option<u64>) -> String {
     a
 }
 
+/// A cookie's name as sent: under TLS every cookie carries the `__Host-` prefix, so it is
+/// Secure, host-only and path `/` — a sibling subdomain cannot plant or shadow it.
+fn wire_name(config: &WebConfig, name: &str) -> String {
+    if is_secure(config) && !name.starts_with("__Host-") {
+        format!("__Host-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// Reads one of our cookies by its base name.
+pub fn read_cookie(
+    headers: &axum::http::HeaderMap,
+    config: &WebConfig,
+    name: &str,
+) -> Option<String> {
+    crate::shell::cookie_of(headers, &wire_name(config, name))
+}
+
 /// Adds a `Set-Cookie` header.
 pub fn set_cookie(
     res: &mut Response,
@@ -58,7 +77,11 @@ pub fn set_cookie(
     value: &str,
     max_age: Option<u64>,
 ) {
-    let v = format!("{name}={value}{}", cookie_attrs(config, max_age));
+    let v = format!(
+        "{}={value}{}",
+        wire_name(config, name),
+        cookie_attrs(config, max_age)
+    );
     if let Ok(h) = HeaderValue::from_str(&v) {
         res.headers_mut().append(header::SET_COOKIE, h);
     }

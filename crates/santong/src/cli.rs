@@ -232,6 +232,53 @@ pub async fn oidc(db: &Db, action: &OidcAction) -> anyhow::Result<()> {
             println!("signing with key {} from now on", key.kid);
         }
         OidcAction::Client {
+            action:
+                ClientAction::Update {
+                    id,
+                    name,
+                    redirect_uris,
+                    post_logout_uris,
+                    backchannel_logout_uri,
+                    first_party,
+                    scopes,
+                    ..
+                },
+        } => {
+            let spec = ClientSpec {
+                name: name.clone(),
+                redirect_uris: redirect_uris.clone(),
+                post_logout_uris: post_logout_uris.clone(),
+                backchannel_logout_uri: backchannel_logout_uri.clone(),
+                first_party: *first_party,
+                scopes: scopes.clone(),
+            };
+            oidc.update_client(Actor::Cli, id, &spec)
+                .await
+                .map_err(explain)?;
+            println!("updated {id}");
+        }
+        OidcAction::Client {
+            action: ClientAction::NewSecret { id, .. },
+        } => {
+            let secret = oidc.rotate_secret(Actor::Cli, id).await.map_err(explain)?;
+            println!("client_secret: {secret}");
+            eprintln!("The old secret no longer works; this one is shown only now.");
+        }
+        OidcAction::Client {
+            action: ClientAction::Disable { id, .. } | ClientAction::Enable { id, .. },
+        } => {
+            let disable = matches!(
+                action,
+                OidcAction::Client {
+                    action: ClientAction::Disable { .. }
+                }
+            );
+            oidc.set_client_disabled(Actor::Cli, id, disable)
+                .await
+                .map_err(explain)?;
+            println!("{} {id}", if disable { "disabled" } else { "enabled" });
+        }
+        OidcAction::Client {
             action: ClientAction::List { .. },
         } => {
             println!("client id\ttype\tfirst-party\tstatus\tname\tredirect URIs");

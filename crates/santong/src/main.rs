@@ -135,6 +135,46 @@ enum ClientAction {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Replace an application's settings (the flags of `add`; what is not given is cleared).
+    Update {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        #[arg(long = "post-logout-uri", value_name = "URI")]
+        post_logout_uris: Vec<String>,
+        #[arg(long, value_name = "URI")]
+        backchannel_logout_uri: Option<String>,
+        #[arg(long)]
+        first_party: bool,
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+    },
+    /// Issue a new secret for a confidential application (printed once; the old one stops).
+    NewSecret {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        id: String,
+    },
+    /// Disable an application: its tokens stop working and its users are signed out of it.
+    Disable {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        id: String,
+    },
+    /// Enable a disabled application again.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,7 +357,13 @@ fn main() -> ExitCode {
             action:
                 OidcAction::RotateKey { config }
                 | OidcAction::Client {
-                    action: ClientAction::Add { config, .. } | ClientAction::List { config },
+                    action:
+                        ClientAction::Add { config, .. }
+                        | ClientAction::List { config }
+                        | ClientAction::Update { config, .. }
+                        | ClientAction::NewSecret { config, .. }
+                        | ClientAction::Disable { config, .. }
+                        | ClientAction::Enable { config, .. },
                 },
         } => (config, &cli.command),
     };

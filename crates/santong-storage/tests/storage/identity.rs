@@ -68,6 +68,8 @@ async fn names(id: &Identity<'_>, p: &Principal) -> Vec<String> {
 
 santong_testkit::conformance!(
     quiet_counters_of_unknown_names_are_purged,
+    lifetimes_expire_passwords_sessions_and_tokens,
+    locks_grow_with_each_failure,
     scope_filters_people_by_school_and_region,
     grants_follow_separation_of_duties,
     sign_in_is_uniform_for_unknown_wrong_and_disabled,
@@ -1028,4 +1030,95 @@ async fn setup_mode_until_the_other_two_admins_exist(t: TestDb) {
         .await
         .unwrap();
     assert!(id.setup_complete().await.unwrap());
+}
+
+async fn lifetimes_expire_passwords_sessions_and_tokens(t: TestDb) {
+    let id = Identity(&t.db);
+    let teacher = user(&id, "teacher.a", a(), Some((Role::Teacher, a()))).await;
+    let official = user(
+        &id,
+        "official",
+        region("440305"),
+        Some((Role::Official, region("440305"))),
+    )
+    .await;
+    // Both start with a password to change; change it so only age can force a change.
+    for (name, uid) in [("teacher.a", teacher), ("official", official)] {
+        let p = principal(&id, name).await;
+        id.change_password(&p, "10.0.0.1", PW, "Aged!pass-2026")
+            .await
+            .unwrap();
+        let _ = uid;
+    }
+    let old = (chrono::Utc::now() - chrono::Duration::days(91)).to_rfc3339();
+    t.db.execute_unchecked(&format!(
+        "UPDATE app_user SET password_changed_at = '{old}'"
+    ))
+    .await
+    .unwrap();
+    // 90 days is the limit for officials and admins only.
+    let Login::Ok { must_change, .. } = login(&id, "official", "Aged!pass-2026", "10.0.0.1").await
+    else {
+        panic!()
+    };
+    assert!(must_change, "an official's password expires after 90 days");
+    let Login::Ok {
+        must_change, token, ..
+    } = login(&id, "teacher.a", "Aged!pass-2026", "10.0.0.1").await
+    else {
+        panic!()
+    };
+    assert!(!must_change, "a teacher's does not");
+
+    // Idle timeout: two hours for a teacher.
+    assert!(id.session(&token).await.unwrap().is_some());
+    let idle = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
+    t.db.execute_unchecked(&format!("UPDATE user_session SET last_seen_at = '{idle}'"))
+        .await
+        .unwrap();
+    assert!(id.session(&token).await.unwrap().is_none(), "idle too long");
+
+    // API tokens end at their expiry.
+    let Login::Ok { principal: p, .. } =
+        login(&id, "teacher.a", "Aged!pass-2026", "10.0.0.1").await
+    else {
+        panic!()
+    };
+    let (_, tok) = id
+        .create_token(
+            &p,
+            "10.0.0.1",
+            "sync",
+            &[Permission::StudentPasswordsReset],
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(id.token_principal(&tok).await.unwrap().is_some());
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    t.db.execute_unchecked(&format!("UPDATE api_token SET expires_at = '{past}'"))
+        .await
+        .unwrap();
+    assert!(id.token_principal(&tok).await.unwrap().is_none(), "expired");
+}
+
+async fn locks_grow_with_each_failure(t: TestDb) {
+    let id = Identity(&t.db);
+    user(&id, "teacher.a", a(), None).await;
+    let mut waits = vec![];
+    for _ in 0..8 {
+        // Clear the lock (not the count) so the next failure is checked and escalates.
+        t.db.execute_unchecked("UPDATE login_throttle SET locked_until = NULL")
+            .await
+            .unwrap();
+        let _ = login(&id, "teacher.a", "wrong", "10.0.0.1").await;
+        if let Login::Locked { retry_after } = login(&id, "teacher.a", "wrong", "10.0.0.1").await {
+            waits.push(retry_after);
+        }
+    }
+    assert!(waits.len() >= 3, "{waits:?}");
+    assert!(
+        waits.windows(2).all(|w| w[0] <= w[1]) && waits.last() > waits.first(),
+        "each lock at least as long as the one before: {waits:?}"
+    );
 }

@@ -990,3 +990,117 @@ async fn my_sessions_can_be_revoked(app: TestApp) {
         .await;
     assert_eq!(again.status, 404);
 }
+
+/// Under TLS every cookie is `__Host-` prefixed and `Secure`; the session still works.
+#[tokio::test]
+async fn cookies_are_host_only_and_secure_under_tls() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let cfg = santong_web::WebConfig {
+        public_url: Some("https://santong.example.cn".into()),
+        ..Default::default()
+    };
+    let app = TestApp::with_config(santong_testkit::BackendKind::Sqlite, cfg)
+        .await
+        .unwrap();
+    app.user("teacher.a", a(), Some((Role::Teacher, a())), None)
+        .await;
+    let form = app.get("/login").await;
+    let set = |res: &santong_testkit::TestResponse| -> Vec<String> {
+        res.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let login_cookie = set(&form)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-santong_login_csrf="))
+        .expect("the login CSRF cookie is __Host-");
+    assert!(login_cookie.contains("; Secure") && login_cookie.contains("; Path=/"));
+    assert!(!login_cookie.to_ascii_lowercase().contains("domain="));
+    let pair = login_cookie.split(';').next().unwrap().to_owned();
+    let csrf = csrf_in(&form.body).unwrap();
+    let res = app
+        .request(
+            Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", pair)
+                .body(Body::from(form_body(&[
+                    ("username", "teacher.a"),
+                    ("password", READY_PASSWORD),
+                    ("_csrf", &csrf),
+                ])))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let cookies = set(&res);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-santong="))
+        .expect("the session cookie is __Host-");
+    for attr in ["; Secure", "; HttpOnly", "; SameSite=Lax", "; Path=/"] {
+        assert!(session.contains(attr), "{session} lacks {attr}");
+    }
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-santong_device="))
+    );
+    let pair = session.split(';').next().unwrap();
+    let me = app.get_with("/account", &[("cookie", pair)]).await;
+    assert_eq!(me.status, 200);
+    // The plain name is not accepted under TLS.
+    let value = pair.split_once('=').unwrap().1;
+    let plain = app
+        .get_with(
+            "/account",
+            &[("cookie", &format!("santong_session={value}"))],
+        )
+        .await;
+    assert_eq!(plain.status, 303);
+}
+
+/// Turning the second-factor requirement off lets an official in without enrolling.
+#[tokio::test]
+async fn the_second_factor_requirement_can_be_turned_off() {
+    let app = TestApp::new(santong_testkit::BackendKind::Sqlite)
+        .await
+        .unwrap();
+    let id = santong_storage::identity::Identity(&app.t.db);
+    id.create_user(
+        santong_storage::identity::Actor::Cli,
+        santong_storage::identity::NewUser {
+            username: "official".into(),
+            display_name: "official".into(),
+            password: Some(READY_PASSWORD.into()),
+            home: region("440305"),
+            system_role: None,
+            grant: Some((Role::Official, region("440305"))),
+        },
+    )
+    .await
+    .unwrap();
+    let santong_storage::identity::Login::Ok { principal, .. } = id
+        .authenticate("official", READY_PASSWORD, "127.0.0.1", "t")
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    id.change_password(&principal, "127.0.0.1", READY_PASSWORD, "Other!pass-2026")
+        .await
+        .unwrap();
+    let s = app.sign_in_with("official", "Other!pass-2026").await;
+    let gated = app.get_as(&s, "/admin/users").await;
+    assert_eq!(gated.header("location"), Some("/account/mfa"));
+    santong_storage::identity::set_policy(
+        &app.t.db,
+        "session",
+        r#"{"mfa_required_privileged": false}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.get_as(&s, "/admin/users").await.status, 200);
+}

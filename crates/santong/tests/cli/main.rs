@@ -698,6 +698,35 @@ fn oidc_clients_are_registered_and_listed_from_the_command_line() {
     assert_eq!(code, 0);
     assert!(list.contains(&id) && list.contains("confidential") && list.contains("public"));
     assert!(!list.contains(secret), "the secret is never shown again");
+    let (code, out, err) = run(&["oidc", "client", "new-secret", "--id", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("client_secret: ") && !out.contains(secret));
+    let (code, _, err) = run(&[
+        "oidc",
+        "client",
+        "update",
+        "--id",
+        &id,
+        "--name",
+        "教务系统 2",
+        "--redirect-uri",
+        "https://jw.example.cn/cb2",
+        "--scope",
+        "openid",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["oidc", "client", "disable", "--id", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (_, list, _) = run(&["oidc", "client", "list"]);
+    assert!(
+        list.contains("disabled") && list.contains("jw.example.cn/cb2"),
+        "{list}"
+    );
+    let (code, _, err) = run(&["oidc", "client", "enable", "--id", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["oidc", "client", "disable", "--id", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
     let (code, out, _) = run(&["oidc", "rotate-key"]);
     assert_eq!(code, 0);
     assert!(out.contains("signing with key"));
