@@ -417,6 +417,63 @@ const COMMON_PASSWORDS: &[&str] = &[
     "santong123",
     "Santong123",
     "Santong@123",
+    // Eight or more characters from three classes: what a policy like ours lets through unless
+    // listed (admin and school defaults seen in leak lists and vendor manuals).
+    "Qq123456",
+    "Qq123456!",
+    "Zxcv1234",
+    "Asdf1234",
+    "Abc@1234",
+    "Abc123!@#",
+    "Qwe123!@#",
+    "Aa123456789",
+    "Aa112233",
+    "Aa123123",
+    "Woaini1314",
+    "Woaini520",
+    "1qaz@WSX",
+    "1qaz!QAZ",
+    "1qazZAQ!",
+    "Zaq12wsx",
+    "Qaz123456",
+    "Admin@2024",
+    "Admin@2025",
+    "Admin@2026",
+    "Admin@1234",
+    "Admin123!",
+    "Root@123",
+    "Root@1234",
+    "Welcome@123",
+    "Welcome123",
+    "Huawei@123",
+    "Huawei12#$",
+    "Test@123",
+    "Test@1234",
+    "Pass@1234",
+    "Passw0rd@",
+    "P@ssw0rd1",
+    "P@ssw0rd123",
+    "Password123",
+    "Password!",
+    "Change_me1",
+    "Changeme123",
+    "Sa123456",
+    "Jiaoyu123",
+    "Jiaoyu@123",
+    "Xuexiao123",
+    "Xuexiao@123",
+    "Teacher123",
+    "Teacher@123",
+    "Student123",
+    "Student@123",
+    "School@123",
+    "Laoshi123",
+    "Xuesheng123",
+    "Zhongguo123",
+    "China@123",
+    "China123!",
+    "Beijing123",
+    "Shenzhen123",
 ];
 
 impl PasswordPolicy {
@@ -684,6 +741,10 @@ mod tests {
             [PasswordProblem::TooFewClasses]
         );
         assert!(p.check("u", "Admin@123").contains(&PasswordProblem::Common));
+        // Common passwords that meet length and classes are refused by the list alone.
+        for pw in ["Jiaoyu@123", "1qaz@WSX", "Woaini1314", "Teacher@123"] {
+            assert_eq!(p.check("u", pw), vec![PasswordProblem::Common], "{pw}");
+        }
         assert!(
             p.check("wangwu", "Wangwu-2024x")
                 .contains(&PasswordProblem::ContainsUsername)

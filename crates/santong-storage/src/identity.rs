@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use santong_domain::identity::{
     Node, PasswordPolicy, PasswordProblem, Permission, Role, SchoolCode, Scope, SessionPolicy,
-    ThrottlePolicy, escalating_lock, parse_username, region_prefix_pattern,
+    ThrottlePolicy, escalating_lock, parse_username,
 };
 use santong_domain::region::RegionCode;
 use santong_domain::{password, totp};
@@ -419,28 +419,9 @@ impl Identity<'_> {
         })
     }
 
-    /// Appends the scope condition on `app_user u` to `q`: the one filter for people.
+    /// Appends the scope condition on `app_user u` to `q`: where an account belongs.
     fn push_user_scope(q: &mut DynQuery, scope: &Scope) {
-        if scope.nation {
-            q.push(" (1 = 1)");
-            return;
-        }
-        if scope.is_empty() {
-            q.push(" (1 = 0)");
-            return;
-        }
-        q.push(" (1 = 0");
-        for r in &scope.regions {
-            q.push(" OR u.home_region LIKE ")
-                .bind(region_prefix_pattern(*r));
-        }
-        for (code, county) in &scope.schools {
-            q.push(" OR (u.home_school = ").bind(code.to_string());
-            q.push(" AND u.home_region = ")
-                .bind(county.to_string())
-                .push(")");
-        }
-        q.push(")");
+        crate::scope::push(q, scope, "u.home_region", "u.home_school");
     }
 
     /// Accounts in `scope`, optionally matching `query` (user name or display name), by user name.

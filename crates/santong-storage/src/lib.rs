@@ -15,6 +15,7 @@ pub mod oidc;
 pub mod reference;
 pub mod regions;
 pub mod schema;
+mod scope;
 pub mod settings;
 pub mod users;
 
