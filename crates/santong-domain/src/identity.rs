@@ -24,16 +24,22 @@ pub enum Permission {
     AuditRead,
     /// Run the system: settings, jobs, reference data.
     SystemOperate,
+    /// See the registry in scope: schools, and later classes, students and teachers.
+    RegistryView,
+    /// Change the registry in scope (schools: at the county or above).
+    RegistryManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 6] = [
+    pub const ALL: [Permission; 8] = [
         Permission::UsersView,
         Permission::UsersManage,
         Permission::StudentPasswordsReset,
         Permission::GrantsManage,
         Permission::AuditRead,
         Permission::SystemOperate,
+        Permission::RegistryView,
+        Permission::RegistryManage,
     ];
 
     /// The name used in API token scopes.
@@ -45,6 +51,8 @@ impl Permission {
             Permission::GrantsManage => "grants_manage",
             Permission::AuditRead => "audit_read",
             Permission::SystemOperate => "system_operate",
+            Permission::RegistryView => "registry_view",
+            Permission::RegistryManage => "registry_manage",
         }
     }
 
@@ -125,9 +133,15 @@ impl Role {
             Role::SystemAdmin => &[UsersView, UsersManage, SystemOperate],
             Role::SecurityAdmin => &[UsersView, GrantsManage],
             Role::AuditAdmin => &[AuditRead],
-            Role::Official => &[UsersView],
-            Role::SchoolAdmin => &[UsersView, UsersManage, StudentPasswordsReset],
-            Role::Teacher => &[StudentPasswordsReset],
+            Role::Official => &[UsersView, RegistryView, RegistryManage],
+            Role::SchoolAdmin => &[
+                UsersView,
+                UsersManage,
+                StudentPasswordsReset,
+                RegistryView,
+                RegistryManage,
+            ],
+            Role::Teacher => &[StudentPasswordsReset, RegistryView],
             Role::Student | Role::Parent | Role::Provider | Role::Reviewer => &[],
         }
     }

@@ -52,6 +52,8 @@ pub enum FieldErrorKind {
     UnknownSortField,
     InvalidValue,
     TooLong,
+    /// A domain rule, named by its own message key (`registry-bad-id-check-digit`).
+    Rule(&'static str),
 }
 
 impl FieldErrorKind {
@@ -62,6 +64,19 @@ impl FieldErrorKind {
             Self::UnknownSortField => "field-error-unknown-sort-field",
             Self::InvalidValue => "field-error-invalid-value",
             Self::TooLong => "field-error-too-long",
+            Self::Rule(key) => key,
+        }
+    }
+
+    /// The stable code API clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotANumber => "not-a-number",
+            Self::OutOfRange => "out-of-range",
+            Self::UnknownSortField => "unknown-sort-field",
+            Self::InvalidValue => "invalid-value",
+            Self::TooLong => "too-long",
+            Self::Rule(key) => key,
         }
     }
 }

@@ -183,6 +183,43 @@ impl std::fmt::Display for Grades {
     }
 }
 
+/// Whether a school teaches: open, closed, or merged into another (whose code it names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchoolStatus {
+    Open,
+    Closed,
+    Merged,
+}
+
+impl SchoolStatus {
+    pub const ALL: [SchoolStatus; 3] = [
+        SchoolStatus::Open,
+        SchoolStatus::Closed,
+        SchoolStatus::Merged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchoolStatus::Open => "open",
+            SchoolStatus::Closed => "closed",
+            SchoolStatus::Merged => "merged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SchoolStatus> {
+        SchoolStatus::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s.trim())
+    }
+}
+
+/// A school's name: 2–60 characters, no control characters, trimmed.
+pub fn parse_school_name(s: &str) -> Option<String> {
+    let n = s.trim();
+    let len = n.chars().count();
+    ((2..=60).contains(&len) && !n.chars().any(char::is_control)).then(|| n.to_owned())
+}
+
 /// Sex per GB/T 2261.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sex {

@@ -157,7 +157,7 @@ pub enum Actor<'a> {
 }
 
 impl Actor<'_> {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Actor::User { principal, .. } => principal.user.username.clone(),
             Actor::Cli => "cli".into(),
@@ -165,7 +165,7 @@ impl Actor<'_> {
         }
     }
 
-    fn id(&self) -> Option<Uuid> {
+    pub(crate) fn id(&self) -> Option<Uuid> {
         match self {
             Actor::User { principal, .. } => Some(principal.user.id),
             Actor::Cli | Actor::System => None,
@@ -2026,7 +2026,7 @@ pub(crate) async fn hash_password(pw: &str) -> String {
 }
 
 /// Escapes LIKE wildcards (`\` is the escape character).
-fn like_escape(s: &str) -> String {
+pub(crate) fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod oidc;
 pub mod reference;
 pub mod regions;
+pub mod registry;
 pub mod schema;
 mod scope;
 pub mod settings;

@@ -231,6 +231,8 @@ perm-users_manage = Manage users
 perm-student_passwords_reset = Reset students' passwords
 perm-grants_manage = Manage grants
 perm-audit_read = Read the audit log
+perm-registry_view = View the registry
+perm-registry_manage = Manage the registry
 perm-system_operate = Operate the system
 
 ## Single sign-on (OpenID Connect)

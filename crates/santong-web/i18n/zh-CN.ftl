@@ -228,6 +228,8 @@ perm-users_manage = 管理用户
 perm-student_passwords_reset = 重置学生密码
 perm-grants_manage = 授权管理
 perm-audit_read = 读取审计日志
+perm-registry_view = 查看学籍与学校信息
+perm-registry_manage = 管理学籍与学校信息
 perm-system_operate = 系统运维
 
 ## 统一身份认证（OpenID Connect）

@@ -298,7 +298,7 @@ fn render_error(ctx: &Ctx, err: &AppError, is_api: bool) -> Response {
             .fields
             .iter()
             .zip(&field_messages)
-            .map(|(f, (_, msg))| json!({ "field": f.field, "code": f.kind, "detail": msg }))
+            .map(|(f, (_, msg))| json!({ "field": f.field, "code": f.kind.code(), "detail": msg }))
             .collect();
         let mut body = json!({
             "type": "about:blank",

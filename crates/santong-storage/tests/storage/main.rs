@@ -4,5 +4,6 @@
 mod identity;
 mod jobs;
 mod regions;
+mod registry;
 mod schema;
 mod users;

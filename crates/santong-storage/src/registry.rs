@@ -1,0 +1,695 @@
+//! Registry, part one: institutions (schools and teaching points) with their history.
+//!
+//! Reads go through the scope filter (`scope::push` on `s.county`, `s.code`); changes take an
+//! [`Actor`] and need `registry_manage` at the school's county, so a school's own administrator
+//! sees but does not open, close or merge schools. Every change is an event row with its
+//! effective date and the fields before and after, written in the transaction of the change
+//! together with its audit record.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use santong_domain::identity::{Node, Permission, SchoolCode, Scope};
+use santong_domain::paging::{FieldError, FieldErrorKind};
+use santong_domain::region::{RegionCode, RegionLevel};
+use santong_domain::registry::{Grades, SchoolKind, SchoolStatus, UrbanRural, parse_school_name};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::dynsql::DynQuery;
+use crate::identity::Actor;
+use crate::regions::Regions;
+use crate::{Db, Page, StorageError, Tx, db_query};
+
+/// A school as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SchoolRow {
+    pub code: String,
+    pub name: String,
+    pub kind: String,
+    pub urban_rural: String,
+    pub county: String,
+    pub parent_code: Option<String>,
+    pub grades: String,
+    pub status: String,
+    pub opened_on: NaiveDate,
+    pub closed_on: Option<NaiveDate>,
+    pub merged_into: Option<String>,
+    pub version: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SCHOOL_COLUMNS: &str = "SELECT s.code, s.name, s.kind, s.urban_rural, s.county, \
+    s.parent_code, s.grades, s.status, s.opened_on, s.closed_on, s.merged_into, s.version, \
+    s.updated_at FROM school s";
+
+impl SchoolRow {
+    /// Where the school sits for scope checks.
+    pub fn node(&self) -> Node {
+        match (
+            SchoolCode::parse(&self.code),
+            RegionCode::parse(&self.county).ok(),
+        ) {
+            (Some(code), Some(county)) => Node::School { code, county },
+            (_, Some(county)) => Node::Region(county),
+            _ => Node::Nation,
+        }
+    }
+
+    pub fn kind(&self) -> Option<SchoolKind> {
+        SchoolKind::parse(&self.kind)
+    }
+
+    pub fn status(&self) -> Option<SchoolStatus> {
+        SchoolStatus::parse(&self.status)
+    }
+}
+
+/// One change in a school's history.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SchoolEventRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub effective_on: NaiveDate,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+    pub changes: String,
+}
+
+/// A school as entered in a form or an API body: raw text, checked by [`Registry::create_school`]
+/// and [`Registry::edit_school`].
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct SchoolInput {
+    pub code: String,
+    pub name: String,
+    pub kind: String,
+    pub urban_rural: String,
+    pub county: String,
+    #[serde(default)]
+    pub parent_code: String,
+    /// Empty: the kind's usual grades.
+    #[serde(default)]
+    pub grades: String,
+    /// `YYYY-MM-DD`; empty: today.
+    #[serde(default)]
+    pub opened_on: String,
+}
+
+/// Why a registry change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Field by field, with the message key of each problem.
+    #[error("invalid fields")]
+    Fields(Vec<FieldError>),
+    #[error("not allowed")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    /// Someone changed the record since the form was loaded.
+    #[error("changed meanwhile")]
+    Stale,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(e: sqlx::Error) -> Self {
+        RegistryError::Storage(e.into())
+    }
+}
+
+type RegResult<T> = Result<T, RegistryError>;
+
+fn rule(field: &str, key: &'static str) -> FieldError {
+    FieldError::new(field, FieldErrorKind::Rule(key))
+}
+
+/// How a school list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchoolSort {
+    #[default]
+    Code,
+    Name,
+    Opened,
+}
+
+impl SchoolSort {
+    pub fn parse(s: &str) -> Option<SchoolSort> {
+        match s {
+            "code" => Some(SchoolSort::Code),
+            "name" => Some(SchoolSort::Name),
+            "opened" => Some(SchoolSort::Opened),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            SchoolSort::Code => "s.code",
+            SchoolSort::Name => "s.name",
+            SchoolSort::Opened => "s.opened_on",
+        }
+    }
+}
+
+/// Filters of the school list.
+#[derive(Debug, Clone, Default)]
+pub struct SchoolFilter {
+    /// Name or code contains.
+    pub text: Option<String>,
+    /// Under this region (a province, prefecture or county).
+    pub region: Option<RegionCode>,
+    pub kind: Option<SchoolKind>,
+    pub status: Option<SchoolStatus>,
+    /// Teaching points of this school.
+    pub parent: Option<String>,
+    pub sort: SchoolSort,
+    pub descending: bool,
+}
+
+/// A school's input, checked: what is written.
+struct Checked {
+    code: String,
+    name: String,
+    kind: SchoolKind,
+    urban_rural: UrbanRural,
+    county: RegionCode,
+    parent: Option<String>,
+    grades: Grades,
+    opened_on: NaiveDate,
+}
+
+pub struct Registry<'a>(pub &'a Db);
+
+impl Registry<'_> {
+    pub async fn list_schools(
+        &self,
+        scope: &Scope,
+        f: &SchoolFilter,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<SchoolRow>> {
+        let filter = |q: &mut DynQuery| {
+            q.push(" WHERE");
+            crate::scope::push(q, scope, "s.county", "s.code");
+            if let Some(text) = f.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                let pattern = format!("%{}%", crate::identity::like_escape(text));
+                q.push(" AND (s.name LIKE ").bind(pattern.clone());
+                q.push(" ESCAPE '\\' OR s.code LIKE ")
+                    .bind(pattern)
+                    .push(" ESCAPE '\\')");
+            }
+            if let Some(r) = f.region {
+                q.push(" AND s.county LIKE ")
+                    .bind(santong_domain::identity::region_prefix_pattern(r));
+            }
+            if let Some(k) = f.kind {
+                q.push(" AND s.kind = ").bind(k.code().to_owned());
+            }
+            if let Some(st) = f.status {
+                q.push(" AND s.status = ").bind(st.as_str().to_owned());
+            }
+            if let Some(p) = &f.parent {
+                q.push(" AND s.parent_code = ").bind(p.clone());
+            }
+        };
+        let mut q = DynQuery::for_db(self.0);
+        q.push(SCHOOL_COLUMNS);
+        filter(&mut q);
+        q.push(" ORDER BY ")
+            .push(f.sort.column())
+            .push(if f.descending { " DESC" } else { " ASC" })
+            .push(", s.code LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let items = q.fetch_all(self.0).await?;
+        let mut c = DynQuery::for_db(self.0);
+        c.push("SELECT COUNT(*) FROM school s");
+        filter(&mut c);
+        let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
+        Ok(Page { items, total })
+    }
+
+    /// One school, if it lies in `scope`.
+    pub async fn school(&self, scope: &Scope, code: &str) -> crate::Result<Option<SchoolRow>> {
+        let mut q = DynQuery::for_db(self.0);
+        q.push(SCHOOL_COLUMNS)
+            .push(" WHERE s.code = ")
+            .bind(code.to_owned())
+            .push(" AND");
+        crate::scope::push(&mut q, scope, "s.county", "s.code");
+        Ok(q.fetch_all::<SchoolRow>(self.0).await?.into_iter().next())
+    }
+
+    /// A school's history, newest first (the caller has checked the school is in scope).
+    pub async fn history(&self, code: &str) -> crate::Result<Vec<SchoolEventRow>> {
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, SchoolEventRow>(sql(
+                "SELECT id, kind, effective_on, recorded_at, actor, reason, changes \
+                FROM school_event WHERE school_code = $1 ORDER BY recorded_at DESC, id DESC",
+            ))
+            .bind(code)
+            .fetch_all(ex)
+            .await?
+        }))
+    }
+
+    /// A school by code whatever the scope: for checks inside changes only.
+    async fn any_school(tx: &mut Tx, code: &str) -> crate::Result<Option<SchoolRow>> {
+        let sql = crate::db::intern(format!("{SCHOOL_COLUMNS} WHERE s.code = $1"));
+        Ok(db_query!(tx, tx, |q, ex| {
+            sqlx::query_as::<_, SchoolRow>(q(sql))
+                .bind(code)
+                .fetch_optional(ex)
+                .await?
+        }))
+    }
+
+    /// Checks every field and reports every problem at once.
+    async fn check(&self, input: &SchoolInput, today: NaiveDate) -> RegResult<Checked> {
+        let mut errors = vec![];
+        let code = SchoolCode::parse(input.code.trim()).map(|c| c.to_string());
+        if code.is_none() {
+            errors.push(rule("code", "registry-bad-code"));
+        }
+        let name = parse_school_name(&input.name);
+        if name.is_none() {
+            errors.push(rule("name", "registry-bad-name"));
+        }
+        let kind = SchoolKind::parse(&input.kind);
+        if kind.is_none() {
+            errors.push(rule("kind", "registry-bad-kind"));
+        }
+        let urban_rural = UrbanRural::parse(&input.urban_rural);
+        if urban_rural.is_none() {
+            errors.push(rule("urban_rural", "registry-bad-urban-rural"));
+        }
+        let county = match RegionCode::parse(input.county.trim()) {
+            Ok(c) => match Regions(self.0).get(c).await? {
+                Some(r) if RegionLevel::parse(&r.level) == Some(RegionLevel::County) => Some(c),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if county.is_none() {
+            errors.push(rule("county", "registry-bad-county"));
+        }
+        let grades = match input.grades.trim() {
+            "" => kind.map(SchoolKind::default_grades),
+            g => Grades::parse(g).filter(|g| kind.is_none_or(|k| g.fits(k))),
+        };
+        if grades.is_none() {
+            errors.push(rule("grades", "registry-bad-grades"));
+        }
+        let opened_on = match input.opened_on.trim() {
+            "" => Some(today),
+            d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .ok()
+                .filter(|d| *d <= today && d.year() >= 1900),
+        };
+        if opened_on.is_none() {
+            errors.push(rule("opened_on", "registry-bad-date"));
+        }
+        let parent = Some(input.parent_code.trim())
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        if kind.is_some_and(SchoolKind::is_teaching_point) && parent.is_none() {
+            errors.push(rule("parent_code", "registry-parent-required"));
+        }
+        if kind.is_some_and(|k| !k.is_teaching_point()) && parent.is_some() {
+            errors.push(rule("parent_code", "registry-parent-only-for-points"));
+        }
+        match (code, name, kind, urban_rural, county, grades, opened_on) {
+            (
+                Some(code),
+                Some(name),
+                Some(kind),
+                Some(urban_rural),
+                Some(county),
+                Some(grades),
+                Some(opened_on),
+            ) if errors.is_empty() => Ok(Checked {
+                code,
+                name,
+                kind,
+                urban_rural,
+                county,
+                parent,
+                grades,
+                opened_on,
+            }),
+            _ => Err(RegistryError::Fields(errors)),
+        }
+    }
+
+    /// A teaching point's parent must be an open school of the same county, not a teaching point.
+    async fn check_parent(tx: &mut Tx, c: &Checked) -> RegResult<()> {
+        let Some(p) = &c.parent else { return Ok(()) };
+        let ok = Self::any_school(tx, p).await?.is_some_and(|ps| {
+            ps.county == c.county.to_string()
+                && ps.status() == Some(SchoolStatus::Open)
+                && ps.kind().is_some_and(|k| !k.is_teaching_point())
+                && ps.code != c.code
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(RegistryError::Fields(vec![rule(
+                "parent_code",
+                "registry-bad-parent",
+            )]))
+        }
+    }
+
+    fn may_manage(actor: &Actor<'_>, county: RegionCode) -> RegResult<()> {
+        if actor.may(Permission::RegistryManage, &Node::Region(county)) {
+            Ok(())
+        } else {
+            Err(RegistryError::Forbidden)
+        }
+    }
+
+    /// Opens a school (or a teaching point) in a county.
+    pub async fn create_school(
+        &self,
+        actor: Actor<'_>,
+        input: &SchoolInput,
+    ) -> RegResult<SchoolRow> {
+        let today = Utc::now().date_naive();
+        let c = self.check(input, today).await?;
+        Self::may_manage(&actor, c.county)?;
+        let mut tx = self.0.begin().await?;
+        if Self::any_school(&mut tx, &c.code).await?.is_some() {
+            return Err(RegistryError::Fields(vec![rule(
+                "code",
+                "registry-code-taken",
+            )]));
+        }
+        Self::check_parent(&mut tx, &c).await?;
+        let now = Utc::now();
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO school (code, name, kind, urban_rural, county, parent_code, grades, \
+                status, opened_on, version, updated_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, 1, $9)",
+            ))
+            .bind(&c.code)
+            .bind(&c.name)
+            .bind(c.kind.code())
+            .bind(c.urban_rural.code())
+            .bind(c.county.to_string())
+            .bind(&c.parent)
+            .bind(c.grades.to_string())
+            .bind(c.opened_on)
+            .bind(now)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        let changes = serde_json::json!({
+            "name": [null, c.name],
+            "kind": [null, c.kind.code()],
+            "urban_rural": [null, c.urban_rural.code()],
+            "county": [null, c.county.to_string()],
+            "parent_code": [null, c.parent],
+            "grades": [null, c.grades.to_string()],
+        });
+        let node = Node::School {
+            code: SchoolCode::parse(&c.code).ok_or(RegistryError::NotFound)?,
+            county: c.county,
+        };
+        record(
+            &mut tx,
+            &actor,
+            Change {
+                node: &node,
+                code: &c.code,
+                kind: "create",
+                effective_on: c.opened_on,
+                reason: "",
+                changes: &changes,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.school(&Scope::everything(), &c.code)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+
+    /// Changes a school's details (not its code, status or county: those are closure and merger,
+    /// or a new school). `version` is the one the form was loaded with.
+    pub async fn edit_school(
+        &self,
+        actor: Actor<'_>,
+        code: &str,
+        version: i32,
+        input: &SchoolInput,
+        reason: &str,
+    ) -> RegResult<()> {
+        let today = Utc::now().date_naive();
+        let mut tx = self.0.begin().await?;
+        let Some(before) = Self::any_school(&mut tx, code).await? else {
+            return Err(RegistryError::NotFound);
+        };
+        let county = RegionCode::parse(&before.county).map_err(|_| RegistryError::NotFound)?;
+        if !actor.may(Permission::RegistryView, &before.node()) && !matches!(actor, Actor::Cli) {
+            return Err(RegistryError::NotFound);
+        }
+        Self::may_manage(&actor, county)?;
+        let mut input = input.clone();
+        input.code = before.code.clone();
+        input.county = before.county.clone();
+        if input.opened_on.trim().is_empty() {
+            input.opened_on = before.opened_on.to_string();
+        }
+        let c = self.check(&input, today).await?;
+        Self::check_parent(&mut tx, &c).await?;
+        if before.status() != Some(SchoolStatus::Open) {
+            return Err(RegistryError::Fields(vec![rule(
+                "status",
+                "registry-not-open",
+            )]));
+        }
+        let mut changes = serde_json::Map::new();
+        let mut diff = |field: &str, old: String, new: String| {
+            if old != new {
+                changes.insert(field.into(), serde_json::json!([old, new]));
+            }
+        };
+        diff("name", before.name.clone(), c.name.clone());
+        diff("kind", before.kind.clone(), c.kind.code().into());
+        diff(
+            "urban_rural",
+            before.urban_rural.clone(),
+            c.urban_rural.code().into(),
+        );
+        diff(
+            "parent_code",
+            before.parent_code.clone().unwrap_or_default(),
+            c.parent.clone().unwrap_or_default(),
+        );
+        diff("grades", before.grades.clone(), c.grades.to_string());
+        diff(
+            "opened_on",
+            before.opened_on.to_string(),
+            c.opened_on.to_string(),
+        );
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let n = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE school SET name = $3, kind = $4, urban_rural = $5, parent_code = $6, \
+                grades = $7, opened_on = $8, version = version + 1, updated_at = $9 \
+                WHERE code = $1 AND version = $2",
+            ))
+            .bind(code)
+            .bind(version)
+            .bind(&c.name)
+            .bind(c.kind.code())
+            .bind(c.urban_rural.code())
+            .bind(&c.parent)
+            .bind(c.grades.to_string())
+            .bind(c.opened_on)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        if n == 0 {
+            return Err(RegistryError::Stale);
+        }
+        let changes = serde_json::Value::Object(changes);
+        record(
+            &mut tx,
+            &actor,
+            Change {
+                node: &before.node(),
+                code,
+                kind: "edit",
+                effective_on: today,
+                reason,
+                changes: &changes,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes a school on `on`, or merges it into `into` (an open school of the same county that
+    /// is not one of its own teaching points). Its open teaching points must go first.
+    pub async fn close_school(
+        &self,
+        actor: Actor<'_>,
+        code: &str,
+        version: i32,
+        on: &str,
+        into: Option<&str>,
+        reason: &str,
+    ) -> RegResult<()> {
+        let today = Utc::now().date_naive();
+        let mut tx = self.0.begin().await?;
+        let Some(before) = Self::any_school(&mut tx, code).await? else {
+            return Err(RegistryError::NotFound);
+        };
+        let county = RegionCode::parse(&before.county).map_err(|_| RegistryError::NotFound)?;
+        if !actor.may(Permission::RegistryView, &before.node()) && !matches!(actor, Actor::Cli) {
+            return Err(RegistryError::NotFound);
+        }
+        Self::may_manage(&actor, county)?;
+        let mut errors = vec![];
+        let date = NaiveDate::parse_from_str(on.trim(), "%Y-%m-%d")
+            .ok()
+            .filter(|d| *d >= before.opened_on && *d <= today + chrono::Duration::days(366));
+        if date.is_none() {
+            errors.push(rule("on", "registry-bad-close-date"));
+        }
+        if reason.trim().is_empty() {
+            errors.push(rule("reason", "registry-reason-required"));
+        }
+        if before.status() != Some(SchoolStatus::Open) {
+            errors.push(rule("status", "registry-not-open"));
+        }
+        let open_points: i64 = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT COUNT(*) FROM school WHERE parent_code = $1 AND status = 'open'",
+            ))
+            .bind(code)
+            .fetch_one(ex)
+            .await?
+        });
+        if open_points > 0 {
+            errors.push(rule("status", "registry-points-still-open"));
+        }
+        if let Some(target) = into {
+            let ok = Self::any_school(&mut tx, target.trim())
+                .await?
+                .is_some_and(|t| {
+                    t.code != before.code
+                        && t.county == before.county
+                        && t.status() == Some(SchoolStatus::Open)
+                        && t.parent_code.as_deref() != Some(code)
+                });
+            if !ok {
+                errors.push(rule("into", "registry-bad-merge-target"));
+            }
+        }
+        let Some(date) = date.filter(|_| errors.is_empty()) else {
+            return Err(RegistryError::Fields(errors));
+        };
+        let (status, event) = match into {
+            Some(_) => ("merged", "merge"),
+            None => ("closed", "close"),
+        };
+        let into = into.map(str::trim);
+        let n = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE school SET status = $3, closed_on = $4, merged_into = $5, \
+                version = version + 1, updated_at = $6 WHERE code = $1 AND version = $2",
+            ))
+            .bind(code)
+            .bind(version)
+            .bind(status)
+            .bind(date)
+            .bind(into)
+            .bind(Utc::now())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        if n == 0 {
+            return Err(RegistryError::Stale);
+        }
+        let changes = serde_json::json!({
+            "status": [before.status, status],
+            "merged_into": [null, into],
+        });
+        record(
+            &mut tx,
+            &actor,
+            Change {
+                node: &before.node(),
+                code,
+                kind: event,
+                effective_on: date,
+                reason: reason.trim(),
+                changes: &changes,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// One change of a school, as recorded.
+struct Change<'a> {
+    node: &'a Node,
+    code: &'a str,
+    kind: &'static str,
+    effective_on: NaiveDate,
+    reason: &'a str,
+    changes: &'a serde_json::Value,
+}
+
+async fn record(tx: &mut Tx, actor: &Actor<'_>, c: Change<'_>) -> crate::Result<()> {
+    let Change {
+        node,
+        code,
+        kind,
+        effective_on,
+        reason,
+        changes,
+    } = c;
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO school_event (id, school_code, kind, effective_on, recorded_at, actor, \
+            actor_id, reason, changes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        ))
+        .bind(Uuid::now_v7())
+        .bind(code)
+        .bind(kind)
+        .bind(effective_on)
+        .bind(Utc::now())
+        .bind(actor.name())
+        .bind(actor.id())
+        .bind(reason)
+        .bind(changes.to_string())
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    let event = match kind {
+        "create" => "school.create",
+        "edit" => "school.edit",
+        "close" => "school.close",
+        _ => "school.merge",
+    };
+    let mut e = actor.entry(event, code, "success", node);
+    e.detail = reason.to_owned();
+    audit::append(tx, &e).await?;
+    Ok(())
+}
