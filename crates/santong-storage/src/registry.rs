@@ -472,6 +472,11 @@ impl Registry<'_> {
                 "registry-not-open",
             )]));
         }
+        // Checked here as well as in the UPDATE: a form loaded before someone else's change is
+        // stale even when it changes nothing.
+        if before.version != version {
+            return Err(RegistryError::Stale);
+        }
         let mut changes = serde_json::Map::new();
         let mut diff = |field: &str, old: String, new: String| {
             if old != new {

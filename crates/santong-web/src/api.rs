@@ -26,6 +26,11 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(me))
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user))
+        .route(
+            "/schools",
+            get(crate::schools::api_list).post(crate::schools::api_create),
+        )
+        .route("/schools/{code}", get(crate::schools::api_get))
 }
 
 #[derive(OpenApi)]
@@ -37,7 +42,16 @@ pub fn routes() -> Router<AppState> {
             `Accept-Language` (zh-CN by default, or en).",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(list_regions, get_region, me, list_users, get_user),
+    paths(
+        list_regions,
+        get_region,
+        me,
+        list_users,
+        get_user,
+        crate::schools::api_list,
+        crate::schools::api_get,
+        crate::schools::api_create
+    ),
     components(schemas(
         RegionDto,
         RegionList,
@@ -49,7 +63,12 @@ pub fn routes() -> Router<AppState> {
         UserDto,
         UserList,
         GrantDto,
-        MeDto
+        MeDto,
+        crate::schools::SchoolDto,
+        crate::schools::SchoolList,
+        crate::schools::SchoolDetail,
+        crate::schools::SchoolEventDto,
+        crate::schools::NewSchool
     )),
     modifiers(&BearerAuth)
 )]

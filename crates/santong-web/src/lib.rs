@@ -16,6 +16,7 @@ pub mod error;
 pub mod i18n;
 pub mod oidc;
 pub mod pages;
+pub mod schools;
 pub mod shell;
 pub mod views;
 
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(oidc::routes())
         .merge(clients::routes())
+        .merge(schools::routes())
         .nest("/api/v1", api::routes())
         .fallback(shell::not_found)
         .with_state(state.clone());

@@ -49,6 +49,9 @@ impl Chrome {
                 } else if p.has(Permission::StudentPasswordsReset) {
                     admin.push(("/admin/users", t.t("nav-students")));
                 }
+                if p.has(Permission::RegistryView) {
+                    admin.push(("/schools", t.t("nav-schools")));
+                }
                 if p.has(Permission::AuditRead) {
                     admin.push(("/admin/audit", t.t("nav-audit")));
                 }

@@ -5,4 +5,5 @@ mod api;
 mod identity;
 mod oidc;
 mod pages;
+mod schools;
 mod shell;

@@ -1,0 +1,803 @@
+//! Schools and teaching points: the list (filters, sorting, pages), a school's page with its
+//! teaching points and history, and the forms to open, edit, close and merge — plus the same in
+//! the JSON API. Everything is read through the caller's `registry_view` scope; changes are
+//! checked again in storage.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use santong_domain::identity::Permission;
+use santong_domain::paging::{FieldError, PageRequest, parse_page};
+use santong_domain::region::RegionCode;
+use santong_domain::registry::{SchoolKind, SchoolStatus, UrbanRural};
+use santong_storage::registry::{
+    Registry, RegistryError, SchoolEventRow, SchoolFilter, SchoolInput, SchoolRow, SchoolSort,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::admin::actor;
+use crate::auth::User;
+use crate::error::AppError;
+use crate::i18n::{Tr, n};
+use crate::shell::Ctx;
+use crate::views::{Chrome, Pager, percent_encode, private_page as html};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/schools", get(list).post(create))
+        .route("/schools/new", get(new_form))
+        .route("/schools/{code}", get(detail).post(edit))
+        .route("/schools/{code}/close", post(close))
+}
+
+type Params = HashMap<String, String>;
+
+fn p<'a>(q: &'a Params, k: &str) -> &'a str {
+    q.get(k).map(String::as_str).unwrap_or("").trim()
+}
+
+/// The list's filters, sort and page, parsed once for the page and the API.
+fn parse_list(q: &Params) -> Result<(SchoolFilter, PageRequest), AppError> {
+    let mut errors = vec![];
+    let page = parse_page(
+        q.get("page").map(String::as_str),
+        q.get("size").map(String::as_str),
+        &mut errors,
+    );
+    let mut f = SchoolFilter {
+        text: Some(p(q, "q").to_owned()).filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    let bad =
+        |field: &str| FieldError::new(field, santong_domain::paging::FieldErrorKind::InvalidValue);
+    match p(q, "region") {
+        "" => {}
+        r => match RegionCode::parse(r) {
+            Ok(c) => f.region = Some(c),
+            Err(_) => errors.push(bad("region")),
+        },
+    }
+    match p(q, "kind") {
+        "" => {}
+        k => match SchoolKind::parse(k) {
+            Some(k) => f.kind = Some(k),
+            None => errors.push(bad("kind")),
+        },
+    }
+    match p(q, "status") {
+        "" => {}
+        s => match SchoolStatus::parse(s) {
+            Some(s) => f.status = Some(s),
+            None => errors.push(bad("status")),
+        },
+    }
+    let sort = santong_domain::paging::parse_sort(
+        q.get("sort").map(String::as_str),
+        &[
+            ("code", SchoolSort::Code),
+            ("name", SchoolSort::Name),
+            ("opened", SchoolSort::Opened),
+        ],
+        &mut errors,
+    );
+    if let Some(s) = sort {
+        f.sort = s.field;
+        f.descending = s.descending;
+    }
+    if errors.is_empty() {
+        Ok((f, page))
+    } else {
+        Err(AppError::bad_params(errors))
+    }
+}
+
+fn registry_error(e: RegistryError) -> AppError {
+    match e {
+        RegistryError::Fields(f) => AppError::bad_params(f),
+        RegistryError::Forbidden => {
+            AppError::new(StatusCode::FORBIDDEN, "forbidden", "error-forbidden")
+        }
+        RegistryError::NotFound => AppError::not_found(),
+        RegistryError::Stale => AppError::new(StatusCode::CONFLICT, "stale", "registry-stale"),
+        RegistryError::Storage(s) => s.into(),
+    }
+}
+
+fn kind_label(tr: &Tr, code: &str) -> String {
+    tr.t(&format!("school-kind-{code}"))
+}
+
+fn urban_label(tr: &Tr, code: &str) -> String {
+    tr.t(&format!("urban-rural-{code}"))
+}
+
+fn status_label(tr: &Tr, s: &str) -> String {
+    tr.t(&format!("school-status-{s}"))
+}
+
+// ----- pages ------------------------------------------------------------------------------------
+
+struct Row {
+    code: String,
+    name: String,
+    kind: String,
+    county: String,
+    status: String,
+    opened: String,
+    point: bool,
+}
+
+#[derive(Template)]
+#[template(path = "schools.html")]
+struct ListPage {
+    c: Chrome,
+    q: String,
+    region: String,
+    kind: String,
+    status: String,
+    sort: String,
+    kinds: Vec<(&'static str, String)>,
+    statuses: Vec<(&'static str, String)>,
+    rows: Vec<Row>,
+    pager: Pager,
+    can_create: bool,
+}
+
+fn may_create(user: &User) -> bool {
+    // Schools are opened at the county or above: a grant at a region, not at a school.
+    user.0.roles().iter().any(|(r, n)| {
+        r.permissions().contains(&Permission::RegistryManage)
+            && !matches!(n, santong_domain::identity::Node::School { .. })
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let (f, page) = parse_list(&q)?;
+    let tr = ctx.tr();
+    let list = Registry(&state.db)
+        .list_schools(
+            &user.0.scope(Permission::RegistryView),
+            &f,
+            page.limit(),
+            page.offset(),
+        )
+        .await?;
+    let keep = |extra: &str| {
+        format!(
+            "/schools?q={}&region={}&kind={}&status={}&sort={}{extra}",
+            percent_encode(p(&q, "q")),
+            percent_encode(p(&q, "region")),
+            percent_encode(p(&q, "kind")),
+            percent_encode(p(&q, "status")),
+            percent_encode(p(&q, "sort")),
+        )
+    };
+    let pages = page.page_count(list.total);
+    let rows = list
+        .items
+        .iter()
+        .map(|s| Row {
+            code: s.code.clone(),
+            name: s.name.clone(),
+            kind: kind_label(&tr, &s.kind),
+            county: s.county.clone(),
+            status: status_label(&tr, &s.status),
+            opened: s.opened_on.to_string(),
+            point: s.parent_code.is_some(),
+        })
+        .collect();
+    html(&ListPage {
+        c: ctx.chrome(tr.t("schools-title")),
+        q: p(&q, "q").to_owned(),
+        region: p(&q, "region").to_owned(),
+        kind: p(&q, "kind").to_owned(),
+        status: p(&q, "status").to_owned(),
+        sort: p(&q, "sort").to_owned(),
+        kinds: SchoolKind::ALL
+            .iter()
+            .map(|k| (k.code(), kind_label(&tr, k.code())))
+            .collect(),
+        statuses: SchoolStatus::ALL
+            .iter()
+            .map(|s| (s.as_str(), status_label(&tr, s.as_str())))
+            .collect(),
+        rows,
+        pager: Pager {
+            summary: tr.f(
+                "pager-summary",
+                &[
+                    ("page", n(page.page)),
+                    ("pages", n(pages as f64)),
+                    ("total", n(list.total as f64)),
+                ],
+            ),
+            prev: (page.page > 1).then(|| {
+                (
+                    keep(&format!("&page={}", page.page - 1)),
+                    tr.t("pager-prev"),
+                )
+            }),
+            next: (u64::from(page.page) < pages).then(|| {
+                (
+                    keep(&format!("&page={}", page.page + 1)),
+                    tr.t("pager-next"),
+                )
+            }),
+        },
+        can_create: may_create(&user),
+    })
+}
+
+/// A school form's values and its field messages.
+#[derive(Default)]
+struct FormState {
+    v: HashMap<String, String>,
+    errors: Vec<(String, String)>,
+}
+
+impl FormState {
+    fn val(&self, k: &str) -> &str {
+        self.v.get(k).map(String::as_str).unwrap_or("")
+    }
+
+    fn err(&self, k: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, m)| m.as_str())
+    }
+
+    fn of(s: &SchoolRow) -> FormState {
+        let mut v = HashMap::new();
+        v.insert("code".into(), s.code.clone());
+        v.insert("name".into(), s.name.clone());
+        v.insert("kind".into(), s.kind.clone());
+        v.insert("urban_rural".into(), s.urban_rural.clone());
+        v.insert("county".into(), s.county.clone());
+        v.insert(
+            "parent_code".into(),
+            s.parent_code.clone().unwrap_or_default(),
+        );
+        v.insert("grades".into(), s.grades.clone());
+        v.insert("opened_on".into(), s.opened_on.to_string());
+        FormState { v, errors: vec![] }
+    }
+
+    fn with_errors(v: &Params, tr: &Tr, errors: &[FieldError]) -> FormState {
+        FormState {
+            v: v.clone(),
+            errors: errors
+                .iter()
+                .map(|e| (e.field.clone(), tr.t(e.kind.key())))
+                .collect(),
+        }
+    }
+}
+
+fn input_of(f: &Params) -> SchoolInput {
+    SchoolInput {
+        code: p(f, "code").into(),
+        name: p(f, "name").into(),
+        kind: p(f, "kind").into(),
+        urban_rural: p(f, "urban_rural").into(),
+        county: p(f, "county").into(),
+        parent_code: p(f, "parent_code").into(),
+        grades: p(f, "grades").into(),
+        opened_on: p(f, "opened_on").into(),
+    }
+}
+
+/// A select's options: (value, label).
+type Options = Vec<(&'static str, String)>;
+
+/// The kind and urban/rural options of the school forms.
+fn choices(tr: &Tr) -> (Options, Options) {
+    (
+        SchoolKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    k.code(),
+                    format!("{} {}", k.code(), kind_label(tr, k.code())),
+                )
+            })
+            .collect(),
+        UrbanRural::ALL
+            .iter()
+            .map(|u| {
+                (
+                    u.code(),
+                    format!("{} {}", u.code(), urban_label(tr, u.code())),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[derive(Template)]
+#[template(path = "school_new.html")]
+struct NewPage {
+    c: Chrome,
+    form: FormState,
+    kinds: Vec<(&'static str, String)>,
+    urban: Vec<(&'static str, String)>,
+}
+
+fn render_new(ctx: &Ctx, form: FormState, status: StatusCode) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let (kinds, urban) = choices(&tr);
+    let mut res = html(&NewPage {
+        c: ctx.chrome(tr.t("schools-new")),
+        form,
+        kinds,
+        urban,
+    })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+async fn new_form(ctx: Ctx, user: User) -> Result<Response, AppError> {
+    user.require(Permission::RegistryManage)?;
+    render_new(&ctx, FormState::default(), StatusCode::OK)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryManage)?;
+    match Registry(&state.db)
+        .create_school(actor(&user, &ctx), &input_of(&f))
+        .await
+    {
+        Ok(s) => Ok(Redirect::to(&format!("/schools/{}", s.code)).into_response()),
+        Err(RegistryError::Fields(errors)) => {
+            let form = FormState::with_errors(&f, &ctx.tr(), &errors);
+            render_new(&ctx, form, StatusCode::BAD_REQUEST)
+        }
+        Err(e) => Err(registry_error(e)),
+    }
+}
+
+struct EventView {
+    kind: String,
+    on: String,
+    at: String,
+    actor: String,
+    reason: String,
+    changes: String,
+}
+
+#[derive(Template)]
+#[template(path = "school.html")]
+struct DetailPage {
+    c: Chrome,
+    s: SchoolRow,
+    kind: String,
+    urban: String,
+    status: String,
+    points: Vec<(String, String, String)>,
+    history: Vec<EventView>,
+    can_manage: bool,
+    open: bool,
+    form: FormState,
+    close_errors: Vec<String>,
+    kinds: Vec<(&'static str, String)>,
+    urban_choices: Vec<(&'static str, String)>,
+}
+
+fn event_view(tr: &Tr, e: SchoolEventRow) -> EventView {
+    let changes: serde_json::Value = serde_json::from_str(&e.changes).unwrap_or_default();
+    let text = changes
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let show = |x: &serde_json::Value| match x {
+                        serde_json::Value::Null => "—".to_owned(),
+                        serde_json::Value::String(s) if s.is_empty() => "—".to_owned(),
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    format!(
+                        "{}: {} → {}",
+                        tr.t(&format!("school-field-{k}")),
+                        show(&v[0]),
+                        show(&v[1])
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("；")
+        })
+        .unwrap_or_default();
+    EventView {
+        kind: tr.t(&format!("school-event-{}", e.kind)),
+        on: e.effective_on.to_string(),
+        at: e.recorded_at.format("%Y-%m-%d %H:%M").to_string(),
+        actor: e.actor,
+        reason: e.reason,
+        changes: text,
+    }
+}
+
+async fn render_detail(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    code: &str,
+    form: Option<FormState>,
+    close_errors: Vec<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let reg = Registry(&state.db);
+    let scope = user.0.scope(Permission::RegistryView);
+    let s = reg
+        .school(&scope, code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let points = reg
+        .list_schools(
+            &scope,
+            &SchoolFilter {
+                parent: Some(s.code.clone()),
+                ..Default::default()
+            },
+            100,
+            0,
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|p| (p.code, p.name, status_label(&tr, &p.status)))
+        .collect();
+    let history = reg
+        .history(&s.code)
+        .await?
+        .into_iter()
+        .map(|e| event_view(&tr, e))
+        .collect();
+    let county = s
+        .node()
+        .region()
+        .map(santong_domain::identity::Node::Region);
+    let can_manage = county.is_some_and(|n| user.0.scope(Permission::RegistryManage).contains(&n));
+    let (kinds, urban_choices) = choices(&tr);
+    let mut res = html(&DetailPage {
+        c: ctx.chrome(s.name.clone()),
+        kind: kind_label(&tr, &s.kind),
+        urban: urban_label(&tr, &s.urban_rural),
+        status: status_label(&tr, &s.status),
+        open: s.status() == Some(SchoolStatus::Open),
+        points,
+        history,
+        can_manage,
+        form: form.unwrap_or_else(|| FormState::of(&s)),
+        close_errors,
+        kinds,
+        urban_choices,
+        s,
+    })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    render_detail(&state, &ctx, &user, &code, None, vec![], StatusCode::OK).await
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    let version = p(&f, "version").parse::<i32>().unwrap_or(-1);
+    match Registry(&state.db)
+        .edit_school(
+            actor(&user, &ctx),
+            &code,
+            version,
+            &input_of(&f),
+            p(&f, "reason"),
+        )
+        .await
+    {
+        Ok(()) => Ok(Redirect::to(&format!("/schools/{code}")).into_response()),
+        Err(RegistryError::Fields(errors)) => {
+            let form = FormState::with_errors(&f, &ctx.tr(), &errors);
+            render_detail(
+                &state,
+                &ctx,
+                &user,
+                &code,
+                Some(form),
+                vec![],
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+        Err(RegistryError::Stale) => {
+            let msg = ctx.tr().t("registry-stale");
+            let form = FormState {
+                v: f.clone(),
+                errors: vec![("name".into(), msg)],
+            };
+            render_detail(
+                &state,
+                &ctx,
+                &user,
+                &code,
+                Some(form),
+                vec![],
+                StatusCode::CONFLICT,
+            )
+            .await
+        }
+        Err(e) => Err(registry_error(e)),
+    }
+}
+
+async fn close(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    let version = p(&f, "version").parse::<i32>().unwrap_or(-1);
+    let into = Some(p(&f, "into")).filter(|i| !i.is_empty());
+    match Registry(&state.db)
+        .close_school(
+            actor(&user, &ctx),
+            &code,
+            version,
+            p(&f, "on"),
+            into,
+            p(&f, "reason"),
+        )
+        .await
+    {
+        Ok(()) => Ok(Redirect::to(&format!("/schools/{code}")).into_response()),
+        Err(RegistryError::Fields(errors)) => {
+            let tr = ctx.tr();
+            let msgs = errors.iter().map(|e| tr.t(e.kind.key())).collect();
+            render_detail(
+                &state,
+                &ctx,
+                &user,
+                &code,
+                None,
+                msgs,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+        Err(RegistryError::Stale) => {
+            let msgs = vec![ctx.tr().t("registry-stale")];
+            render_detail(&state, &ctx, &user, &code, None, msgs, StatusCode::CONFLICT).await
+        }
+        Err(e) => Err(registry_error(e)),
+    }
+}
+
+// ----- API --------------------------------------------------------------------------------------
+
+/// A school or teaching point.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchoolDto {
+    /// 学校标识码, 10 digits.
+    pub code: String,
+    pub name: String,
+    /// 办学类型 (GB/T 33782-2017), e.g. `211` primary, `218` teaching point.
+    pub kind: String,
+    /// 城乡类型 (GB/T 33782-2017), e.g. `111` main urban, `220` village.
+    pub urban_rural: String,
+    /// County-level region code (GB/T 2260).
+    pub county: String,
+    pub parent_code: Option<String>,
+    /// Grades offered, `1-6`.
+    pub grades: String,
+    /// `open`, `closed` or `merged`.
+    pub status: String,
+    pub opened_on: String,
+    pub closed_on: Option<String>,
+    pub merged_into: Option<String>,
+    /// Send it back when changing the school; a stale one is refused with 409.
+    pub version: i32,
+}
+
+impl From<SchoolRow> for SchoolDto {
+    fn from(s: SchoolRow) -> Self {
+        Self {
+            code: s.code,
+            name: s.name,
+            kind: s.kind,
+            urban_rural: s.urban_rural,
+            county: s.county,
+            parent_code: s.parent_code,
+            grades: s.grades,
+            status: s.status,
+            opened_on: s.opened_on.to_string(),
+            closed_on: s.closed_on.map(|d| d.to_string()),
+            merged_into: s.merged_into,
+            version: s.version,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchoolList {
+    pub items: Vec<SchoolDto>,
+    pub page: u32,
+    pub size: u32,
+    pub pages: u64,
+    pub total: u64,
+}
+
+/// A change in a school's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchoolEventDto {
+    /// `create`, `edit`, `close` or `merge`.
+    pub kind: String,
+    pub effective_on: String,
+    pub recorded_at: String,
+    pub actor: String,
+    pub reason: String,
+    /// `{"field": [before, after]}`
+    #[schema(value_type = Object)]
+    pub changes: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchoolDetail {
+    #[serde(flatten)]
+    pub school: SchoolDto,
+    pub history: Vec<SchoolEventDto>,
+}
+
+/// A new school.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct NewSchool {
+    pub code: String,
+    pub name: String,
+    pub kind: String,
+    pub urban_rural: String,
+    pub county: String,
+    #[serde(default)]
+    pub parent_code: Option<String>,
+    /// Omitted: the kind's usual grades.
+    #[serde(default)]
+    pub grades: Option<String>,
+    /// `YYYY-MM-DD`; omitted: today.
+    #[serde(default)]
+    pub opened_on: Option<String>,
+}
+
+/// Schools in the caller's scope.
+#[utoipa::path(get, path = "/schools", tag = "registry", security(("token" = [])),
+    params(("q" = Option<String>, Query, description = "part of the name or code"),
+           ("region" = Option<String>, Query, description = "under this region code"),
+           ("kind" = Option<String>, Query, description = "办学类型 code"),
+           ("status" = Option<String>, Query, description = "open, closed or merged"),
+           ("sort" = Option<String>, Query, description = "code, name or opened; prefix - for descending"),
+           ("page" = Option<u32>, Query), ("size" = Option<u32>, Query, description = "1–100")),
+    responses((status = 200, body = SchoolList),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_list(
+    State(state): State<AppState>,
+    user: User,
+    Query(q): Query<Params>,
+) -> Result<Json<SchoolList>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let (f, page) = parse_list(&q)?;
+    let list = Registry(&state.db)
+        .list_schools(
+            &user.0.scope(Permission::RegistryView),
+            &f,
+            page.limit(),
+            page.offset(),
+        )
+        .await?;
+    Ok(Json(SchoolList {
+        pages: page.page_count(list.total),
+        items: list.items.into_iter().map(SchoolDto::from).collect(),
+        page: page.page,
+        size: page.size,
+        total: list.total,
+    }))
+}
+
+/// One school with its history (404 outside the caller's scope).
+#[utoipa::path(get, path = "/schools/{code}", tag = "registry", security(("token" = [])),
+    params(("code" = String, Path)),
+    responses((status = 200, body = SchoolDetail),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_get(
+    State(state): State<AppState>,
+    user: User,
+    Path(code): Path<String>,
+) -> Result<Json<SchoolDetail>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let reg = Registry(&state.db);
+    let s = reg
+        .school(&user.0.scope(Permission::RegistryView), &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let history = reg
+        .history(&s.code)
+        .await?
+        .into_iter()
+        .map(|e| SchoolEventDto {
+            kind: e.kind,
+            effective_on: e.effective_on.to_string(),
+            recorded_at: e.recorded_at.to_rfc3339(),
+            actor: e.actor,
+            reason: e.reason,
+            changes: serde_json::from_str(&e.changes).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(SchoolDetail {
+        school: s.into(),
+        history,
+    }))
+}
+
+/// Opens a school or teaching point (needs `registry_manage` at its county).
+#[utoipa::path(post, path = "/schools", tag = "registry", security(("token" = [])),
+    request_body = NewSchool,
+    responses((status = 201, body = SchoolDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json",
+               description = "every refused field, each with its own code and message"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Json(body): Json<NewSchool>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryManage)?;
+    let input = SchoolInput {
+        code: body.code,
+        name: body.name,
+        kind: body.kind,
+        urban_rural: body.urban_rural,
+        county: body.county,
+        parent_code: body.parent_code.unwrap_or_default(),
+        grades: body.grades.unwrap_or_default(),
+        opened_on: body.opened_on.unwrap_or_default(),
+    };
+    let s = Registry(&state.db)
+        .create_school(actor(&user, &ctx), &input)
+        .await
+        .map_err(registry_error)?;
+    Ok((StatusCode::CREATED, Json(SchoolDto::from(s))).into_response())
+}

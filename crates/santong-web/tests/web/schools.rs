@@ -1,0 +1,340 @@
+//! Schools through the pages and the API, and the scope matrix for them.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use santong_domain::identity::{Node, Role, SchoolCode};
+use santong_domain::region::RegionCode;
+use santong_storage::identity::Actor;
+use santong_storage::registry::{Registry, SchoolInput};
+use santong_testkit::TestApp;
+
+santong_testkit::web_conformance!(
+    officials_open_edit_and_merge_schools_on_the_pages,
+    the_api_lists_reads_and_creates_schools,
+    schools_are_out_of_scope_for_other_schools_and_regions,
+);
+
+fn region(c: &str) -> Node {
+    Node::Region(RegionCode::parse(c).unwrap())
+}
+fn school(code: &str, county: &str) -> Node {
+    Node::School {
+        code: SchoolCode::parse(code).unwrap(),
+        county: RegionCode::parse(county).unwrap(),
+    }
+}
+
+async fn seed(app: &TestApp, code: &str, name: &str, county: &str) {
+    Registry(&app.t.db)
+        .create_school(
+            Actor::Cli,
+            &SchoolInput {
+                code: code.into(),
+                name: name.into(),
+                kind: "211".into(),
+                urban_rural: "111".into(),
+                county: county.into(),
+                opened_on: "1998-09-01".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn officials_open_edit_and_merge_schools_on_the_pages(app: TestApp) {
+    app.user(
+        "official.ns",
+        region("440305"),
+        Some((Role::Official, region("440305"))),
+        None,
+    )
+    .await;
+    let s = app.sign_in("official.ns").await;
+    let home = app.get_as(&s, "/").await;
+    assert!(
+        home.body.contains("href=\"/schools\""),
+        "the nav leads there"
+    );
+    assert!(
+        app.get_as(&s, "/schools")
+            .await
+            .body
+            .contains("/schools/new")
+    );
+    // Bad input: every field's message, in Chinese, nothing written.
+    let bad = app
+        .post_as(
+            &s,
+            "/schools",
+            &[
+                ("code", "123"),
+                ("name", "x"),
+                ("kind", "211"),
+                ("urban_rural", "111"),
+                ("county", "440300"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    for msg in [
+        "学校标识码为 10 位数字",
+        "学校名称应为 2 至 60 个字符",
+        "县级行政区划",
+    ] {
+        assert!(bad.body.contains(msg), "{msg}: {}", bad.body);
+    }
+    assert_eq!(
+        Registry(&app.t.db)
+            .list_schools(
+                &santong_domain::identity::Scope::everything(),
+                &Default::default(),
+                10,
+                0
+            )
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    let fields = [
+        ("code", "1144030501"),
+        ("name", "南山实验小学"),
+        ("kind", "211"),
+        ("urban_rural", "111"),
+        ("county", "440305"),
+        ("opened_on", "1998-09-01"),
+    ];
+    let ok = app.post_as(&s, "/schools", &fields).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.header("location"), Some("/schools/1144030501"));
+    let page = app.get_as(&s, "/schools/1144030501").await;
+    assert!(page.body.contains("南山实验小学") && page.body.contains("正常办学"));
+    assert!(page.body.contains("创建"), "history shows the opening");
+    // Edit with a reason; the same form again is stale.
+    let mut edit = fields.to_vec();
+    edit[1] = ("name", "南山区实验小学");
+    edit.push(("version", "1"));
+    edit.push(("reason", "更名"));
+    let res = app.post_as(&s, "/schools/1144030501", &edit).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let stale = app.post_as(&s, "/schools/1144030501", &edit).await;
+    assert_eq!(stale.status, 409);
+    assert!(stale.body.contains("已被他人修改"));
+    let page = app.get_as(&s, "/schools/1144030501").await;
+    assert!(
+        page.body
+            .contains("学校名称: 南山实验小学 → 南山区实验小学"),
+        "{}",
+        page.body
+    );
+    // Merge another school into it.
+    seed(&app, "1144030502", "村小", "440305").await;
+    let refused = app
+        .post_as(
+            &s,
+            "/schools/1144030502/close",
+            &[
+                ("version", "1"),
+                ("on", "2025-07-31"),
+                ("into", "1144030599"),
+                ("reason", ""),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("请填写原因") && refused.body.contains("只能并入"));
+    let merged = app
+        .post_as(
+            &s,
+            "/schools/1144030502/close",
+            &[
+                ("version", "1"),
+                ("on", "2025-07-31"),
+                ("into", "1144030501"),
+                ("reason", "布局调整"),
+            ],
+        )
+        .await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    let page = app.get_as(&s, "/schools/1144030502").await;
+    assert!(page.body.contains("已合并") && page.body.contains("/schools/1144030501"));
+    // Lists filter and page.
+    let list = app.get_as(&s, "/schools?status=merged").await;
+    assert!(list.body.contains("村小") && !list.body.contains("南山区实验小学"));
+    let bad = app.get_as(&s, "/schools?sort=colour").await;
+    assert_eq!(bad.status, 400);
+    // English too.
+    let en = app
+        .get_with(
+            "/schools/1144030502?lang=en",
+            &[("cookie", &format!("santong_session={}", s.cookie))],
+        )
+        .await;
+    assert!(en.body.contains("Merged"));
+}
+
+async fn the_api_lists_reads_and_creates_schools(app: TestApp) {
+    app.user(
+        "official.ns",
+        region("440305"),
+        Some((Role::Official, region("440305"))),
+        None,
+    )
+    .await;
+    let id = santong_storage::identity::Identity(&app.t.db);
+    let santong_storage::identity::Login::Ok { principal, .. } = id
+        .authenticate(
+            "official.ns",
+            santong_testkit::READY_PASSWORD,
+            "127.0.0.1",
+            "t",
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let (_, token) = id
+        .create_token(
+            &principal,
+            "127.0.0.1",
+            "sync",
+            &[
+                santong_domain::identity::Permission::RegistryView,
+                santong_domain::identity::Permission::RegistryManage,
+            ],
+            30,
+        )
+        .await
+        .unwrap();
+    let auth = format!("Bearer {token}");
+    let post = |body: serde_json::Value| {
+        Request::post("/api/v1/schools")
+            .header("authorization", auth.clone())
+            .header("content-type", "application/json")
+            .header("accept-language", "en")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let bad = app
+        .request(post(serde_json::json!({
+            "code": "1", "name": "A", "kind": "218", "urban_rural": "220", "county": "440305"
+        })))
+        .await;
+    assert_eq!(bad.status, 400);
+    let codes: Vec<String> = bad.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(codes.contains(&"registry-bad-code".to_owned()), "{codes:?}");
+    assert!(
+        codes.contains(&"registry-parent-required".to_owned()),
+        "{codes:?}"
+    );
+    assert!(bad.body.contains("A teaching point needs its parent"));
+    let ok = app
+        .request(post(serde_json::json!({
+            "code": "1144030501", "name": "南山小学", "kind": "211", "urban_rural": "111",
+            "county": "440305", "opened_on": "2001-09-01"
+        })))
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    assert_eq!(ok.json()["grades"], "1-6");
+    let list = app
+        .get_with(
+            "/api/v1/schools?kind=211&sort=-name",
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.json()["total"], 1);
+    let one = app
+        .get_with("/api/v1/schools/1144030501", &[("authorization", &auth)])
+        .await
+        .json();
+    assert_eq!(one["history"][0]["kind"], "create");
+    assert_eq!(one["version"], 1);
+}
+
+async fn schools_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
+    seed(&app, "1144030501", "南山小学", "440305").await;
+    seed(&app, "1144030502", "南山二小", "440305").await;
+    seed(&app, "1144010601", "天河小学", "440106").await;
+    app.user(
+        "official.gz",
+        region("440106"),
+        Some((Role::Official, region("440106"))),
+        None,
+    )
+    .await;
+    let b = school("1144030502", "440305");
+    app.user("head.b", b, Some((Role::SchoolAdmin, b)), None)
+        .await;
+    app.user("teacher.b", b, Some((Role::Teacher, b)), None)
+        .await;
+    let gz = app.sign_in("official.gz").await;
+    let head_b = app.sign_in("head.b").await;
+    let teacher_b = app.sign_in("teacher.b").await;
+    let u = "/schools/1144030501".to_owned();
+    app.assert_out_of_scope(
+        &[&gz, &head_b, &teacher_b],
+        &[u.clone(), "/api/v1/schools/1144030501".into()],
+        &[
+            (
+                u.clone(),
+                vec![
+                    ("name", "改名"),
+                    ("kind", "211"),
+                    ("urban_rural", "111"),
+                    ("version", "1"),
+                ],
+            ),
+            (
+                format!("{u}/close"),
+                vec![("on", "2025-07-31"), ("reason", "x"), ("version", "1")],
+            ),
+            (
+                "/schools".into(),
+                vec![
+                    ("code", "1144030509"),
+                    ("name", "越界"),
+                    ("kind", "211"),
+                    ("urban_rural", "111"),
+                    ("county", "440305"),
+                ],
+            ),
+        ],
+    )
+    .await;
+    // Lists leave them out.
+    let list = app.get_as(&gz, "/schools").await;
+    assert!(list.body.contains("天河小学") && !list.body.contains("南山"));
+    let list = app.get_as(&teacher_b, "/schools").await;
+    assert!(list.body.contains("南山二小") && !list.body.contains("南山小学"));
+    // A school's head sees the school but the county opens and closes schools.
+    let own = app
+        .post_as(
+            &head_b,
+            "/schools/1144030502/close",
+            &[("on", "2025-07-31"), ("reason", "x"), ("version", "1")],
+        )
+        .await;
+    assert_eq!(own.status, 403);
+    assert!(
+        santong_storage::registry::Registry(&app.t.db)
+            .list_schools(
+                &santong_domain::identity::Scope::everything(),
+                &Default::default(),
+                10,
+                0
+            )
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|s| s.status == "open" && s.code != "1144030509")
+    );
+}
