@@ -444,13 +444,14 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             let db = open_db(&settings).await?;
             let report = demo::seed(&db).await?;
             println!(
-                "demo data ready: demo county {} ({})",
+                "demo data ready: demo county {} ({}); {} schools opened now",
                 demo::DEMO_COUNTY,
                 if report.county_set {
                     "set now"
                 } else {
                     "already set"
-                }
+                },
+                report.schools
             );
             db.close().await;
         }

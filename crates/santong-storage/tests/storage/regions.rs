@@ -170,13 +170,31 @@ async fn demo_is_idempotent(t: TestDb) {
     use santong_storage::demo;
     let first = demo::seed(&t.db).await.unwrap();
     assert!(first.county_set);
+    // 广东省 2019: 10,565 primary, 3,712 junior, 1,008 senior schools over 122 counties → 87,
+    // 30 and 8 for an average county, plus three teaching points.
+    assert_eq!(first.schools, 87 + 30 + 8 + 3);
     let second = demo::seed(&t.db).await.unwrap();
     assert_eq!(
         second,
         demo::DemoReport {
             regions_loaded: false,
-            county_set: false
+            county_set: false,
+            schools: 0
         }
     );
+    let points = santong_storage::registry::Registry(&t.db)
+        .list_schools(
+            &santong_domain::identity::Scope::everything(),
+            &santong_storage::registry::SchoolFilter {
+                kind: santong_domain::registry::SchoolKind::parse("218"),
+                ..Default::default()
+            },
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(points.total, 3);
+    assert_eq!(points.items[0].parent_code.as_deref(), Some("1440305001"));
     assert_eq!(demo::county(&t.db).await.unwrap(), Some(rc("440305")));
 }
