@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// 办学类型: what kind of institution a school is (GB/T 33782-2017, table 4; the K-12 rows).
+/// 办学类型: what kind of institution a school is (GB/T 33782-2017, table 4; the pre-school,
+/// K-12 and special-education rows. The 119/319/349 and 51x names follow the education
+/// statistics' 学校(机构)类别 table; check them against the standard's text before relying on them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SchoolKind {
     Kindergarten,
@@ -22,10 +24,18 @@ pub enum SchoolKind {
     AdultSpecialisedSecondary,
     VocationalHigh,
     SkilledWorkers,
+    AttachedKindergartenClasses,
+    AttachedJuniorClasses,
+    AttachedSeniorClasses,
+    SchoolForTheBlind,
+    SchoolForTheDeaf,
+    SchoolForIntellectualDisability,
+    OtherSpecialEducation,
+    AttachedSpecialEducationClasses,
 }
 
 impl SchoolKind {
-    pub const ALL: [SchoolKind; 15] = [
+    pub const ALL: [SchoolKind; 23] = [
         SchoolKind::Kindergarten,
         SchoolKind::Primary,
         SchoolKind::TeachingPoint,
@@ -41,6 +51,14 @@ impl SchoolKind {
         SchoolKind::AdultSpecialisedSecondary,
         SchoolKind::VocationalHigh,
         SchoolKind::SkilledWorkers,
+        SchoolKind::AttachedKindergartenClasses,
+        SchoolKind::AttachedJuniorClasses,
+        SchoolKind::AttachedSeniorClasses,
+        SchoolKind::SchoolForTheBlind,
+        SchoolKind::SchoolForTheDeaf,
+        SchoolKind::SchoolForIntellectualDisability,
+        SchoolKind::OtherSpecialEducation,
+        SchoolKind::AttachedSpecialEducationClasses,
     ];
 
     /// The three-digit code of the standard.
@@ -61,6 +79,14 @@ impl SchoolKind {
             SchoolKind::AdultSpecialisedSecondary => "364",
             SchoolKind::VocationalHigh => "365",
             SchoolKind::SkilledWorkers => "366",
+            SchoolKind::AttachedKindergartenClasses => "119",
+            SchoolKind::AttachedJuniorClasses => "319",
+            SchoolKind::AttachedSeniorClasses => "349",
+            SchoolKind::SchoolForTheBlind => "511",
+            SchoolKind::SchoolForTheDeaf => "512",
+            SchoolKind::SchoolForIntellectualDisability => "513",
+            SchoolKind::OtherSpecialEducation => "514",
+            SchoolKind::AttachedSpecialEducationClasses => "519",
         }
     }
 
@@ -73,7 +99,14 @@ impl SchoolKind {
     /// The grades such a school offers unless told otherwise (0 = pre-school).
     pub fn default_grades(self) -> Grades {
         let (from, to) = match self {
-            SchoolKind::Kindergarten => (0, 0),
+            SchoolKind::Kindergarten | SchoolKind::AttachedKindergartenClasses => (0, 0),
+            SchoolKind::AttachedJuniorClasses => (7, 9),
+            SchoolKind::AttachedSeniorClasses => (10, 12),
+            SchoolKind::SchoolForTheBlind
+            | SchoolKind::SchoolForTheDeaf
+            | SchoolKind::SchoolForIntellectualDisability
+            | SchoolKind::OtherSpecialEducation
+            | SchoolKind::AttachedSpecialEducationClasses => (1, 12),
             SchoolKind::Primary
             | SchoolKind::TeachingPoint
             | SchoolKind::AttachedPrimaryClasses => (1, 6),

@@ -120,6 +120,11 @@ impl From<sqlx::Error> for RegistryError {
 
 type RegResult<T> = Result<T, RegistryError>;
 
+/// Today in China (UTC+8): a school opened this morning is not opened "tomorrow".
+fn today() -> NaiveDate {
+    (Utc::now() + chrono::Duration::hours(8)).date_naive()
+}
+
 fn rule(field: &str, key: &'static str) -> FieldError {
     FieldError::new(field, FieldErrorKind::Rule(key))
 }
@@ -255,15 +260,30 @@ impl Registry<'_> {
         }))
     }
 
-    /// A school by code whatever the scope: for checks inside changes only.
+    /// A school by code whatever the scope, locked until the transaction ends: for checks inside
+    /// changes only. (SQLite's write transactions are exclusive already; PostgreSQL locks the row,
+    /// so two changes that read the same school run one after the other.)
     async fn any_school(tx: &mut Tx, code: &str) -> crate::Result<Option<SchoolRow>> {
-        let sql = crate::db::intern(format!("{SCHOOL_COLUMNS} WHERE s.code = $1"));
-        Ok(db_query!(tx, tx, |q, ex| {
-            sqlx::query_as::<_, SchoolRow>(q(sql))
-                .bind(code)
-                .fetch_optional(ex)
-                .await?
-        }))
+        const SQLITE: &str = "SELECT s.code, s.name, s.kind, s.urban_rural, s.county, \
+            s.parent_code, s.grades, s.status, s.opened_on, s.closed_on, s.merged_into, \
+            s.version, s.updated_at FROM school s WHERE s.code = ?1";
+        const POSTGRES: &str = "SELECT s.code, s.name, s.kind, s.urban_rural, s.county, \
+            s.parent_code, s.grades, s.status, s.opened_on, s.closed_on, s.merged_into, \
+            s.version, s.updated_at FROM school s WHERE s.code = $1 FOR UPDATE";
+        Ok(match tx {
+            Tx::Sqlite(t) => {
+                sqlx::query_as::<_, SchoolRow>(SQLITE)
+                    .bind(code)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+            Tx::Postgres(t) => {
+                sqlx::query_as::<_, SchoolRow>(POSTGRES)
+                    .bind(code)
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+        })
     }
 
     /// Checks every field and reports every problem at once.
@@ -349,8 +369,11 @@ impl Registry<'_> {
         let ok = Self::any_school(tx, p).await?.is_some_and(|ps| {
             ps.county == c.county.to_string()
                 && ps.status() == Some(SchoolStatus::Open)
-                && ps.kind().is_some_and(|k| !k.is_teaching_point())
+                && ps
+                    .kind()
+                    .is_some_and(|k| !k.is_teaching_point() && k != SchoolKind::Kindergarten)
                 && ps.code != c.code
+                && ps.opened_on <= c.opened_on
         });
         if ok {
             Ok(())
@@ -376,7 +399,7 @@ impl Registry<'_> {
         actor: Actor<'_>,
         input: &SchoolInput,
     ) -> RegResult<SchoolRow> {
-        let today = Utc::now().date_naive();
+        let today = today();
         let c = self.check(input, today).await?;
         Self::may_manage(&actor, c.county)?;
         let mut tx = self.0.begin().await?;
@@ -388,11 +411,12 @@ impl Registry<'_> {
         }
         Self::check_parent(&mut tx, &c).await?;
         let now = Utc::now();
-        db_query!(&mut tx, tx, |sql, ex| {
+        let inserted = db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "INSERT INTO school (code, name, kind, urban_rural, county, parent_code, grades, \
                 status, opened_on, version, updated_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, 1, $9)",
+                VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, 1, $9) \
+                ON CONFLICT (code) DO NOTHING",
             ))
             .bind(&c.code)
             .bind(&c.name)
@@ -407,6 +431,13 @@ impl Registry<'_> {
             .await?
             .rows_affected()
         });
+        // Created by someone else between our check and our insert.
+        if inserted == 0 {
+            return Err(RegistryError::Fields(vec![rule(
+                "code",
+                "registry-code-taken",
+            )]));
+        }
         let changes = serde_json::json!({
             "name": [null, c.name],
             "kind": [null, c.kind.code()],
@@ -448,7 +479,20 @@ impl Registry<'_> {
         input: &SchoolInput,
         reason: &str,
     ) -> RegResult<()> {
-        let today = Utc::now().date_naive();
+        let today = today();
+        // Field checks first, outside the transaction: they read regions from the pool, and a
+        // transaction holding a connection while it waits for another could starve the pool.
+        let shown = self
+            .school(&Scope::everything(), code)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let mut input = input.clone();
+        input.code = shown.code.clone();
+        input.county = shown.county.clone();
+        if input.opened_on.trim().is_empty() {
+            input.opened_on = shown.opened_on.to_string();
+        }
+        let checked = self.check(&input, today).await;
         let mut tx = self.0.begin().await?;
         let Some(before) = Self::any_school(&mut tx, code).await? else {
             return Err(RegistryError::NotFound);
@@ -458,14 +502,32 @@ impl Registry<'_> {
             return Err(RegistryError::NotFound);
         }
         Self::may_manage(&actor, county)?;
-        let mut input = input.clone();
-        input.code = before.code.clone();
-        input.county = before.county.clone();
-        if input.opened_on.trim().is_empty() {
-            input.opened_on = before.opened_on.to_string();
+        let mut c = checked?;
+        if reason.chars().count() > 200 {
+            return Err(RegistryError::Fields(vec![rule(
+                "reason",
+                "registry-reason-too-long",
+            )]));
         }
-        let c = self.check(&input, today).await?;
+        c.parent = c.parent.filter(|_| c.kind.is_teaching_point());
         Self::check_parent(&mut tx, &c).await?;
+        if c.kind.is_teaching_point() || c.kind == SchoolKind::Kindergarten {
+            // A school with teaching points under it cannot become one, nor a kindergarten.
+            let points: i64 = db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query_scalar(sql(
+                    "SELECT COUNT(*) FROM school WHERE parent_code = $1 AND status = 'open'",
+                ))
+                .bind(code)
+                .fetch_one(ex)
+                .await?
+            });
+            if points > 0 {
+                return Err(RegistryError::Fields(vec![rule(
+                    "kind",
+                    "registry-has-points",
+                )]));
+            }
+        }
         if before.status() != Some(SchoolStatus::Open) {
             return Err(RegistryError::Fields(vec![rule(
                 "status",
@@ -555,7 +617,7 @@ impl Registry<'_> {
         into: Option<&str>,
         reason: &str,
     ) -> RegResult<()> {
-        let today = Utc::now().date_naive();
+        let today = today();
         let mut tx = self.0.begin().await?;
         let Some(before) = Self::any_school(&mut tx, code).await? else {
             return Err(RegistryError::NotFound);
@@ -568,12 +630,15 @@ impl Registry<'_> {
         let mut errors = vec![];
         let date = NaiveDate::parse_from_str(on.trim(), "%Y-%m-%d")
             .ok()
-            .filter(|d| *d >= before.opened_on && *d <= today + chrono::Duration::days(366));
+            // Recorded when it happens: a closure cannot be scheduled ahead.
+            .filter(|d| *d >= before.opened_on && *d <= today);
         if date.is_none() {
             errors.push(rule("on", "registry-bad-close-date"));
         }
         if reason.trim().is_empty() {
             errors.push(rule("reason", "registry-reason-required"));
+        } else if reason.chars().count() > 200 {
+            errors.push(rule("reason", "registry-reason-too-long"));
         }
         if before.status() != Some(SchoolStatus::Open) {
             errors.push(rule("status", "registry-not-open"));
@@ -596,7 +661,7 @@ impl Registry<'_> {
                     t.code != before.code
                         && t.county == before.county
                         && t.status() == Some(SchoolStatus::Open)
-                        && t.parent_code.as_deref() != Some(code)
+                        && t.kind().is_some_and(|k| !k.is_teaching_point())
                 });
             if !ok {
                 errors.push(rule("into", "registry-bad-merge-target"));
@@ -627,6 +692,26 @@ impl Registry<'_> {
         });
         if n == 0 {
             return Err(RegistryError::Stale);
+        }
+        if let Some(target) = into {
+            // The receiving school's history tells what it took in.
+            let t = Self::any_school(&mut tx, target)
+                .await?
+                .ok_or(RegistryError::NotFound)?;
+            let absorbed = serde_json::json!({ "absorbed": [null, code] });
+            record(
+                &mut tx,
+                &actor,
+                Change {
+                    node: &t.node(),
+                    code: target,
+                    kind: "absorb",
+                    effective_on: date,
+                    reason: reason.trim(),
+                    changes: &absorbed,
+                },
+            )
+            .await?;
         }
         let changes = serde_json::json!({
             "status": [before.status, status],
@@ -691,6 +776,7 @@ async fn record(tx: &mut Tx, actor: &Actor<'_>, c: Change<'_>) -> crate::Result<
         "create" => "school.create",
         "edit" => "school.edit",
         "close" => "school.close",
+        "absorb" => "school.absorb",
         _ => "school.merge",
     };
     let mut e = actor.entry(event, code, "success", node);

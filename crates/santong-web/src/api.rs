@@ -30,7 +30,14 @@ pub fn routes() -> Router<AppState> {
             "/schools",
             get(crate::schools::api_list).post(crate::schools::api_create),
         )
-        .route("/schools/{code}", get(crate::schools::api_get))
+        .route(
+            "/schools/{code}",
+            get(crate::schools::api_get).put(crate::schools::api_edit),
+        )
+        .route(
+            "/schools/{code}/close",
+            axum::routing::post(crate::schools::api_close),
+        )
 }
 
 #[derive(OpenApi)]
@@ -50,7 +57,9 @@ pub fn routes() -> Router<AppState> {
         get_user,
         crate::schools::api_list,
         crate::schools::api_get,
-        crate::schools::api_create
+        crate::schools::api_create,
+        crate::schools::api_edit,
+        crate::schools::api_close
     ),
     components(schemas(
         RegionDto,
@@ -68,7 +77,9 @@ pub fn routes() -> Router<AppState> {
         crate::schools::SchoolList,
         crate::schools::SchoolDetail,
         crate::schools::SchoolEventDto,
-        crate::schools::NewSchool
+        crate::schools::NewSchool,
+        crate::schools::SchoolChange,
+        crate::schools::SchoolClosure
     )),
     modifiers(&BearerAuth)
 )]

@@ -273,6 +273,7 @@ impl FormState {
         );
         v.insert("grades".into(), s.grades.clone());
         v.insert("opened_on".into(), s.opened_on.to_string());
+        v.insert("version".into(), s.version.to_string());
         FormState { v, errors: vec![] }
     }
 
@@ -371,7 +372,7 @@ async fn create(
             let form = FormState::with_errors(&f, &ctx.tr(), &errors);
             render_new(&ctx, form, StatusCode::BAD_REQUEST)
         }
-        Err(e) => Err(registry_error(e)),
+        Err(e) => Err(audited(&state, &ctx, &user, "school.create", p(&f, "code"), e).await),
     }
 }
 
@@ -398,6 +399,10 @@ struct DetailPage {
     open: bool,
     form: FormState,
     close_errors: Vec<String>,
+    /// A refusal that belongs to no field (stale form, closed school).
+    banner: Option<String>,
+    /// The version the close form carries: the one it was loaded with, kept across a refusal.
+    close_version: String,
     kinds: Vec<(&'static str, String)>,
     urban_choices: Vec<(&'static str, String)>,
 }
@@ -436,13 +441,21 @@ fn event_view(tr: &Tr, e: SchoolEventRow) -> EventView {
     }
 }
 
+/// What a refused change shows again on the school's page.
+#[derive(Default)]
+struct Refused {
+    form: Option<FormState>,
+    close_errors: Vec<String>,
+    banner: Option<String>,
+    close_version: Option<String>,
+}
+
 async fn render_detail(
     state: &AppState,
     ctx: &Ctx,
     user: &User,
     code: &str,
-    form: Option<FormState>,
-    close_errors: Vec<String>,
+    refused: Refused,
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let tr = ctx.tr();
@@ -488,8 +501,12 @@ async fn render_detail(
         points,
         history,
         can_manage,
-        form: form.unwrap_or_else(|| FormState::of(&s)),
-        close_errors,
+        form: refused.form.unwrap_or_else(|| FormState::of(&s)),
+        close_errors: refused.close_errors,
+        banner: refused.banner,
+        close_version: refused
+            .close_version
+            .unwrap_or_else(|| s.version.to_string()),
         kinds,
         urban_choices,
         s,
@@ -505,7 +522,15 @@ async fn detail(
     Path(code): Path<String>,
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryView)?;
-    render_detail(&state, &ctx, &user, &code, None, vec![], StatusCode::OK).await
+    render_detail(
+        &state,
+        &ctx,
+        &user,
+        &code,
+        Refused::default(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn edit(
@@ -518,7 +543,7 @@ async fn edit(
     user.check_form(&f)?;
     user.require(Permission::RegistryView)?;
     let version = p(&f, "version").parse::<i32>().unwrap_or(-1);
-    match Registry(&state.db)
+    let outcome = Registry(&state.db)
         .edit_school(
             actor(&user, &ctx),
             &code,
@@ -526,41 +551,60 @@ async fn edit(
             &input_of(&f),
             p(&f, "reason"),
         )
-        .await
-    {
-        Ok(()) => Ok(Redirect::to(&format!("/schools/{code}")).into_response()),
-        Err(RegistryError::Fields(errors)) => {
-            let form = FormState::with_errors(&f, &ctx.tr(), &errors);
-            render_detail(
-                &state,
-                &ctx,
-                &user,
-                &code,
-                Some(form),
-                vec![],
-                StatusCode::BAD_REQUEST,
-            )
-            .await
+        .await;
+    let tr = ctx.tr();
+    // The form comes back as submitted, with the version it was loaded with: saving it again
+    // after a refusal must not overwrite what someone else changed.
+    let refused = match outcome {
+        Ok(()) => return Ok(Redirect::to(&format!("/schools/{code}")).into_response()),
+        Err(RegistryError::Fields(errors)) => Refused {
+            banner: errors
+                .iter()
+                .find(|e| e.field == "status")
+                .map(|e| tr.t(e.kind.key())),
+            form: Some(FormState::with_errors(&f, &tr, &errors)),
+            ..Default::default()
+        },
+        Err(RegistryError::Stale) => Refused {
+            banner: Some(tr.t("registry-stale")),
+            form: Some(FormState::with_errors(&f, &tr, &[])),
+            ..Default::default()
+        },
+        Err(e) => return Err(audited(&state, &ctx, &user, "school.edit", &code, e).await),
+    };
+    let status = if refused.form.as_ref().is_some_and(|f| f.errors.is_empty()) {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    render_detail(&state, &ctx, &user, &code, refused, status).await
+}
+
+/// A refusal for want of permission or scope, recorded in the audit log before it is answered.
+async fn audited(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    event: &'static str,
+    target: &str,
+    e: RegistryError,
+) -> AppError {
+    if matches!(e, RegistryError::Forbidden | RegistryError::NotFound) {
+        let entry = santong_storage::audit::AuditEntry {
+            actor: user.0.user.username.clone(),
+            actor_id: Some(user.0.user.id),
+            ip: ctx.ip.clone(),
+            event,
+            target: target.to_owned(),
+            result: "denied",
+            scope: user.0.user.home().code(),
+            detail: e.to_string(),
+        };
+        if let Err(err) = santong_storage::audit::record(&state.db, &entry).await {
+            tracing::error!(error = %err, "audit of a refusal failed");
         }
-        Err(RegistryError::Stale) => {
-            let msg = ctx.tr().t("registry-stale");
-            let form = FormState {
-                v: f.clone(),
-                errors: vec![("name".into(), msg)],
-            };
-            render_detail(
-                &state,
-                &ctx,
-                &user,
-                &code,
-                Some(form),
-                vec![],
-                StatusCode::CONFLICT,
-            )
-            .await
-        }
-        Err(e) => Err(registry_error(e)),
     }
+    registry_error(e)
 }
 
 async fn close(
@@ -574,7 +618,7 @@ async fn close(
     user.require(Permission::RegistryView)?;
     let version = p(&f, "version").parse::<i32>().unwrap_or(-1);
     let into = Some(p(&f, "into")).filter(|i| !i.is_empty());
-    match Registry(&state.db)
+    let outcome = Registry(&state.db)
         .close_school(
             actor(&user, &ctx),
             &code,
@@ -583,29 +627,42 @@ async fn close(
             into,
             p(&f, "reason"),
         )
-        .await
-    {
-        Ok(()) => Ok(Redirect::to(&format!("/schools/{code}")).into_response()),
-        Err(RegistryError::Fields(errors)) => {
-            let tr = ctx.tr();
-            let msgs = errors.iter().map(|e| tr.t(e.kind.key())).collect();
-            render_detail(
-                &state,
-                &ctx,
-                &user,
-                &code,
-                None,
-                msgs,
-                StatusCode::BAD_REQUEST,
-            )
-            .await
-        }
-        Err(RegistryError::Stale) => {
-            let msgs = vec![ctx.tr().t("registry-stale")];
-            render_detail(&state, &ctx, &user, &code, None, msgs, StatusCode::CONFLICT).await
-        }
-        Err(e) => Err(registry_error(e)),
-    }
+        .await;
+    let tr = ctx.tr();
+    let (refused, status) = match outcome {
+        Ok(()) => return Ok(Redirect::to(&format!("/schools/{code}")).into_response()),
+        Err(RegistryError::Fields(errors)) => (
+            Refused {
+                close_errors: errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            tr.t(&format!("school-close-field-{}", e.field)),
+                            tr.t(e.kind.key())
+                        )
+                    })
+                    .collect(),
+                banner: errors
+                    .iter()
+                    .find(|e| e.kind.key() == "registry-not-open")
+                    .map(|e| tr.t(e.kind.key())),
+                close_version: Some(p(&f, "version").to_owned()),
+                ..Default::default()
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        Err(RegistryError::Stale) => (
+            Refused {
+                banner: Some(tr.t("registry-stale")),
+                close_version: Some(p(&f, "version").to_owned()),
+                ..Default::default()
+            },
+            StatusCode::CONFLICT,
+        ),
+        Err(e) => return Err(audited(&state, &ctx, &user, "school.close", &code, e).await),
+    };
+    render_detail(&state, &ctx, &user, &code, refused, status).await
 }
 
 // ----- API --------------------------------------------------------------------------------------
@@ -686,10 +743,16 @@ pub struct SchoolDetail {
 /// A new school.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 pub struct NewSchool {
+    // Missing fields are empty, so they are reported with the others, field by field.
+    #[serde(default)]
     pub code: String,
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub kind: String,
+    #[serde(default)]
     pub urban_rural: String,
+    #[serde(default)]
     pub county: String,
     #[serde(default)]
     pub parent_code: Option<String>,
@@ -800,4 +863,117 @@ pub async fn api_create(
         .await
         .map_err(registry_error)?;
     Ok((StatusCode::CREATED, Json(SchoolDto::from(s))).into_response())
+}
+
+/// A change of a school's details.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct SchoolChange {
+    /// The `version` the change is based on; 409 when the school changed since.
+    pub version: i32,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub urban_rural: String,
+    #[serde(default)]
+    pub parent_code: Option<String>,
+    #[serde(default)]
+    pub grades: Option<String>,
+    #[serde(default)]
+    pub opened_on: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A closure, or a merger when `into` names the receiving school.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct SchoolClosure {
+    pub version: i32,
+    /// `YYYY-MM-DD`, not in the future.
+    #[serde(default)]
+    pub on: String,
+    #[serde(default)]
+    pub into: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Changes a school's details (needs `registry_manage` at its county).
+#[utoipa::path(put, path = "/schools/{code}", tag = "registry", security(("token" = [])),
+    params(("code" = String, Path)), request_body = SchoolChange,
+    responses((status = 200, body = SchoolDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 409, body = crate::api::Problem, content_type = "application/problem+json",
+               description = "the school changed since `version`")))]
+pub async fn api_edit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Json(body): Json<SchoolChange>,
+) -> Result<Json<SchoolDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let input = SchoolInput {
+        name: body.name,
+        kind: body.kind,
+        urban_rural: body.urban_rural,
+        parent_code: body.parent_code.unwrap_or_default(),
+        grades: body.grades.unwrap_or_default(),
+        opened_on: body.opened_on.unwrap_or_default(),
+        ..Default::default()
+    };
+    let reg = Registry(&state.db);
+    if let Err(e) = reg
+        .edit_school(
+            actor(&user, &ctx),
+            &code,
+            body.version,
+            &input,
+            &body.reason,
+        )
+        .await
+    {
+        return Err(audited(&state, &ctx, &user, "school.edit", &code, e).await);
+    }
+    reg.school(&user.0.scope(Permission::RegistryView), &code)
+        .await?
+        .map(|s| Json(s.into()))
+        .ok_or_else(AppError::not_found)
+}
+
+/// Closes a school, or merges it into another open school of its county.
+#[utoipa::path(post, path = "/schools/{code}/close", tag = "registry", security(("token" = [])),
+    params(("code" = String, Path)), request_body = SchoolClosure,
+    responses((status = 200, body = SchoolDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 409, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_close(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Json(body): Json<SchoolClosure>,
+) -> Result<Json<SchoolDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let reg = Registry(&state.db);
+    if let Err(e) = reg
+        .close_school(
+            actor(&user, &ctx),
+            &code,
+            body.version,
+            &body.on,
+            body.into.as_deref().filter(|i| !i.is_empty()),
+            &body.reason,
+        )
+        .await
+    {
+        return Err(audited(&state, &ctx, &user, "school.close", &code, e).await);
+    }
+    reg.school(&user.0.scope(Permission::RegistryView), &code)
+        .await?
+        .map(|s| Json(s.into()))
+        .ok_or_else(AppError::not_found)
 }

@@ -15,6 +15,9 @@ santong_testkit::conformance!(
     closing_and_merging,
     schools_are_scoped_like_people,
     lists_filter_sort_and_page,
+    structure_rules_and_merge_history,
+    concurrent_mergers_cannot_point_at_each_other,
+    names_sort_both_ways,
 );
 
 fn input(code: &str, name: &str, kind: &str, county: &str) -> SchoolInput {
@@ -515,4 +518,190 @@ async fn lists_filter_sort_and_page(t: TestDb) {
         .await
         .unwrap();
     assert_eq!(elsewhere.total, 0);
+}
+
+async fn structure_rules_and_merge_history(t: TestDb) {
+    let r = ready(&t).await;
+    let a = r
+        .create_school(
+            Actor::Cli,
+            &input("1144030501", "中心小学", "211", "440305"),
+        )
+        .await
+        .unwrap();
+    let mut point = input("1144030511", "教学点", "218", "440305");
+    point.parent_code = a.code.clone();
+    let p = r.create_school(Actor::Cli, &point).await.unwrap();
+    // A school with a teaching point cannot become a teaching point or a kindergarten.
+    let mut as_point = input("1144030501", "中心小学", "111", "440305");
+    as_point.grades = "0".into();
+    let got = problems(
+        r.edit_school(Actor::Cli, &a.code, a.version, &as_point, "")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(got, vec![("kind".to_string(), "registry-has-points")]);
+    // Nothing merges into a teaching point.
+    let b = r
+        .create_school(Actor::Cli, &input("1144030502", "村小", "211", "440305"))
+        .await
+        .unwrap();
+    let got = problems(
+        r.close_school(
+            Actor::Cli,
+            &b.code,
+            b.version,
+            "2025-07-31",
+            Some(&p.code),
+            "x",
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(got.contains(&("into".to_string(), "registry-bad-merge-target")));
+    // A closure cannot be dated ahead.
+    let got = problems(
+        r.close_school(Actor::Cli, &b.code, b.version, "2099-07-31", None, "x")
+            .await
+            .unwrap_err(),
+    );
+    assert!(got.contains(&("on".to_string(), "registry-bad-close-date")));
+    // The receiving school's history records what it took in.
+    r.close_school(
+        Actor::Cli,
+        &b.code,
+        b.version,
+        "2025-07-31",
+        Some(&a.code),
+        "布局调整",
+    )
+    .await
+    .unwrap();
+    let h = r.history(&a.code).await.unwrap();
+    assert_eq!(h[0].kind, "absorb");
+    assert!(h[0].changes.contains("1144030502"));
+    // A closed school does not change any more.
+    let closed = r
+        .school(&Scope::everything(), &b.code)
+        .await
+        .unwrap()
+        .unwrap();
+    let got = problems(
+        r.edit_school(
+            Actor::Cli,
+            &b.code,
+            closed.version,
+            &input("1144030502", "改名", "211", "440305"),
+            "",
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(got.contains(&("status".to_string(), "registry-not-open")));
+}
+
+async fn concurrent_mergers_cannot_point_at_each_other(t: TestDb) {
+    let r = ready(&t).await;
+    let a = r
+        .create_school(Actor::Cli, &input("1144030501", "甲校", "211", "440305"))
+        .await
+        .unwrap();
+    let b = r
+        .create_school(Actor::Cli, &input("1144030502", "乙校", "211", "440305"))
+        .await
+        .unwrap();
+    let (r1, r2) = (Registry(&t.db), Registry(&t.db));
+    let (x, y) = tokio::join!(
+        r1.close_school(
+            Actor::Cli,
+            &a.code,
+            a.version,
+            "2025-07-31",
+            Some(&b.code),
+            "合并"
+        ),
+        r2.close_school(
+            Actor::Cli,
+            &b.code,
+            b.version,
+            "2025-07-31",
+            Some(&a.code),
+            "合并"
+        ),
+    );
+    assert!(
+        x.is_ok() != y.is_ok(),
+        "exactly one merger wins: {x:?} / {y:?}"
+    );
+    let open: Vec<_> = r
+        .list_schools(
+            &Scope::everything(),
+            &SchoolFilter {
+                status: Some(SchoolStatus::Open),
+                ..Default::default()
+            },
+            10,
+            0,
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(open.len(), 1, "one school remains open");
+    // Two creations of one code at once: one school, one field error.
+    let (i1, i2) = (
+        input("1144030509", "丙校", "211", "440305"),
+        input("1144030509", "丁校", "211", "440305"),
+    );
+    let (x, y) = tokio::join!(
+        r1.create_school(Actor::Cli, &i1),
+        r2.create_school(Actor::Cli, &i2),
+    );
+    let errs: Vec<_> = [x, y].into_iter().filter_map(Result::err).collect();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        matches!(&errs[0], RegistryError::Fields(f) if f[0].field == "code"),
+        "{errs:?}"
+    );
+}
+
+async fn names_sort_both_ways(t: TestDb) {
+    let r = ready(&t).await;
+    for (code, name) in [
+        ("1144030501", "Beta School"),
+        ("1144030502", "Alpha School"),
+        ("1144030503", "Gamma School"),
+    ] {
+        r.create_school(Actor::Cli, &input(code, name, "211", "440305"))
+            .await
+            .unwrap();
+    }
+    let names = |desc: bool| {
+        let r = Registry(&t.db);
+        async move {
+            r.list_schools(
+                &Scope::everything(),
+                &SchoolFilter {
+                    sort: SchoolSort::Name,
+                    descending: desc,
+                    ..Default::default()
+                },
+                10,
+                0,
+            )
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names(false).await,
+        ["Alpha School", "Beta School", "Gamma School"]
+    );
+    assert_eq!(
+        names(true).await,
+        ["Gamma School", "Beta School", "Alpha School"]
+    );
 }

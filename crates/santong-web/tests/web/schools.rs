@@ -121,6 +121,13 @@ async fn officials_open_edit_and_merge_schools_on_the_pages(app: TestApp) {
     let stale = app.post_as(&s, "/schools/1144030501", &edit).await;
     assert_eq!(stale.status, 409);
     assert!(stale.body.contains("已被他人修改"));
+    // The page that comes back keeps the version the form was loaded with: saving it again is
+    // still refused instead of overwriting.
+    assert!(
+        stale.body.contains(r#"name="version" value="1""#),
+        "{}",
+        stale.body
+    );
     let page = app.get_as(&s, "/schools/1144030501").await;
     assert!(
         page.body
@@ -257,6 +264,48 @@ async fn the_api_lists_reads_and_creates_schools(app: TestApp) {
         .json();
     assert_eq!(one["history"][0]["kind"], "create");
     assert_eq!(one["version"], 1);
+    // Missing fields are field errors like the others, not a parse failure.
+    let missing = app
+        .request(post(serde_json::json!({ "name": "只有名字" })))
+        .await;
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    assert!(missing.json()["errors"].as_array().unwrap().len() >= 4);
+    // Edit and close through the API; a stale version is 409.
+    let put = |body: serde_json::Value| {
+        Request::put("/api/v1/schools/1144030501")
+            .header("authorization", auth.clone())
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let edited = app
+        .request(put(serde_json::json!({
+            "version": 1, "name": "南山区小学", "kind": "211", "urban_rural": "111", "reason": "更名"
+        })))
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.body);
+    assert_eq!(edited.json()["version"], 2);
+    let stale = app
+        .request(put(serde_json::json!({
+            "version": 1, "name": "别名", "kind": "211", "urban_rural": "111"
+        })))
+        .await;
+    assert_eq!(stale.status, 409);
+    assert_eq!(stale.json()["code"], "stale");
+    let closed = app
+        .request(
+            Request::post("/api/v1/schools/1144030501/close")
+                .header("authorization", auth.clone())
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "version": 2, "on": "2025-07-31", "reason": "撤销" })
+                        .to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert_eq!(closed.json()["status"], "closed");
 }
 
 async fn schools_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
@@ -309,6 +358,18 @@ async fn schools_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
         ],
     )
     .await;
+    // An outsider cannot tell an existing school from a missing one.
+    for s in [&gz, &head_b, &teacher_b] {
+        let there = app.get_as(s, &u).await;
+        let nowhere = app.get_as(s, "/schools/1144030599").await;
+        assert_eq!(there.status, nowhere.status);
+        let there = app.get_as(s, "/api/v1/schools/1144030501").await;
+        let nowhere = app.get_as(s, "/api/v1/schools/1144030599").await;
+        assert_eq!(
+            (there.status, there.json()["code"].clone()),
+            (nowhere.status, nowhere.json()["code"].clone())
+        );
+    }
     // Lists leave them out.
     let list = app.get_as(&gz, "/schools").await;
     assert!(list.body.contains("天河小学") && !list.body.contains("南山"));
