@@ -253,6 +253,69 @@ pub fn parse_school_name(s: &str) -> Option<String> {
     ((2..=60).contains(&len) && !n.chars().any(char::is_control)).then(|| n.to_owned())
 }
 
+/// A school year, named by the calendar year it starts in: 2025 is 2025–26, from September to
+/// August.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SchoolYear(pub i32);
+
+impl SchoolYear {
+    /// The school year a date falls in.
+    pub fn of(year: i32, month: u32) -> SchoolYear {
+        SchoolYear(if month >= 9 { year } else { year - 1 })
+    }
+
+    pub fn parse(s: &str) -> Option<SchoolYear> {
+        let y: i32 = s
+            .trim()
+            .split(['-', '–', '/'])
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        (1949..=2100).contains(&y).then_some(SchoolYear(y))
+    }
+}
+
+impl std::fmt::Display for SchoolYear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.0 + 1)
+    }
+}
+
+/// How a school reaches the internet (“宽带网络校校通”).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Broadband {
+    None,
+    Fibre,
+    Dsl,
+    Wireless,
+    Satellite,
+}
+
+impl Broadband {
+    pub const ALL: [Broadband; 5] = [
+        Broadband::None,
+        Broadband::Fibre,
+        Broadband::Dsl,
+        Broadband::Wireless,
+        Broadband::Satellite,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Broadband::None => "none",
+            Broadband::Fibre => "fibre",
+            Broadband::Dsl => "dsl",
+            Broadband::Wireless => "wireless",
+            Broadband::Satellite => "satellite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Broadband> {
+        Broadband::ALL.into_iter().find(|b| b.as_str() == s.trim())
+    }
+}
+
 /// Sex per GB/T 2261.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sex {
@@ -399,6 +462,17 @@ mod tests {
             Err(IdProblem::BirthDate)
         );
         assert_eq!(ResidentId::parse("1101051949123100"), Err(IdProblem::Shape));
+    }
+
+    #[test]
+    fn school_years() {
+        assert_eq!(SchoolYear::of(2025, 9), SchoolYear(2025));
+        assert_eq!(SchoolYear::of(2026, 8), SchoolYear(2025));
+        assert_eq!(SchoolYear(2025).to_string(), "2025-2026");
+        assert_eq!(SchoolYear::parse("2025-2026"), Some(SchoolYear(2025)));
+        assert_eq!(SchoolYear::parse("2025"), Some(SchoolYear(2025)));
+        assert_eq!(SchoolYear::parse("1800"), None);
+        assert_eq!(Broadband::parse("fibre"), Some(Broadband::Fibre));
     }
 
     #[test]

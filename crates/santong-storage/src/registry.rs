@@ -784,3 +784,213 @@ async fn record(tx: &mut Tx, actor: &Actor<'_>, c: Change<'_>) -> crate::Result<
     audit::append(tx, &e).await?;
     Ok(())
 }
+
+/// A school's conditions in one school year.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ConditionRow {
+    pub school_code: String,
+    pub school_year: i32,
+    pub building_area_m2: i32,
+    pub classrooms: i32,
+    pub multimedia_classrooms: i32,
+    pub computers: i32,
+    pub student_terminals: i32,
+    pub broadband: String,
+    pub bandwidth_mbps: Option<i32>,
+    pub broadband_since: Option<NaiveDate>,
+    pub recorded_at: DateTime<Utc>,
+    pub recorded_by: String,
+}
+
+/// Conditions as entered: raw text, checked by [`Registry::record_conditions`].
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ConditionInput {
+    pub school_year: String,
+    pub building_area_m2: String,
+    pub classrooms: String,
+    pub multimedia_classrooms: String,
+    pub computers: String,
+    pub student_terminals: String,
+    pub broadband: String,
+    #[serde(default)]
+    pub bandwidth_mbps: String,
+    #[serde(default)]
+    pub broadband_since: String,
+}
+
+impl Registry<'_> {
+    /// A school's conditions, newest school year first (the caller has checked its scope).
+    pub async fn conditions(&self, code: &str) -> crate::Result<Vec<ConditionRow>> {
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as::<_, ConditionRow>(sql(
+                "SELECT school_code, school_year, building_area_m2, classrooms, \
+                multimedia_classrooms, computers, student_terminals, broadband, bandwidth_mbps, \
+                broadband_since, recorded_at, recorded_by FROM school_condition \
+                WHERE school_code = $1 ORDER BY school_year DESC",
+            ))
+            .bind(code)
+            .fetch_all(ex)
+            .await?
+        }))
+    }
+
+    /// Records (or corrects) a school's conditions for one school year. The school's own
+    /// administrator may, as may the county: it is the school's report.
+    pub async fn record_conditions(
+        &self,
+        actor: Actor<'_>,
+        code: &str,
+        input: &ConditionInput,
+    ) -> RegResult<ConditionRow> {
+        use santong_domain::registry::{Broadband, SchoolYear};
+        let today = today();
+        let mut tx = self.0.begin().await?;
+        let Some(school) = Self::any_school(&mut tx, code).await? else {
+            return Err(RegistryError::NotFound);
+        };
+        if !actor.may(Permission::RegistryView, &school.node()) && !matches!(actor, Actor::Cli) {
+            return Err(RegistryError::NotFound);
+        }
+        if !actor.may(Permission::RegistryManage, &school.node()) {
+            return Err(RegistryError::Forbidden);
+        }
+        let mut errors = vec![];
+        let current = SchoolYear::of(today.year(), today.month());
+        let first = SchoolYear::of(school.opened_on.year(), school.opened_on.month());
+        let year = SchoolYear::parse(&input.school_year).filter(|y| *y >= first && *y <= current);
+        if year.is_none() {
+            errors.push(rule("school_year", "registry-bad-school-year"));
+        }
+        let mut count = |field: &'static str, raw: &str, max: i32| -> Option<i32> {
+            let v = raw
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|n| (0..=max).contains(n));
+            if v.is_none() {
+                errors.push(rule(field, "registry-bad-count"));
+            }
+            v
+        };
+        let area = count("building_area_m2", &input.building_area_m2, 10_000_000);
+        let classrooms = count("classrooms", &input.classrooms, 10_000);
+        let multimedia = count(
+            "multimedia_classrooms",
+            &input.multimedia_classrooms,
+            10_000,
+        );
+        let computers = count("computers", &input.computers, 1_000_000);
+        let terminals = count("student_terminals", &input.student_terminals, 1_000_000);
+        if let (Some(c), Some(m)) = (classrooms, multimedia)
+            && m > c
+        {
+            errors.push(rule(
+                "multimedia_classrooms",
+                "registry-more-multimedia-than-classrooms",
+            ));
+        }
+        let broadband = Broadband::parse(&input.broadband);
+        if broadband.is_none() {
+            errors.push(rule("broadband", "registry-bad-broadband"));
+        }
+        let connected = broadband.is_some_and(|b| b != Broadband::None);
+        let bandwidth = match (connected, input.bandwidth_mbps.trim()) {
+            (false, "") => None,
+            (false, _) => {
+                errors.push(rule(
+                    "bandwidth_mbps",
+                    "registry-bandwidth-without-broadband",
+                ));
+                None
+            }
+            (true, raw) => {
+                let v = raw
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n));
+                if v.is_none() {
+                    errors.push(rule("bandwidth_mbps", "registry-bad-bandwidth"));
+                }
+                v
+            }
+        };
+        let since = match (connected, input.broadband_since.trim()) {
+            (_, "") => None,
+            (false, _) => {
+                errors.push(rule(
+                    "broadband_since",
+                    "registry-bandwidth-without-broadband",
+                ));
+                None
+            }
+            (true, raw) => {
+                let d = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .ok()
+                    .filter(|d| *d <= today && d.year() >= 1990);
+                if d.is_none() {
+                    errors.push(rule("broadband_since", "registry-bad-date"));
+                }
+                d
+            }
+        };
+        let (
+            Some(year),
+            Some(area),
+            Some(classrooms),
+            Some(multimedia),
+            Some(computers),
+            Some(terminals),
+            Some(broadband),
+        ) = (
+            year, area, classrooms, multimedia, computers, terminals, broadband,
+        )
+        else {
+            return Err(RegistryError::Fields(errors));
+        };
+        if !errors.is_empty() {
+            return Err(RegistryError::Fields(errors));
+        }
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO school_condition (school_code, school_year, building_area_m2, \
+                classrooms, multimedia_classrooms, computers, student_terminals, broadband, \
+                bandwidth_mbps, broadband_since, recorded_at, recorded_by) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                ON CONFLICT (school_code, school_year) DO UPDATE SET \
+                building_area_m2 = excluded.building_area_m2, classrooms = excluded.classrooms, \
+                multimedia_classrooms = excluded.multimedia_classrooms, \
+                computers = excluded.computers, student_terminals = excluded.student_terminals, \
+                broadband = excluded.broadband, bandwidth_mbps = excluded.bandwidth_mbps, \
+                broadband_since = excluded.broadband_since, recorded_at = excluded.recorded_at, \
+                recorded_by = excluded.recorded_by",
+            ))
+            .bind(code)
+            .bind(year.0)
+            .bind(area)
+            .bind(classrooms)
+            .bind(multimedia)
+            .bind(computers)
+            .bind(terminals)
+            .bind(broadband.as_str())
+            .bind(bandwidth)
+            .bind(since)
+            .bind(Utc::now())
+            .bind(actor.name())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        let mut e = actor.entry("school.conditions", code, "success", &school.node());
+        e.detail = format!(
+            "{year}: {classrooms} classrooms, {multimedia} multimedia, broadband {}",
+            broadband.as_str()
+        );
+        audit::append(&mut tx, &e).await?;
+        tx.commit().await?;
+        self.conditions(code)
+            .await?
+            .into_iter()
+            .find(|c| c.school_year == year.0)
+            .ok_or(RegistryError::NotFound)
+    }
+}

@@ -38,6 +38,10 @@ pub fn routes() -> Router<AppState> {
             "/schools/{code}/close",
             axum::routing::post(crate::schools::api_close),
         )
+        .route(
+            "/schools/{code}/conditions",
+            axum::routing::post(crate::schools::api_conditions),
+        )
 }
 
 #[derive(OpenApi)]
@@ -59,7 +63,8 @@ pub fn routes() -> Router<AppState> {
         crate::schools::api_get,
         crate::schools::api_create,
         crate::schools::api_edit,
-        crate::schools::api_close
+        crate::schools::api_close,
+        crate::schools::api_conditions
     ),
     components(schemas(
         RegionDto,
@@ -79,7 +84,8 @@ pub fn routes() -> Router<AppState> {
         crate::schools::SchoolEventDto,
         crate::schools::NewSchool,
         crate::schools::SchoolChange,
-        crate::schools::SchoolClosure
+        crate::schools::SchoolClosure,
+        crate::schools::ConditionDto
     )),
     modifiers(&BearerAuth)
 )]

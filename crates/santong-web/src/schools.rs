@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/schools/new", get(new_form))
         .route("/schools/{code}", get(detail).post(edit))
         .route("/schools/{code}/close", post(close))
+        .route("/schools/{code}/conditions", post(record_conditions))
 }
 
 type Params = HashMap<String, String>;
@@ -403,6 +404,10 @@ struct DetailPage {
     banner: Option<String>,
     /// The version the close form carries: the one it was loaded with, kept across a refusal.
     close_version: String,
+    conditions: Vec<ConditionView>,
+    can_report: bool,
+    cond_form: FormState,
+    broadbands: Options,
     kinds: Vec<(&'static str, String)>,
     urban_choices: Vec<(&'static str, String)>,
 }
@@ -448,6 +453,18 @@ struct Refused {
     close_errors: Vec<String>,
     banner: Option<String>,
     close_version: Option<String>,
+    conditions: Option<FormState>,
+}
+
+struct ConditionView {
+    year: String,
+    area: i32,
+    classrooms: i32,
+    multimedia: i32,
+    computers: i32,
+    terminals: i32,
+    broadband: String,
+    bandwidth: String,
 }
 
 async fn render_detail(
@@ -491,6 +508,29 @@ async fn render_detail(
         .region()
         .map(santong_domain::identity::Node::Region);
     let can_manage = county.is_some_and(|n| user.0.scope(Permission::RegistryManage).contains(&n));
+    let can_report = user.0.scope(Permission::RegistryManage).contains(&s.node());
+    let conditions = reg
+        .conditions(&s.code)
+        .await?
+        .into_iter()
+        .map(|c| ConditionView {
+            year: santong_domain::registry::SchoolYear(c.school_year).to_string(),
+            area: c.building_area_m2,
+            classrooms: c.classrooms,
+            multimedia: c.multimedia_classrooms,
+            computers: c.computers,
+            terminals: c.student_terminals,
+            broadband: tr.t(&format!("broadband-{}", c.broadband)),
+            bandwidth: c
+                .bandwidth_mbps
+                .map(|b| format!("{b} Mbps"))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let broadbands = santong_domain::registry::Broadband::ALL
+        .iter()
+        .map(|b| (b.as_str(), tr.t(&format!("broadband-{}", b.as_str()))))
+        .collect();
     let (kinds, urban_choices) = choices(&tr);
     let mut res = html(&DetailPage {
         c: ctx.chrome(s.name.clone()),
@@ -507,6 +547,10 @@ async fn render_detail(
         close_version: refused
             .close_version
             .unwrap_or_else(|| s.version.to_string()),
+        conditions,
+        can_report,
+        cond_form: refused.conditions.unwrap_or_default(),
+        broadbands,
         kinds,
         urban_choices,
         s,
@@ -665,6 +709,45 @@ async fn close(
     render_detail(&state, &ctx, &user, &code, refused, status).await
 }
 
+async fn record_conditions(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    match Registry(&state.db)
+        .record_conditions(actor(&user, &ctx), &code, &condition_input(&f))
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/schools/{code}#conditions")).into_response()),
+        Err(RegistryError::Fields(errors)) => {
+            let refused = Refused {
+                conditions: Some(FormState::with_errors(&f, &ctx.tr(), &errors)),
+                ..Default::default()
+            };
+            render_detail(&state, &ctx, &user, &code, refused, StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => Err(audited(&state, &ctx, &user, "school.conditions", &code, e).await),
+    }
+}
+
+fn condition_input(f: &Params) -> santong_storage::registry::ConditionInput {
+    santong_storage::registry::ConditionInput {
+        school_year: p(f, "school_year").into(),
+        building_area_m2: p(f, "building_area_m2").into(),
+        classrooms: p(f, "classrooms").into(),
+        multimedia_classrooms: p(f, "multimedia_classrooms").into(),
+        computers: p(f, "computers").into(),
+        student_terminals: p(f, "student_terminals").into(),
+        broadband: p(f, "broadband").into(),
+        bandwidth_mbps: p(f, "bandwidth_mbps").into(),
+        broadband_since: p(f, "broadband_since").into(),
+    }
+}
+
 // ----- API --------------------------------------------------------------------------------------
 
 /// A school or teaching point.
@@ -738,6 +821,43 @@ pub struct SchoolDetail {
     #[serde(flatten)]
     pub school: SchoolDto,
     pub history: Vec<SchoolEventDto>,
+    /// 办学条件 by school year, newest first.
+    pub conditions: Vec<ConditionDto>,
+}
+
+/// A school's conditions in one school year (also the body to record them).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ConditionDto {
+    /// The year the school year starts (2025 = 2025–26).
+    pub school_year: i32,
+    pub building_area_m2: i32,
+    pub classrooms: i32,
+    pub multimedia_classrooms: i32,
+    pub computers: i32,
+    pub student_terminals: i32,
+    /// `none`, `fibre`, `dsl`, `wireless` or `satellite`.
+    pub broadband: String,
+    #[serde(default)]
+    pub bandwidth_mbps: Option<i32>,
+    /// `YYYY-MM-DD`
+    #[serde(default)]
+    pub broadband_since: Option<String>,
+}
+
+impl From<santong_storage::registry::ConditionRow> for ConditionDto {
+    fn from(c: santong_storage::registry::ConditionRow) -> Self {
+        Self {
+            school_year: c.school_year,
+            building_area_m2: c.building_area_m2,
+            classrooms: c.classrooms,
+            multimedia_classrooms: c.multimedia_classrooms,
+            computers: c.computers,
+            student_terminals: c.student_terminals,
+            broadband: c.broadband,
+            bandwidth_mbps: c.bandwidth_mbps,
+            broadband_since: c.broadband_since.map(|d| d.to_string()),
+        }
+    }
 }
 
 /// A new school.
@@ -828,9 +948,16 @@ pub async fn api_get(
             changes: serde_json::from_str(&e.changes).unwrap_or_default(),
         })
         .collect();
+    let conditions = reg
+        .conditions(&s.code)
+        .await?
+        .into_iter()
+        .map(ConditionDto::from)
+        .collect();
     Ok(Json(SchoolDetail {
         school: s.into(),
         history,
+        conditions,
     }))
 }
 
@@ -976,4 +1103,43 @@ pub async fn api_close(
         .await?
         .map(|s| Json(s.into()))
         .ok_or_else(AppError::not_found)
+}
+
+/// Records (or corrects) a school's conditions for a school year: the school's administrator or
+/// the county.
+#[utoipa::path(post, path = "/schools/{code}/conditions", tag = "registry", security(("token" = [])),
+    params(("code" = String, Path)), request_body = ConditionDto,
+    responses((status = 200, body = ConditionDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_conditions(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Json(body): Json<ConditionDto>,
+) -> Result<Json<ConditionDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let input = santong_storage::registry::ConditionInput {
+        school_year: body.school_year.to_string(),
+        building_area_m2: body.building_area_m2.to_string(),
+        classrooms: body.classrooms.to_string(),
+        multimedia_classrooms: body.multimedia_classrooms.to_string(),
+        computers: body.computers.to_string(),
+        student_terminals: body.student_terminals.to_string(),
+        broadband: body.broadband,
+        bandwidth_mbps: body
+            .bandwidth_mbps
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+        broadband_since: body.broadband_since.unwrap_or_default(),
+    };
+    match Registry(&state.db)
+        .record_conditions(actor(&user, &ctx), &code, &input)
+        .await
+    {
+        Ok(row) => Ok(Json(row.into())),
+        Err(e) => Err(audited(&state, &ctx, &user, "school.conditions", &code, e).await),
+    }
 }

@@ -18,6 +18,7 @@ santong_testkit::conformance!(
     structure_rules_and_merge_history,
     concurrent_mergers_cannot_point_at_each_other,
     names_sort_both_ways,
+    conditions_are_recorded_per_school_year,
 );
 
 fn input(code: &str, name: &str, kind: &str, county: &str) -> SchoolInput {
@@ -704,4 +705,99 @@ async fn names_sort_both_ways(t: TestDb) {
         names(true).await,
         ["Gamma School", "Beta School", "Alpha School"]
     );
+}
+
+async fn conditions_are_recorded_per_school_year(t: TestDb) {
+    use santong_storage::registry::ConditionInput;
+    let r = ready(&t).await;
+    let s = r
+        .create_school(
+            Actor::Cli,
+            &input("1144030501", "南山小学", "211", "440305"),
+        )
+        .await
+        .unwrap();
+    let good = |year: &str, broadband: &str, mbps: &str| ConditionInput {
+        school_year: year.into(),
+        building_area_m2: "12000".into(),
+        classrooms: "36".into(),
+        multimedia_classrooms: "30".into(),
+        computers: "120".into(),
+        student_terminals: "90".into(),
+        broadband: broadband.into(),
+        bandwidth_mbps: mbps.into(),
+        broadband_since: String::new(),
+    };
+    let head = person(&t, "head.a", Role::SchoolAdmin, s.node()).await;
+    let teacher = person(&t, "teacher.a", Role::Teacher, s.node()).await;
+    let far = person(&t, "official.gz", Role::Official, region("440106")).await;
+    let who = |p| Actor::User {
+        principal: p,
+        ip: "10.0.0.9",
+    };
+    // The school reports its own conditions; a teacher may not; another region sees nothing.
+    let row = r
+        .record_conditions(who(&head), &s.code, &good("2024", "fibre", "1000"))
+        .await
+        .unwrap();
+    assert_eq!((row.school_year, row.bandwidth_mbps), (2024, Some(1000)));
+    let got = r
+        .record_conditions(who(&teacher), &s.code, &good("2024", "fibre", "100"))
+        .await;
+    assert!(matches!(got, Err(RegistryError::Forbidden)), "{got:?}");
+    let got = r
+        .record_conditions(who(&far), &s.code, &good("2024", "fibre", "100"))
+        .await;
+    assert!(matches!(got, Err(RegistryError::NotFound)), "{got:?}");
+    // Everything wrong at once.
+    let bad = ConditionInput {
+        school_year: "1990".into(),
+        building_area_m2: "-5".into(),
+        classrooms: "10".into(),
+        multimedia_classrooms: "12".into(),
+        computers: "many".into(),
+        student_terminals: "0".into(),
+        broadband: "none".into(),
+        bandwidth_mbps: "100".into(),
+        broadband_since: String::new(),
+    };
+    let got = problems(
+        r.record_conditions(Actor::Cli, &s.code, &bad)
+            .await
+            .unwrap_err(),
+    );
+    let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+    for f in [
+        "school_year",
+        "building_area_m2",
+        "multimedia_classrooms",
+        "computers",
+        "bandwidth_mbps",
+    ] {
+        assert!(fields.contains(&f), "{f}: {got:?}");
+    }
+    // Connected without a bandwidth is refused too.
+    let got = problems(
+        r.record_conditions(Actor::Cli, &s.code, &good("2024", "fibre", ""))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        got,
+        vec![("bandwidth_mbps".to_string(), "registry-bad-bandwidth")]
+    );
+    // A correction of the same year replaces it; another year adds one.
+    r.record_conditions(Actor::Cli, &s.code, &good("2024", "fibre", "500"))
+        .await
+        .unwrap();
+    r.record_conditions(Actor::Cli, &s.code, &good("2023", "dsl", "100"))
+        .await
+        .unwrap();
+    let all = r.conditions(&s.code).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].school_year, all[0].bandwidth_mbps),
+        (2024, Some(500))
+    );
+    assert_eq!(all[1].broadband, "dsl");
 }

@@ -12,6 +12,7 @@ santong_testkit::web_conformance!(
     officials_open_edit_and_merge_schools_on_the_pages,
     the_api_lists_reads_and_creates_schools,
     schools_are_out_of_scope_for_other_schools_and_regions,
+    schools_report_their_conditions,
 );
 
 fn region(c: &str) -> Node {
@@ -346,6 +347,10 @@ async fn schools_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
                 vec![("on", "2025-07-31"), ("reason", "x"), ("version", "1")],
             ),
             (
+                format!("{u}/conditions"),
+                vec![("school_year", "2024"), ("classrooms", "1")],
+            ),
+            (
                 "/schools".into(),
                 vec![
                     ("code", "1144030509"),
@@ -398,4 +403,66 @@ async fn schools_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
             .iter()
             .all(|s| s.status == "open" && s.code != "1144030509")
     );
+}
+
+async fn schools_report_their_conditions(app: TestApp) {
+    seed(&app, "1144030501", "南山小学", "440305").await;
+    let a = school("1144030501", "440305");
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    app.user("teacher.a", a, Some((Role::Teacher, a)), None)
+        .await;
+    let head = app.sign_in("head.a").await;
+    let teacher = app.sign_in("teacher.a").await;
+    let page = app.get_as(&head, "/schools/1144030501").await;
+    assert!(
+        page.body.contains("/schools/1144030501/conditions"),
+        "the school reports"
+    );
+    assert!(
+        !app.get_as(&teacher, "/schools/1144030501")
+            .await
+            .body
+            .contains("/conditions\"")
+    );
+    let fields = |mm: &'static str, mbps: &'static str| {
+        vec![
+            ("school_year", "2024"),
+            ("building_area_m2", "12000"),
+            ("classrooms", "36"),
+            ("multimedia_classrooms", mm),
+            ("computers", "120"),
+            ("student_terminals", "90"),
+            ("broadband", "fibre"),
+            ("bandwidth_mbps", mbps),
+        ]
+    };
+    let bad = app
+        .post_as(&head, "/schools/1144030501/conditions", &fields("40", ""))
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("多媒体教室数不能多于教室数") && bad.body.contains("请填写带宽"));
+    let ok = app
+        .post_as(
+            &head,
+            "/schools/1144030501/conditions",
+            &fields("30", "1000"),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let page = app.get_as(&teacher, "/schools/1144030501").await;
+    assert!(page.body.contains("2024-2025") && page.body.contains("1000 Mbps"));
+    let refused = app
+        .post_as(
+            &teacher,
+            "/schools/1144030501/conditions",
+            &fields("30", "100"),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let api = app
+        .get_as(&teacher, "/api/v1/schools/1144030501")
+        .await
+        .json();
+    assert_eq!(api["conditions"][0]["bandwidth_mbps"], 1000);
 }
