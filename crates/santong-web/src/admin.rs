@@ -65,22 +65,35 @@ pub(crate) async fn refused<T>(
                     | IdentityError::SelfGrant
                     | IdentityError::SetupIncomplete
             ) {
-                let entry = AuditEntry {
-                    actor: user.0.user.username.clone(),
-                    actor_id: Some(user.0.user.id),
-                    ip: ctx.ip.clone(),
-                    event,
-                    target: ctx.path_and_query.clone(),
-                    result: "denied",
-                    scope: user.0.user.home().code(),
-                    detail: e.to_string(),
-                };
-                if let Err(err) = audit::record(&state.db, &entry).await {
-                    tracing::error!(error = %err, "audit of a refusal failed");
-                }
+                record_refusal(state, ctx, user, event, &ctx.path_and_query, &e.to_string()).await;
             }
             Err(identity_error(e))
         }
+    }
+}
+
+/// Records a refused action (no right, out of scope) as `denied` in the audit log. A failure to
+/// record is logged, not raised: the refusal stands either way.
+pub(crate) async fn record_refusal(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    event: &'static str,
+    target: &str,
+    detail: &str,
+) {
+    let entry = AuditEntry {
+        actor: user.0.user.username.clone(),
+        actor_id: Some(user.0.user.id),
+        ip: ctx.ip.clone(),
+        event,
+        target: target.to_owned(),
+        result: "denied",
+        scope: user.0.user.home().code(),
+        detail: detail.to_owned(),
+    };
+    if let Err(err) = audit::record(&state.db, &entry).await {
+        tracing::error!(error = %err, "audit of a refusal failed");
     }
 }
 

@@ -634,19 +634,7 @@ async fn audited(
     e: RegistryError,
 ) -> AppError {
     if matches!(e, RegistryError::Forbidden | RegistryError::NotFound) {
-        let entry = santong_storage::audit::AuditEntry {
-            actor: user.0.user.username.clone(),
-            actor_id: Some(user.0.user.id),
-            ip: ctx.ip.clone(),
-            event,
-            target: target.to_owned(),
-            result: "denied",
-            scope: user.0.user.home().code(),
-            detail: e.to_string(),
-        };
-        if let Err(err) = santong_storage::audit::record(&state.db, &entry).await {
-            tracing::error!(error = %err, "audit of a refusal failed");
-        }
+        crate::admin::record_refusal(state, ctx, user, event, target, &e.to_string()).await;
     }
     registry_error(e)
 }
