@@ -28,10 +28,12 @@ pub enum Permission {
     RegistryView,
     /// Change the registry in scope (schools: at the county or above).
     RegistryManage,
+    /// See students' sensitive flags (left-behind, migrant, disability) in scope.
+    SensitiveView,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::UsersView,
         Permission::UsersManage,
         Permission::StudentPasswordsReset,
@@ -40,6 +42,7 @@ impl Permission {
         Permission::SystemOperate,
         Permission::RegistryView,
         Permission::RegistryManage,
+        Permission::SensitiveView,
     ];
 
     /// The name used in API token scopes.
@@ -53,6 +56,7 @@ impl Permission {
             Permission::SystemOperate => "system_operate",
             Permission::RegistryView => "registry_view",
             Permission::RegistryManage => "registry_manage",
+            Permission::SensitiveView => "sensitive_view",
         }
     }
 
@@ -140,6 +144,7 @@ impl Role {
                 StudentPasswordsReset,
                 RegistryView,
                 RegistryManage,
+                SensitiveView,
             ],
             Role::Teacher => &[StudentPasswordsReset, RegistryView],
             Role::Student | Role::Parent | Role::Provider | Role::Reviewer => &[],

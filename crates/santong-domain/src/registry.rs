@@ -316,6 +316,121 @@ impl Broadband {
     }
 }
 
+const ETHNIC_CSV: &str = include_str!("../../../data/ethnic_groups_gbt3304.csv");
+
+/// An ethnic group by its GB/T 3304 code (`01` 汉族 … `56` 基诺族, and `97`, `98`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ethnicity(pub u8);
+
+impl Ethnicity {
+    /// Every group: (code, Chinese name, romanised name) in code order.
+    pub fn all() -> &'static [(String, String, String)] {
+        static ALL: std::sync::OnceLock<Vec<(String, String, String)>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| {
+            ETHNIC_CSV
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    // The first three columns never hold quotes or commas.
+                    let mut f = l.splitn(4, ',');
+                    Some((
+                        f.next()?.to_owned(),
+                        f.next()?.to_owned(),
+                        f.next()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    pub fn parse(s: &str) -> Option<Ethnicity> {
+        let s = s.trim();
+        Ethnicity::all()
+            .iter()
+            .find(|(code, name, _)| code == s || name == s)
+            .and_then(|(code, _, _)| code.parse().ok().map(Ethnicity))
+    }
+
+    pub fn code(self) -> String {
+        format!("{:02}", self.0)
+    }
+
+    pub fn name_zh(self) -> &'static str {
+        let code = self.code();
+        Ethnicity::all()
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .map(|(_, n, _)| n.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// A national student number (全国学籍号): 19 characters, for life.
+/// - `G` + the resident ID number: the official number;
+/// - `J` + an ID-shaped number (area code, birth date, 3-digit sequence, check character) for a
+///   student without an ID number;
+/// - `L` + area code, birth date and 4 random digits: temporary, until an ID is verified.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StudentNumber(String);
+
+impl StudentNumber {
+    pub fn official(id: &ResidentId) -> StudentNumber {
+        StudentNumber(format!("G{}", id.as_str()))
+    }
+
+    /// A J-number from the school's area code, the birth date and a sequence (0–999).
+    pub fn without_id(area: &str, birth: (i32, u32, u32), seq: u16) -> Option<StudentNumber> {
+        let body = format!("{area}{:04}{:02}{:02}{:03}", birth.0, birth.1, birth.2, seq);
+        (body.len() == 17 && body.bytes().all(|b| b.is_ascii_digit()) && seq < 1000).then(|| {
+            let c = id_check_char(body.as_bytes());
+            StudentNumber(format!("J{body}{}", char::from(c)))
+        })
+    }
+
+    pub fn temporary(area: &str, birth: (i32, u32, u32), random4: u16) -> Option<StudentNumber> {
+        let n = format!(
+            "L{area}{:04}{:02}{:02}{:04}",
+            birth.0,
+            birth.1,
+            birth.2,
+            random4 % 10_000
+        );
+        (n.len() == 19 && n[1..].bytes().all(|b| b.is_ascii_digit())).then_some(StudentNumber(n))
+    }
+
+    pub fn parse(s: &str) -> Option<StudentNumber> {
+        let s = s.trim().to_ascii_uppercase();
+        let ok = match s.as_bytes().first() {
+            Some(b'G') => ResidentId::parse(&s[1..]).is_ok(),
+            Some(b'J') => {
+                s.len() == 19
+                    && s[1..18].bytes().all(|b| b.is_ascii_digit())
+                    && id_check_char(&s.as_bytes()[1..18]) == s.as_bytes()[18]
+            }
+            Some(b'L') => s.len() == 19 && s[1..].bytes().all(|b| b.is_ascii_digit()),
+            _ => false,
+        };
+        ok.then_some(StudentNumber(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        self.0.starts_with('L')
+    }
+}
+
+/// A mainland person's name as written in the registry: 1–40 characters, no digits or controls
+/// (middle dots of minority names allowed).
+pub fn parse_person_name(s: &str) -> Option<String> {
+    let n = s.trim();
+    let len = n.chars().count();
+    ((1..=40).contains(&len) && !n.chars().any(|c| c.is_control() || c.is_ascii_digit()))
+        .then(|| n.to_owned())
+}
+
 /// Sex per GB/T 2261.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sex {
@@ -496,7 +611,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ethnic_groups_and_student_numbers() {
+        assert_eq!(Ethnicity::all().len(), 58);
+        assert_eq!(Ethnicity::parse("01"), Some(Ethnicity(1)));
+        assert_eq!(
+            Ethnicity::parse("维吾尔族").map(|e| e.code()),
+            Some("05".into())
+        );
+        assert_eq!(Ethnicity(56).name_zh(), "基诺族");
+        assert_eq!(Ethnicity::parse("60"), None);
+        let id = ResidentId::parse("11010519491231002X").unwrap();
+        let g = StudentNumber::official(&id);
+        assert_eq!(g.as_str(), "G11010519491231002X");
+        assert_eq!(StudentNumber::parse(g.as_str()), Some(g));
+        let j = StudentNumber::without_id("440305", (2018, 3, 5), 7).unwrap();
+        assert_eq!(&j.as_str()[..18], "J44030520180305007");
+        assert_eq!(StudentNumber::parse(j.as_str()), Some(j.clone()));
+        let mut forged = j.as_str().to_owned();
+        forged.replace_range(17..18, "9");
+        assert_eq!(StudentNumber::parse(&forged), None);
+        let l = StudentNumber::temporary("440305", (2018, 3, 5), 1234).unwrap();
+        assert!(l.is_temporary() && StudentNumber::parse(l.as_str()).is_some());
+        assert_eq!(
+            parse_person_name(" 阿依古丽·买买提 ").as_deref(),
+            Some("阿依古丽·买买提")
+        );
+        assert_eq!(parse_person_name("张3"), None);
+    }
+
     proptest! {
+        /// J-numbers always verify, whatever the area, date and sequence.
+        #[test]
+        fn j_numbers_verify(area in 110000u32..=659999, y in 2000i32..=2025, m in 1u32..=12, d in 1u32..=28, seq in 0u16..1000) {
+            let j = StudentNumber::without_id(&area.to_string(), (y, m, d), seq).unwrap();
+            prop_assert!(StudentNumber::parse(j.as_str()).is_some());
+            prop_assert_eq!(j.as_str().len(), 19);
+        }
+
         /// Any 17 digits with a real date and the computed check character parse, and every
         /// other check character is refused.
         #[test]

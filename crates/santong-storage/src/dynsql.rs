@@ -20,6 +20,7 @@ pub(crate) enum Val {
     BigInt(i64),
     Uuid(Uuid),
     Time(DateTime<Utc>),
+    Date(chrono::NaiveDate),
 }
 
 impl From<&str> for Val {
@@ -42,6 +43,11 @@ impl From<Uuid> for Val {
         Val::Uuid(u)
     }
 }
+impl From<chrono::NaiveDate> for Val {
+    fn from(d: chrono::NaiveDate) -> Self {
+        Val::Date(d)
+    }
+}
 impl From<DateTime<Utc>> for Val {
     fn from(t: DateTime<Utc>) -> Self {
         Val::Time(t)
@@ -61,6 +67,7 @@ macro_rules! bind_vals {
                 Val::BigInt(n) => q.bind(n),
                 Val::Uuid(u) => q.bind(u),
                 Val::Time(t) => q.bind(t),
+                Val::Date(d) => q.bind(d),
             };
         }
         q

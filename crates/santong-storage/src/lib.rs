@@ -18,6 +18,7 @@ pub mod registry;
 pub mod schema;
 mod scope;
 pub mod settings;
+pub mod students;
 pub mod users;
 
 pub use db::{Backend, Db, DbOptions, StorageError, Tx, redact_url};

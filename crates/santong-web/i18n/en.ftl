@@ -233,6 +233,7 @@ perm-grants_manage = Manage grants
 perm-audit_read = Read the audit log
 perm-registry_view = View the registry
 perm-registry_manage = Manage the registry
+perm-sensitive_view = See students' sensitive flags
 perm-system_operate = Operate the system
 
 ## Single sign-on (OpenID Connect)

@@ -230,6 +230,7 @@ perm-grants_manage = 授权管理
 perm-audit_read = 读取审计日志
 perm-registry_view = 查看学籍与学校信息
 perm-registry_manage = 管理学籍与学校信息
+perm-sensitive_view = 查看学生敏感标记
 perm-system_operate = 系统运维
 
 ## 统一身份认证（OpenID Connect）

@@ -6,4 +6,5 @@ mod jobs;
 mod regions;
 mod registry;
 mod schema;
+mod students;
 mod users;

@@ -1,0 +1,513 @@
+//! Students (学籍): the record, and the events that place a student at a school and grade.
+//!
+//! Where a student is on a date is derived from the latest event effective on or before it that
+//! no later event undid; a roster is therefore answerable for any past date. Reads go through
+//! the scope filter on the school of that event; a student's full ID number and guardian's phone
+//! are shown only through [`Students::view_full`], which is audited with its purpose.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use santong_domain::identity::{Node, Permission, Scope, parse_mobile};
+use santong_domain::paging::{FieldError, FieldErrorKind};
+use santong_domain::region::RegionCode;
+use santong_domain::registry::{
+    Ethnicity, ResidentId, SchoolStatus, Sex, StudentNumber, parse_person_name,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::dynsql::DynQuery;
+use crate::identity::Actor;
+use crate::registry::{Registry, RegistryError, SchoolRow};
+use crate::{Db, Page, db_query};
+
+/// A student as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StudentRow {
+    pub id: Uuid,
+    pub student_number: String,
+    pub name: String,
+    pub sex: String,
+    pub birth_date: NaiveDate,
+    pub ethnicity: String,
+    #[serde(skip)]
+    pub id_number: Option<String>,
+    pub id_region_retired: bool,
+    pub household_region: Option<String>,
+    pub guardian_name: String,
+    pub guardian_relation: String,
+    #[serde(skip)]
+    pub guardian_phone: String,
+    pub left_behind: bool,
+    pub migrant: bool,
+    pub disability: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StudentRow {
+    /// `440305********123X`, or nothing.
+    pub fn id_masked(&self) -> Option<String> {
+        self.id_number
+            .as_deref()
+            .and_then(|i| ResidentId::parse(i).ok())
+            .map(|i| i.masked())
+    }
+
+    pub fn phone_masked(&self) -> String {
+        santong_domain::identity::mask_phone(&self.guardian_phone)
+    }
+}
+
+/// A student where they are on a date: the record with the school and grade of that day.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Placed {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub student: StudentRow,
+    pub school_code: String,
+    pub grade: i32,
+    pub since: NaiveDate,
+}
+
+/// A student as entered: raw text, checked by [`Students::enrol`].
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct NewStudent {
+    pub name: String,
+    pub sex: String,
+    pub birth_date: String,
+    pub ethnicity: String,
+    #[serde(default)]
+    pub id_number: String,
+    #[serde(default)]
+    pub household_region: String,
+    pub guardian_name: String,
+    pub guardian_relation: String,
+    pub guardian_phone: String,
+    #[serde(default)]
+    pub left_behind: bool,
+    #[serde(default)]
+    pub migrant: bool,
+    #[serde(default)]
+    pub disability: bool,
+    pub grade: String,
+    /// `YYYY-MM-DD`; empty: today.
+    #[serde(default)]
+    pub enrolled_on: String,
+}
+
+const STUDENT_COLUMNS: &str = "st.id, st.student_number, st.name, st.sex, st.birth_date, \
+    st.ethnicity, st.id_number, st.id_region_retired, st.household_region, st.guardian_name, \
+    st.guardian_relation, st.guardian_phone, st.left_behind, st.migrant, st.disability, \
+    st.created_at";
+
+/// Appends the condition that `e` is the event placing student `st` on `on`: the latest one
+/// effective by then that no later event undid, of a kind that puts the student in a school.
+fn push_placing(q: &mut DynQuery, on: NaiveDate) {
+    q.push(
+        " e.id = (SELECT e2.id FROM student_event e2 WHERE e2.student_id = st.id \
+        AND e2.effective_on <= ",
+    )
+    .bind(on)
+    .push(
+        " AND e2.undone_by IS NULL \
+        ORDER BY e2.effective_on DESC, e2.recorded_at DESC, e2.id DESC LIMIT 1) \
+        AND e.kind IN ('enrol')",
+    );
+}
+
+fn rule(field: &str, key: &'static str) -> FieldError {
+    FieldError::new(field, FieldErrorKind::Rule(key))
+}
+
+/// Today in China (UTC+8).
+fn today() -> NaiveDate {
+    (Utc::now() + chrono::Duration::hours(8)).date_naive()
+}
+
+pub struct Students<'a>(pub &'a Db);
+
+impl Students<'_> {
+    /// The students at `school` on `on`, by name.
+    pub async fn roster(
+        &self,
+        scope: &Scope,
+        school: &str,
+        on: NaiveDate,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<Placed>> {
+        let filter = |q: &mut DynQuery| {
+            q.push(
+                " FROM student st JOIN student_event e ON e.student_id = st.id \
+                JOIN school s ON s.code = e.school_code WHERE",
+            );
+            push_placing(q, on);
+            q.push(" AND e.school_code = ").bind(school.to_owned());
+            q.push(" AND");
+            crate::scope::push(q, scope, "s.county", "s.code");
+        };
+        let mut q = DynQuery::for_db(self.0);
+        q.push("SELECT ")
+            .push(STUDENT_COLUMNS)
+            .push(", e.school_code, e.grade, e.effective_on AS since");
+        filter(&mut q);
+        q.push(" ORDER BY e.grade, st.name, st.id LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let items = q.fetch_all(self.0).await?;
+        let mut c = DynQuery::for_db(self.0);
+        c.push("SELECT COUNT(*)");
+        filter(&mut c);
+        let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
+        Ok(Page { items, total })
+    }
+
+    /// A student where they are today, if that is in `scope`.
+    pub async fn student(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<Placed>> {
+        let mut q = DynQuery::for_db(self.0);
+        q.push("SELECT ").push(STUDENT_COLUMNS).push(
+            ", e.school_code, e.grade, e.effective_on AS since \
+                FROM student st JOIN student_event e ON e.student_id = st.id \
+                JOIN school s ON s.code = e.school_code WHERE",
+        );
+        push_placing(&mut q, today());
+        q.push(" AND st.id = ").bind(id).push(" AND");
+        crate::scope::push(&mut q, scope, "s.county", "s.code");
+        Ok(q.fetch_all::<Placed>(self.0).await?.into_iter().next())
+    }
+
+    /// The full record, for someone who states why: the view is audited with the purpose.
+    pub async fn view_full(
+        &self,
+        actor: Actor<'_>,
+        scope: &Scope,
+        id: Uuid,
+        purpose: &str,
+    ) -> Result<Placed, RegistryError> {
+        let purpose = purpose.trim();
+        if purpose.chars().count() < 2 || purpose.chars().count() > 200 {
+            return Err(RegistryError::Fields(vec![rule(
+                "purpose",
+                "student-purpose-required",
+            )]));
+        }
+        let placed = self
+            .student(scope, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        // The record's id, not its number: a G-number is the ID number behind a letter.
+        let mut e = actor.entry(
+            "student.view_full",
+            &placed.student.id.to_string(),
+            "success",
+            &school_node(&placed.school_code, self.0).await?,
+        );
+        e.detail = purpose.to_owned();
+        audit::record(self.0, &e).await?;
+        Ok(placed)
+    }
+
+    /// Enrols a new student at `school` (needs `registry_manage` there): checks every field,
+    /// gives the national student number (G with an ID number, J without), and records the
+    /// enrolment as the student's first event.
+    pub async fn enrol(
+        &self,
+        actor: Actor<'_>,
+        school_code: &str,
+        input: &NewStudent,
+    ) -> Result<Placed, RegistryError> {
+        let today = today();
+        let school = Registry(self.0)
+            .school(&Scope::everything(), school_code)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        if !actor.may(Permission::RegistryView, &school.node()) && !matches!(actor, Actor::Cli) {
+            return Err(RegistryError::NotFound);
+        }
+        if !actor.may(Permission::RegistryManage, &school.node()) {
+            return Err(RegistryError::Forbidden);
+        }
+        let c = self.check(&school, input, today).await?;
+        let number = match &c.id {
+            Some(id) => StudentNumber::official(id),
+            None => self.next_j_number(&school.county, c.birth).await?,
+        };
+        let sid = Uuid::now_v7();
+        let now = Utc::now();
+        let mut tx = self.0.begin().await?;
+        let inserted = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO student (id, student_number, name, sex, birth_date, ethnicity, \
+                id_number, id_region_retired, household_region, guardian_name, \
+                guardian_relation, guardian_phone, left_behind, migrant, disability, created_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                ON CONFLICT (student_number) DO NOTHING",
+            ))
+            .bind(sid)
+            .bind(number.as_str())
+            .bind(&c.name)
+            .bind(c.sex.code())
+            .bind(c.birth_date)
+            .bind(c.ethnicity.code())
+            .bind(c.id.as_ref().map(|i| i.as_str().to_owned()))
+            .bind(c.id_region_retired)
+            .bind(&c.household)
+            .bind(&c.guardian_name)
+            .bind(&c.guardian_relation)
+            .bind(&c.guardian_phone)
+            .bind(input.left_behind)
+            .bind(input.migrant)
+            .bind(input.disability)
+            .bind(now)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 0 {
+            // The G-number exists: this ID number is enrolled already (a duplicate record is
+            // for the duplicate queue to resolve, not for a second enrolment).
+            return Err(RegistryError::Fields(vec![rule(
+                "id_number",
+                "student-already-enrolled",
+            )]));
+        }
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO student_event (id, student_id, kind, school_code, grade, \
+                effective_on, recorded_at, actor, actor_id, reason) \
+                VALUES ($1, $2, 'enrol', $3, $4, $5, $6, $7, $8, '')",
+            ))
+            .bind(Uuid::now_v7())
+            .bind(sid)
+            .bind(&school.code)
+            .bind(i32::from(c.grade))
+            .bind(c.enrolled_on)
+            .bind(now)
+            .bind(actor.name())
+            .bind(actor.id())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        // The record's id goes into the audit log, never the number (a G-number holds the ID).
+        audit::append(
+            &mut tx,
+            &actor.entry("student.enrol", &sid.to_string(), "success", &school.node()),
+        )
+        .await?;
+        tx.commit().await?;
+        self.student(&Scope::everything(), sid)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+
+    /// The next free J-number sequence for the area and birth date.
+    async fn next_j_number(
+        &self,
+        area: &str,
+        birth: (i32, u32, u32),
+    ) -> Result<StudentNumber, RegistryError> {
+        let prefix = format!("J{area}{:04}{:02}{:02}", birth.0, birth.1, birth.2);
+        let taken: i64 = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT COUNT(*) FROM student WHERE student_number LIKE $1",
+            ))
+            .bind(format!("{prefix}%"))
+            .fetch_one(ex)
+            .await?
+        });
+        let seq = u16::try_from(taken).unwrap_or(u16::MAX);
+        StudentNumber::without_id(area, birth, seq).ok_or(RegistryError::Fields(vec![rule(
+            "birth_date",
+            "student-no-number-left",
+        )]))
+    }
+
+    async fn check(
+        &self,
+        school: &SchoolRow,
+        input: &NewStudent,
+        today: NaiveDate,
+    ) -> Result<Checked, RegistryError> {
+        let mut errors = vec![];
+        let name = parse_person_name(&input.name);
+        if name.is_none() {
+            errors.push(rule("name", "student-bad-name"));
+        }
+        let sex = Sex::parse(&input.sex);
+        if sex.is_none() {
+            errors.push(rule("sex", "student-bad-sex"));
+        }
+        let birth_date = NaiveDate::parse_from_str(input.birth_date.trim(), "%Y-%m-%d")
+            .ok()
+            .filter(|d| *d <= today && d.year() >= 1900);
+        if birth_date.is_none() {
+            errors.push(rule("birth_date", "registry-bad-date"));
+        }
+        let ethnicity = Ethnicity::parse(&input.ethnicity);
+        if ethnicity.is_none() {
+            errors.push(rule("ethnicity", "student-bad-ethnicity"));
+        }
+        let id = match input.id_number.trim() {
+            "" => None,
+            raw => match ResidentId::parse(raw) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    errors.push(rule(
+                        "id_number",
+                        match e {
+                            santong_domain::registry::IdProblem::Shape => "student-id-shape",
+                            santong_domain::registry::IdProblem::BirthDate => "student-id-date",
+                            santong_domain::registry::IdProblem::CheckDigit => "student-id-check",
+                        },
+                    ));
+                    None
+                }
+            },
+        };
+        // The number and the record must agree on birth date and sex.
+        if let (Some(id), Some(b)) = (&id, birth_date)
+            && id.birth_date() != (b.year(), b.month(), b.day())
+        {
+            errors.push(rule("id_number", "student-id-birth-mismatch"));
+        }
+        if let (Some(id), Some(s)) = (&id, sex)
+            && id.sex() != s
+        {
+            errors.push(rule("id_number", "student-id-sex-mismatch"));
+        }
+        let id_region_retired = match &id {
+            Some(i) => match RegionCode::parse(i.region_prefix()) {
+                Ok(code) => crate::regions::Regions(self.0).get(code).await?.is_none(),
+                Err(_) => true,
+            },
+            None => false,
+        };
+        let household = match input.household_region.trim() {
+            "" => None,
+            h => match RegionCode::parse(h) {
+                Ok(code) if crate::regions::Regions(self.0).get(code).await?.is_some() => {
+                    Some(code.to_string())
+                }
+                _ => {
+                    errors.push(rule("household_region", "student-bad-region"));
+                    None
+                }
+            },
+        };
+        let guardian_name = parse_person_name(&input.guardian_name);
+        if guardian_name.is_none() {
+            errors.push(rule("guardian_name", "student-bad-guardian"));
+        }
+        let relation = input.guardian_relation.trim();
+        if relation.is_empty() || relation.chars().count() > 10 {
+            errors.push(rule("guardian_relation", "student-bad-relation"));
+        }
+        let phone = parse_mobile(&input.guardian_phone);
+        if phone.is_none() {
+            errors.push(rule("guardian_phone", "account-bad-phone"));
+        }
+        let grades = school.grades.parse_grades();
+        let grade = input
+            .grade
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|g| grades.is_some_and(|r| r.contains(*g)));
+        if grade.is_none() {
+            errors.push(rule("grade", "student-bad-grade"));
+        }
+        let enrolled_on = match input.enrolled_on.trim() {
+            "" => Some(today),
+            d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .ok()
+                .filter(|d| *d <= today && *d >= school.opened_on),
+        };
+        if enrolled_on.is_none() {
+            errors.push(rule("enrolled_on", "student-bad-enrol-date"));
+        }
+        // A first-grader is about six: more than three years off either way is a typo, not a
+        // child (a 40-year-old in grade 1 is refused here).
+        if let (Some(b), Some(g), Some(on)) = (birth_date, grade, enrolled_on) {
+            let age = on.years_since(b).map(i64::from).unwrap_or(-1);
+            let expected = i64::from(g) + 5;
+            if (age - expected).abs() > 3 {
+                errors.push(rule("birth_date", "student-age-outlier"));
+            }
+        }
+        if school.status() != Some(SchoolStatus::Open) {
+            errors.push(rule("school", "registry-not-open"));
+        }
+        match (
+            name,
+            sex,
+            birth_date,
+            ethnicity,
+            guardian_name,
+            phone,
+            grade,
+            enrolled_on,
+        ) {
+            (
+                Some(name),
+                Some(sex),
+                Some(birth_date),
+                Some(ethnicity),
+                Some(guardian_name),
+                Some(guardian_phone),
+                Some(grade),
+                Some(enrolled_on),
+            ) if errors.is_empty() => Ok(Checked {
+                name,
+                sex,
+                birth: (birth_date.year(), birth_date.month(), birth_date.day()),
+                birth_date,
+                ethnicity,
+                id,
+                id_region_retired,
+                household,
+                guardian_name,
+                guardian_relation: relation.to_owned(),
+                guardian_phone,
+                grade,
+                enrolled_on,
+            }),
+            _ => Err(RegistryError::Fields(errors)),
+        }
+    }
+}
+
+struct Checked {
+    name: String,
+    sex: Sex,
+    birth_date: NaiveDate,
+    birth: (i32, u32, u32),
+    ethnicity: Ethnicity,
+    id: Option<ResidentId>,
+    id_region_retired: bool,
+    household: Option<String>,
+    guardian_name: String,
+    guardian_relation: String,
+    guardian_phone: String,
+    grade: u8,
+    enrolled_on: NaiveDate,
+}
+
+async fn school_node(code: &str, db: &Db) -> crate::Result<Node> {
+    Ok(Registry(db)
+        .school(&Scope::everything(), code)
+        .await?
+        .map(|s| s.node())
+        .unwrap_or(Node::Nation))
+}
+
+trait GradesText {
+    fn parse_grades(&self) -> Option<santong_domain::registry::Grades>;
+}
+
+impl GradesText for String {
+    fn parse_grades(&self) -> Option<santong_domain::registry::Grades> {
+        santong_domain::registry::Grades::parse(self)
+    }
+}
