@@ -53,6 +53,18 @@ impl StudentRow {
             .map(|i| i.masked())
     }
 
+    /// The national student number for lists: a G-number holds the ID number, so it is masked
+    /// like one; J and L numbers are shown whole.
+    pub fn number_masked(&self) -> String {
+        match self.student_number.strip_prefix('G') {
+            Some(id) => match ResidentId::parse(id) {
+                Ok(id) => format!("G{}", id.masked()),
+                Err(_) => "G****".into(),
+            },
+            None => self.student_number.clone(),
+        }
+    }
+
     pub fn phone_masked(&self) -> String {
         santong_domain::identity::mask_phone(&self.guardian_phone)
     }

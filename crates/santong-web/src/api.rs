@@ -39,6 +39,11 @@ pub fn routes() -> Router<AppState> {
             axum::routing::post(crate::schools::api_close),
         )
         .route(
+            "/schools/{code}/students",
+            get(crate::students::api_roster).post(crate::students::api_enrol),
+        )
+        .route("/students/{id}", get(crate::students::api_student))
+        .route(
             "/schools/{code}/conditions",
             axum::routing::post(crate::schools::api_conditions),
         )
@@ -64,7 +69,10 @@ pub fn routes() -> Router<AppState> {
         crate::schools::api_create,
         crate::schools::api_edit,
         crate::schools::api_close,
-        crate::schools::api_conditions
+        crate::schools::api_conditions,
+        crate::students::api_roster,
+        crate::students::api_student,
+        crate::students::api_enrol
     ),
     components(schemas(
         RegionDto,
@@ -85,7 +93,10 @@ pub fn routes() -> Router<AppState> {
         crate::schools::NewSchool,
         crate::schools::SchoolChange,
         crate::schools::SchoolClosure,
-        crate::schools::ConditionDto
+        crate::schools::ConditionDto,
+        crate::students::StudentDto,
+        crate::students::StudentList,
+        crate::students::NewStudentDto
     )),
     modifiers(&BearerAuth)
 )]

@@ -18,6 +18,7 @@ pub mod oidc;
 pub mod pages;
 pub mod schools;
 pub mod shell;
+pub mod students;
 pub mod views;
 
 use std::sync::Arc;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oidc::routes())
         .merge(clients::routes())
         .merge(schools::routes())
+        .merge(students::routes())
         .nest("/api/v1", api::routes())
         .fallback(shell::not_found)
         .with_state(state.clone());

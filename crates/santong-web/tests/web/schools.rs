@@ -13,6 +13,7 @@ santong_testkit::web_conformance!(
     the_api_lists_reads_and_creates_schools,
     schools_are_out_of_scope_for_other_schools_and_regions,
     schools_report_their_conditions,
+    students_are_enrolled_and_shown_masked,
 );
 
 fn region(c: &str) -> Node {
@@ -465,4 +466,158 @@ async fn schools_report_their_conditions(app: TestApp) {
         .await
         .json();
     assert_eq!(api["conditions"][0]["bandwidth_mbps"], 1000);
+}
+
+fn valid_id(region: &str, birth: &str, seq: u32) -> String {
+    let body = format!("{region}{birth}{seq:03}");
+    format!(
+        "{body}{}",
+        char::from(santong_domain::registry::id_check_char(body.as_bytes()))
+    )
+}
+
+async fn students_are_enrolled_and_shown_masked(app: TestApp) {
+    seed(&app, "1144030501", "南山小学", "440305").await;
+    seed(&app, "1144030502", "南山二小", "440305").await;
+    let a = school("1144030501", "440305");
+    let b = school("1144030502", "440305");
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    app.user("teacher.a", a, Some((Role::Teacher, a)), None)
+        .await;
+    app.user("head.b", b, Some((Role::SchoolAdmin, b)), None)
+        .await;
+    app.user(
+        "official.gz",
+        region("440106"),
+        Some((Role::Official, region("440106"))),
+        None,
+    )
+    .await;
+    let head = app.sign_in("head.a").await;
+    let teacher = app.sign_in("teacher.a").await;
+    let head_b = app.sign_in("head.b").await;
+    let gz = app.sign_in("official.gz").await;
+    let idn = valid_id("440305", "20180305", 11);
+    let fields = |id: &str, birth: &'static str| {
+        vec![
+            ("name", "李明".to_owned()),
+            ("sex", "1".to_owned()),
+            ("birth_date", birth.to_owned()),
+            ("ethnicity", "01".to_owned()),
+            ("id_number", id.to_owned()),
+            ("guardian_name", "王芳".to_owned()),
+            ("guardian_relation", "母亲".to_owned()),
+            ("guardian_phone", "138 1234 5678".to_owned()),
+            ("grade", "1".to_owned()),
+            ("enrolled_on", "2024-09-01".to_owned()),
+            ("left_behind", "on".to_owned()),
+        ]
+    };
+    let post = |s: &santong_testkit::Session, v: Vec<(&'static str, String)>| {
+        let app = &app;
+        let s = s.clone();
+        async move {
+            let refs: Vec<(&str, &str)> = v.iter().map(|(k, x)| (*k, x.as_str())).collect();
+            app.post_as(&s, "/schools/1144030501/students", &refs).await
+        }
+    };
+    // A wrong check digit and a birth date the ID contradicts: messages at their fields.
+    let mut wrong = idn.clone();
+    wrong.replace_range(17..18, if idn.ends_with('0') { "1" } else { "0" });
+    let bad = post(&head, fields(&wrong, "2018-03-05")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("校验位不符"), "{}", bad.body);
+    let bad = post(&head, fields(&idn, "2018-03-06")).await;
+    assert!(bad.body.contains("身份证件号与出生日期不一致"));
+    let ok = post(&head, fields(&idn, "2018-03-05")).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let student = ok.header("location").unwrap().to_owned();
+    // Lists and the record show masks; the full ID appears only for a stated purpose.
+    let roster = app.get_as(&teacher, "/schools/1144030501/students").await;
+    assert_eq!(roster.status, 200);
+    assert!(
+        roster.body.contains("李明")
+            && !roster.body.contains(&idn)
+            && !roster.body.contains("13812345678")
+    );
+    assert!(roster.body.contains("440305********"));
+    assert!(
+        !roster.body.contains("/students/new"),
+        "teachers do not enrol"
+    );
+    let page = app.get_as(&teacher, &student).await;
+    assert!(!page.body.contains(&idn) && page.body.contains("138****5678"));
+    assert!(
+        !page.body.contains("留守儿童"),
+        "sensitive flags need their permission"
+    );
+    assert!(app.get_as(&head, &student).await.body.contains("留守儿童"));
+    let full = app
+        .post_as(
+            &teacher,
+            &format!("{student}/full"),
+            &[("purpose", "核对学籍信息")],
+        )
+        .await;
+    assert_eq!(full.status, 200);
+    assert!(full.body.contains(&idn) && full.body.contains("+8613812345678"));
+    assert_eq!(full.header("cache-control"), Some("no-store"));
+    let no_purpose = app
+        .post_as(&teacher, &format!("{student}/full"), &[("purpose", "")])
+        .await;
+    assert_eq!(no_purpose.status, 400);
+    assert!(!no_purpose.body.contains(&idn));
+    // Past dates: nobody was there before the enrolment.
+    let before = app
+        .get_as(&head, "/schools/1144030501/students?on=2024-08-31")
+        .await;
+    assert!(!before.body.contains("李明"));
+    // The API shows the same masks.
+    let api = app
+        .get_as(&head, "/api/v1/schools/1144030501/students")
+        .await
+        .json();
+    assert_eq!(api["total"], 1);
+    assert!(
+        api["items"][0]["student_number"]
+            .as_str()
+            .unwrap()
+            .contains("********")
+    );
+    assert!(!api.to_string().contains(&idn));
+    // Another school and another region: nothing, whatever the route.
+    let id = student.rsplit('/').next().unwrap().to_owned();
+    app.assert_out_of_scope(
+        &[&head_b, &gz],
+        &[
+            "/schools/1144030501/students".into(),
+            student.clone(),
+            format!("/api/v1/students/{id}"),
+            "/api/v1/schools/1144030501/students".into(),
+        ],
+        &[
+            (format!("{student}/full"), vec![("purpose", "越权查看")]),
+            (
+                "/schools/1144030501/students".into(),
+                vec![("name", "越界"), ("grade", "1")],
+            ),
+        ],
+    )
+    .await;
+    let audit = santong_storage::audit::search(&app.t.db, &Default::default(), 100, 0)
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .items
+            .iter()
+            .any(|e| e.event == "student.view_full" && e.actor == "teacher.a")
+    );
+    assert!(
+        audit
+            .items
+            .iter()
+            .all(|e| !e.detail.contains(&idn) && !e.target.contains(&idn))
+    );
 }

@@ -1,0 +1,583 @@
+//! Students on the pages and in the API: a school's roster on any date, enrolment, a student's
+//! record with ID and phone masked, and the full record for a stated purpose (audited).
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use santong_domain::identity::Permission;
+use santong_domain::paging::{FieldError, FieldErrorKind, parse_page};
+use santong_domain::registry::Ethnicity;
+use santong_storage::registry::{Registry, RegistryError};
+use santong_storage::students::{NewStudent, Placed, Students};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::admin::actor;
+use crate::auth::User;
+use crate::error::AppError;
+use crate::i18n::{Tr, n};
+use crate::shell::Ctx;
+use crate::views::{Chrome, Pager, private_page as html};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/schools/{code}/students", get(roster).post(enrol))
+        .route("/schools/{code}/students/new", get(new_form))
+        .route("/students/{id}", get(detail))
+        .route("/students/{id}/full", post(full))
+}
+
+type Params = HashMap<String, String>;
+
+fn p<'a>(q: &'a Params, k: &str) -> &'a str {
+    q.get(k).map(String::as_str).unwrap_or("").trim()
+}
+
+fn today() -> NaiveDate {
+    (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive()
+}
+
+fn parse_on(q: &Params) -> Result<NaiveDate, AppError> {
+    match p(q, "on") {
+        "" => Ok(today()),
+        d => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+            AppError::bad_params(vec![FieldError::new("on", FieldErrorKind::InvalidValue)])
+        }),
+    }
+}
+
+fn registry_error(e: RegistryError) -> AppError {
+    match e {
+        RegistryError::Fields(f) => AppError::bad_params(f),
+        RegistryError::Forbidden => {
+            AppError::new(StatusCode::FORBIDDEN, "forbidden", "error-forbidden")
+        }
+        RegistryError::NotFound | RegistryError::Stale => AppError::not_found(),
+        RegistryError::Storage(s) => s.into(),
+    }
+}
+
+async fn refuse(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    event: &'static str,
+    target: &str,
+    e: RegistryError,
+) -> AppError {
+    if matches!(e, RegistryError::Forbidden | RegistryError::NotFound) {
+        crate::admin::record_refusal(state, ctx, user, event, target, &e.to_string()).await;
+    }
+    registry_error(e)
+}
+
+fn sex_label(tr: &Tr, code: &str) -> String {
+    tr.t(&format!("sex-{code}"))
+}
+
+struct RosterRow {
+    id: String,
+    number: String,
+    name: String,
+    sex: String,
+    grade: i32,
+    birth: String,
+    id_masked: String,
+}
+
+#[derive(Template)]
+#[template(path = "students.html")]
+struct RosterPage {
+    c: Chrome,
+    code: String,
+    school: String,
+    on: String,
+    rows: Vec<RosterRow>,
+    pager: Pager,
+    can_enrol: bool,
+}
+
+async fn roster(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let school = Registry(&state.db)
+        .school(&scope, &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let on = parse_on(&q)?;
+    let mut errors = vec![];
+    let page = parse_page(
+        q.get("page").map(String::as_str),
+        q.get("size").map(String::as_str),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    let tr = ctx.tr();
+    let list = Students(&state.db)
+        .roster(&scope, &code, on, page.limit(), page.offset())
+        .await?;
+    let pages = page.page_count(list.total);
+    let href = |n: u32| format!("/schools/{code}/students?on={on}&page={n}");
+    let rows = list
+        .items
+        .iter()
+        .map(|x| RosterRow {
+            id: x.student.id.to_string(),
+            number: x.student.number_masked(),
+            name: x.student.name.clone(),
+            sex: sex_label(&tr, &x.student.sex),
+            grade: x.grade,
+            birth: x.student.birth_date.to_string(),
+            id_masked: x.student.id_masked().unwrap_or_default(),
+        })
+        .collect();
+    html(&RosterPage {
+        c: ctx.chrome(tr.f("students-title", &[("school", school.name.clone().into())])),
+        code: code.clone(),
+        school: school.name,
+        on: on.to_string(),
+        rows,
+        pager: Pager {
+            summary: tr.f(
+                "pager-summary",
+                &[
+                    ("page", n(page.page)),
+                    ("pages", n(pages as f64)),
+                    ("total", n(list.total as f64)),
+                ],
+            ),
+            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
+            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
+        },
+        can_enrol: user
+            .0
+            .scope(Permission::RegistryManage)
+            .contains(&school_node(&state, &code).await?),
+    })
+}
+
+async fn school_node(
+    state: &AppState,
+    code: &str,
+) -> Result<santong_domain::identity::Node, AppError> {
+    Ok(Registry(&state.db)
+        .school(&santong_domain::identity::Scope::everything(), code)
+        .await?
+        .map(|s| s.node())
+        .unwrap_or(santong_domain::identity::Node::Nation))
+}
+
+#[derive(Default)]
+struct FormState {
+    v: Params,
+    errors: Vec<(String, String)>,
+}
+
+impl FormState {
+    fn val(&self, k: &str) -> &str {
+        self.v.get(k).map(String::as_str).unwrap_or("")
+    }
+    fn err(&self, k: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, m)| m.as_str())
+    }
+    fn checked(&self, k: &str) -> bool {
+        self.v.get(k).is_some_and(|v| v == "on")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "student_new.html")]
+struct NewPage {
+    c: Chrome,
+    code: String,
+    form: FormState,
+    ethnicities: Vec<(String, String)>,
+}
+
+fn render_new(
+    ctx: &Ctx,
+    code: &str,
+    form: FormState,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let mut res = html(&NewPage {
+        c: ctx.chrome(tr.t("students-enrol")),
+        code: code.to_owned(),
+        form,
+        ethnicities: Ethnicity::all()
+            .iter()
+            .map(|(c, name, roman)| (c.clone(), format!("{c} {name} {roman}")))
+            .collect(),
+    })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+async fn new_form(ctx: Ctx, user: User, Path(code): Path<String>) -> Result<Response, AppError> {
+    user.require(Permission::RegistryManage)?;
+    let mut form = FormState::default();
+    form.v.insert("ethnicity".into(), "01".into());
+    render_new(&ctx, &code, form, StatusCode::OK)
+}
+
+fn input_of(f: &Params) -> NewStudent {
+    NewStudent {
+        name: p(f, "name").into(),
+        sex: p(f, "sex").into(),
+        birth_date: p(f, "birth_date").into(),
+        ethnicity: p(f, "ethnicity").into(),
+        id_number: p(f, "id_number").into(),
+        household_region: p(f, "household_region").into(),
+        guardian_name: p(f, "guardian_name").into(),
+        guardian_relation: p(f, "guardian_relation").into(),
+        guardian_phone: p(f, "guardian_phone").into(),
+        left_behind: p(f, "left_behind") == "on",
+        migrant: p(f, "migrant") == "on",
+        disability: p(f, "disability") == "on",
+        grade: p(f, "grade").into(),
+        enrolled_on: p(f, "enrolled_on").into(),
+    }
+}
+
+async fn enrol(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    match Students(&state.db)
+        .enrol(actor(&user, &ctx), &code, &input_of(&f))
+        .await
+    {
+        Ok(s) => Ok(Redirect::to(&format!("/students/{}", s.student.id)).into_response()),
+        Err(RegistryError::Fields(errors)) => {
+            let tr = ctx.tr();
+            let form = FormState {
+                v: f.clone(),
+                errors: errors
+                    .iter()
+                    .map(|e| (e.field.clone(), tr.t(e.kind.key())))
+                    .collect(),
+            };
+            render_new(&ctx, &code, form, StatusCode::BAD_REQUEST)
+        }
+        Err(e) => Err(refuse(&state, &ctx, &user, "student.enrol", &code, e).await),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "student.html")]
+struct DetailPage {
+    c: Chrome,
+    s: Placed,
+    number: String,
+    sex: String,
+    ethnicity: String,
+    id_number: String,
+    phone: String,
+    full: bool,
+    sensitive: bool,
+    error: Option<String>,
+}
+
+async fn render_detail(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    s: Placed,
+    full: bool,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let tr = ctx.tr();
+    let sensitive = user
+        .0
+        .scope(Permission::SensitiveView)
+        .contains(&school_node(state, &s.school_code).await?);
+    let (number, id_number, phone) = if full {
+        (
+            s.student.student_number.clone(),
+            s.student.id_number.clone().unwrap_or_default(),
+            s.student.guardian_phone.clone(),
+        )
+    } else {
+        (
+            s.student.number_masked(),
+            s.student.id_masked().unwrap_or_default(),
+            s.student.phone_masked(),
+        )
+    };
+    let mut res = html(&DetailPage {
+        c: ctx.chrome(s.student.name.clone()),
+        sex: sex_label(&tr, &s.student.sex),
+        ethnicity: Ethnicity::parse(&s.student.ethnicity)
+            .map(|e| e.name_zh().to_owned())
+            .unwrap_or_default(),
+        number,
+        id_number,
+        phone,
+        full,
+        sensitive,
+        error,
+        s,
+    })?;
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
+    let s = Students(&state.db)
+        .student(&user.0.scope(Permission::RegistryView), id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    render_detail(&state, &ctx, &user, s, false, None, StatusCode::OK).await
+}
+
+async fn full(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let students = Students(&state.db);
+    match students
+        .view_full(actor(&user, &ctx), &scope, id, p(&f, "purpose"))
+        .await
+    {
+        Ok(s) => render_detail(&state, &ctx, &user, s, true, None, StatusCode::OK).await,
+        Err(RegistryError::Fields(errors)) => {
+            let s = students
+                .student(&scope, id)
+                .await?
+                .ok_or_else(AppError::not_found)?;
+            let msg = errors.first().map(|e| ctx.tr().t(e.kind.key()));
+            render_detail(&state, &ctx, &user, s, false, msg, StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => Err(refuse(&state, &ctx, &user, "student.view_full", &id.to_string(), e).await),
+    }
+}
+
+// ----- API --------------------------------------------------------------------------------------
+
+/// A student as lists show them: ID number, G-number and guardian's phone masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudentDto {
+    pub id: Uuid,
+    /// 全国学籍号, masked when it holds the ID number (G-numbers).
+    pub student_number: String,
+    pub name: String,
+    /// GB/T 2261.1: `1` male, `2` female.
+    pub sex: String,
+    pub birth_date: String,
+    /// GB/T 3304 code.
+    pub ethnicity: String,
+    pub id_number_masked: Option<String>,
+    /// The ID's region code is no longer current (accepted, flagged).
+    pub id_region_retired: bool,
+    pub guardian_name: String,
+    pub guardian_relation: String,
+    pub guardian_phone_masked: String,
+    pub school_code: String,
+    pub grade: i32,
+    pub since: String,
+}
+
+impl From<Placed> for StudentDto {
+    fn from(p: Placed) -> Self {
+        Self {
+            student_number: p.student.number_masked(),
+            id_number_masked: p.student.id_masked(),
+            guardian_phone_masked: p.student.phone_masked(),
+            id: p.student.id,
+            name: p.student.name,
+            sex: p.student.sex,
+            birth_date: p.student.birth_date.to_string(),
+            ethnicity: p.student.ethnicity,
+            id_region_retired: p.student.id_region_retired,
+            guardian_name: p.student.guardian_name,
+            guardian_relation: p.student.guardian_relation,
+            school_code: p.school_code,
+            grade: p.grade,
+            since: p.since.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StudentList {
+    pub items: Vec<StudentDto>,
+    pub page: u32,
+    pub size: u32,
+    pub pages: u64,
+    pub total: u64,
+    /// The date the roster is for.
+    pub on: String,
+}
+
+/// A new student, enrolled at the school of the path.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct NewStudentDto {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub sex: String,
+    #[serde(default)]
+    pub birth_date: String,
+    #[serde(default)]
+    pub ethnicity: String,
+    #[serde(default)]
+    pub id_number: Option<String>,
+    #[serde(default)]
+    pub household_region: Option<String>,
+    #[serde(default)]
+    pub guardian_name: String,
+    #[serde(default)]
+    pub guardian_relation: String,
+    #[serde(default)]
+    pub guardian_phone: String,
+    #[serde(default)]
+    pub left_behind: bool,
+    #[serde(default)]
+    pub migrant: bool,
+    #[serde(default)]
+    pub disability: bool,
+    #[serde(default)]
+    pub grade: String,
+    #[serde(default)]
+    pub enrolled_on: Option<String>,
+}
+
+/// The school's students on a date (default today), by grade and name.
+#[utoipa::path(get, path = "/schools/{code}/students", tag = "registry", security(("token" = [])),
+    params(("code" = String, Path), ("on" = Option<String>, Query, description = "YYYY-MM-DD"),
+           ("page" = Option<u32>, Query), ("size" = Option<u32>, Query)),
+    responses((status = 200, body = StudentList),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_roster(
+    State(state): State<AppState>,
+    user: User,
+    Path(code): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Json<StudentList>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    Registry(&state.db)
+        .school(&scope, &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let on = parse_on(&q)?;
+    let mut errors = vec![];
+    let page = parse_page(
+        q.get("page").map(String::as_str),
+        q.get("size").map(String::as_str),
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    let list = Students(&state.db)
+        .roster(&scope, &code, on, page.limit(), page.offset())
+        .await?;
+    Ok(Json(StudentList {
+        pages: page.page_count(list.total),
+        items: list.items.into_iter().map(StudentDto::from).collect(),
+        page: page.page,
+        size: page.size,
+        total: list.total,
+        on: on.to_string(),
+    }))
+}
+
+/// One student, masked (404 outside the caller's scope).
+#[utoipa::path(get, path = "/students/{id}", tag = "registry", security(("token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = StudentDto),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_student(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<StudentDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
+    Students(&state.db)
+        .student(&user.0.scope(Permission::RegistryView), id)
+        .await?
+        .map(|s| Json(s.into()))
+        .ok_or_else(AppError::not_found)
+}
+
+/// Enrols a student (needs `registry_manage` at the school). Every refused field is reported.
+#[utoipa::path(post, path = "/schools/{code}/students", tag = "registry", security(("token" = [])),
+    params(("code" = String, Path)), request_body = NewStudentDto,
+    responses((status = 201, body = StudentDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_enrol(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Json(b): Json<NewStudentDto>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let input = NewStudent {
+        name: b.name,
+        sex: b.sex,
+        birth_date: b.birth_date,
+        ethnicity: b.ethnicity,
+        id_number: b.id_number.unwrap_or_default(),
+        household_region: b.household_region.unwrap_or_default(),
+        guardian_name: b.guardian_name,
+        guardian_relation: b.guardian_relation,
+        guardian_phone: b.guardian_phone,
+        left_behind: b.left_behind,
+        migrant: b.migrant,
+        disability: b.disability,
+        grade: b.grade,
+        enrolled_on: b.enrolled_on.unwrap_or_default(),
+    };
+    match Students(&state.db)
+        .enrol(actor(&user, &ctx), &code, &input)
+        .await
+    {
+        Ok(s) => Ok((StatusCode::CREATED, Json(StudentDto::from(s))).into_response()),
+        Err(e) => Err(refuse(&state, &ctx, &user, "student.enrol", &code, e).await),
+    }
+}
