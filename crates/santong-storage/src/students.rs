@@ -81,6 +81,14 @@ pub struct Placed {
     pub since: NaiveDate,
 }
 
+/// Students of one school and grade on a date.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EnrolmentRow {
+    pub school_code: String,
+    pub grade: i32,
+    pub students: i64,
+}
+
 /// A student as entered: raw text, checked by [`Students::enrol`].
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct NewStudent {
@@ -173,6 +181,29 @@ impl Students<'_> {
         filter(&mut c);
         let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
         Ok(Page { items, total })
+    }
+
+    /// How many students each school under `region` has per grade on `on` (within `scope`):
+    /// the as-of enrolment of a county, a city or a province.
+    pub async fn enrolment(
+        &self,
+        scope: &Scope,
+        region: RegionCode,
+        on: NaiveDate,
+    ) -> crate::Result<Vec<EnrolmentRow>> {
+        let mut q = DynQuery::for_db(self.0);
+        q.push(
+            "SELECT e.school_code, e.grade, COUNT(*) AS students FROM student st \
+            JOIN student_event e ON e.student_id = st.id \
+            JOIN school s ON s.code = e.school_code WHERE",
+        );
+        push_placing(&mut q, on);
+        q.push(" AND s.county LIKE ")
+            .bind(santong_domain::identity::region_prefix_pattern(region))
+            .push(" AND");
+        crate::scope::push(&mut q, scope, "s.county", "s.code");
+        q.push(" GROUP BY e.school_code, e.grade ORDER BY e.school_code, e.grade");
+        q.fetch_all(self.0).await
     }
 
     /// A student where they are today, if that is in `scope`.
