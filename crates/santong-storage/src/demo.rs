@@ -17,6 +17,141 @@ pub struct DemoReport {
     pub county_set: bool,
     /// Schools and teaching points opened now (0 when the county had some already).
     pub schools: usize,
+    /// Students enrolled now (0 when the county had some already).
+    pub students: usize,
+}
+
+/// The demo enrols one student for every this many of an average school's real enrolment, so a
+/// first start stays quick while the proportions between school levels stay real.
+pub const DEMO_STUDENT_SCALE: f64 = 50.0;
+
+/// Average students per primary, junior and senior school of a province (latest year with all
+/// figures).
+fn province_students_per_school(province: &str) -> Option<(f64, f64, f64)> {
+    let mut rdr = csv::Reader::from_reader(PROVINCE_K12_CSV.as_bytes());
+    let headers = rdr.headers().ok()?.clone();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let cols = [
+        col("primary_schools")?,
+        col("primary_enrolment_10k")?,
+        col("junior_schools")?,
+        col("junior_enrolment_10k")?,
+        col("senior_schools")?,
+        col("senior_enrolment_10k")?,
+    ];
+    let (pc, year) = (col("province_code")?, col("year")?);
+    rdr.records()
+        .filter_map(Result::ok)
+        .filter(|r| r.get(pc) == Some(province))
+        .filter_map(|r| {
+            let f = |i: usize| r.get(i).and_then(|v| v.parse::<f64>().ok());
+            let v: Option<Vec<f64>> = cols.iter().map(|c| f(*c)).collect();
+            Some((f(year)? as i32, v?))
+        })
+        .max_by_key(|(y, _)| *y)
+        .map(|(_, v)| {
+            (
+                v[1] * 10_000.0 / v[0],
+                v[3] * 10_000.0 / v[2],
+                v[5] * 10_000.0 / v[4],
+            )
+        })
+}
+
+/// Enrols demo students in every school of the county, by level in the province's proportions
+/// (at 1/[`DEMO_STUDENT_SCALE`]), spread over the grades each school offers, enrolled on the first
+/// of September of the current school year. Made-up names; no ID numbers (J student numbers).
+async fn seed_students(db: &Db, county: RegionCode) -> crate::Result<usize> {
+    use crate::identity::Actor;
+    use crate::registry::{Registry, SchoolFilter};
+    use crate::students::{NewStudent, Students};
+    use santong_domain::registry::{Grades, SchoolKind};
+    let all = santong_domain::identity::Scope::everything();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    if !Students(db)
+        .enrolment(&all, county, today)
+        .await?
+        .is_empty()
+    {
+        return Ok(0);
+    }
+    let province = format!("{}0000", &county.to_string()[..2]);
+    let Some((primary, junior, senior)) = province_students_per_school(&province) else {
+        return Ok(0);
+    };
+    use chrono::Datelike;
+    let year = if today.month() >= 9 {
+        today.year()
+    } else {
+        today.year() - 1
+    };
+    let enrolled_on = format!("{year}-09-01");
+    const SURNAMES: &[&str] = &[
+        "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡",
+        "郭", "何", "林", "罗", "梁",
+    ];
+    const GIVEN: &[&str] = &[
+        "子涵", "欣怡", "浩然", "梓萱", "宇轩", "诗涵", "俊杰", "雨桐", "博文", "可馨", "一诺",
+        "思远", "嘉怡", "子墨", "语彤", "明轩",
+    ];
+    let schools = Registry(db)
+        .list_schools(
+            &all,
+            &SchoolFilter {
+                region: Some(county),
+                ..Default::default()
+            },
+            1000,
+            0,
+        )
+        .await?;
+    let mut made = 0usize;
+    for school in schools.items {
+        let Some(kind) = school.kind() else { continue };
+        let per_school = match kind {
+            SchoolKind::TeachingPoint => primary / 5.0,
+            SchoolKind::Primary | SchoolKind::AttachedPrimaryClasses => primary,
+            SchoolKind::JuniorSecondary => junior,
+            SchoolKind::NineYear => (primary + junior) / 2.0,
+            SchoolKind::SeniorSecondary | SchoolKind::CompleteSecondary => senior,
+            _ => continue,
+        };
+        let Some(grades) = Grades::parse(&school.grades).filter(|g| g.from >= 1) else {
+            continue;
+        };
+        let count = (per_school / DEMO_STUDENT_SCALE).round().max(1.0) as usize;
+        let span = usize::from(grades.to - grades.from) + 1;
+        for i in 0..count {
+            let grade = grades.from + u8::try_from(i % span).unwrap_or(0);
+            let birth_year = year - 6 - i32::from(grade) + 1;
+            let n = made + i;
+            let input = NewStudent {
+                name: format!(
+                    "{}{}",
+                    SURNAMES[n % SURNAMES.len()],
+                    GIVEN[(n / 7) % GIVEN.len()]
+                ),
+                sex: if n.is_multiple_of(2) { "1" } else { "2" }.into(),
+                birth_date: format!("{birth_year}-{:02}-{:02}", 1 + n % 12, 1 + n % 28),
+                ethnicity: if n.is_multiple_of(17) { "09" } else { "01" }.into(),
+                guardian_name: format!("{}家长", SURNAMES[n % SURNAMES.len()]),
+                guardian_relation: if n.is_multiple_of(3) { "父亲" } else { "母亲" }.into(),
+                guardian_phone: format!("138{:08}", n),
+                left_behind: n.is_multiple_of(23),
+                migrant: n.is_multiple_of(5),
+                grade: grade.to_string(),
+                enrolled_on: enrolled_on.clone(),
+                ..Default::default()
+            };
+            match Students(db).enrol(Actor::Cli, &school.code, &input).await {
+                Ok(_) => {}
+                Err(crate::registry::RegistryError::Storage(e)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, school = %school.code, "demo student refused"),
+            }
+        }
+        made += count;
+    }
+    Ok(made)
 }
 
 /// Provincial education statistics (NBS, 2000–2019), for the demo county's school mix.
@@ -151,10 +286,12 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
         settings.set(DEMO_COUNTY_KEY, DEMO_COUNTY).await?;
     }
     let schools = seed_schools(db, code).await?;
+    let students = seed_students(db, code).await?;
     Ok(DemoReport {
         regions_loaded,
         county_set,
         schools,
+        students,
     })
 }
 

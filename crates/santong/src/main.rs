@@ -444,14 +444,15 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             let db = open_db(&settings).await?;
             let report = demo::seed(&db).await?;
             println!(
-                "demo data ready: demo county {} ({}); {} schools opened now",
+                "demo data ready: demo county {} ({}); {} schools opened and {} students enrolled now",
                 demo::DEMO_COUNTY,
                 if report.county_set {
                     "set now"
                 } else {
                     "already set"
                 },
-                report.schools
+                report.schools,
+                report.students
             );
             db.close().await;
         }

@@ -173,13 +173,18 @@ async fn demo_is_idempotent(t: TestDb) {
     // 广东省 2019: 10,565 primary, 3,712 junior, 1,008 senior schools over 122 counties → 87,
     // 30 and 8 for an average county, plus three teaching points.
     assert_eq!(first.schools, 87 + 30 + 8 + 3);
+    // 广东省 2019 enrolment per school (primary 978, junior 1,048, senior 1,823) at 1/50: 20 per
+    // primary, 21 per junior, 36 per senior school, half-way for nine-year schools, 4 per
+    // teaching point.
+    assert!((2500..3200).contains(&first.students), "{}", first.students);
     let second = demo::seed(&t.db).await.unwrap();
     assert_eq!(
         second,
         demo::DemoReport {
             regions_loaded: false,
             county_set: false,
-            schools: 0
+            schools: 0,
+            students: 0
         }
     );
     let points = santong_storage::registry::Registry(&t.db)
