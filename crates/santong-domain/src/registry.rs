@@ -533,9 +533,11 @@ impl ResidentId {
         }
     }
 
-    /// For lists: region code and check character only, `440305********123X` style.
+    /// For lists: the region code and the check character only, `440305***********X`. The
+    /// birth date is shown beside it in lists, so the sequence must stay hidden too, or the two
+    /// together would give the whole number back.
     pub fn masked(&self) -> String {
-        format!("{}********{}", &self.0[..6], &self.0[14..])
+        format!("{}***********{}", &self.0[..6], &self.0[17..])
     }
 }
 
@@ -566,7 +568,7 @@ mod tests {
         assert_eq!(id.birth_date(), (1949, 12, 31));
         assert_eq!(id.sex(), Sex::Female);
         assert_eq!(id.region_prefix(), "110105");
-        assert_eq!(id.masked(), "110105********002X");
+        assert_eq!(id.masked(), "110105***********X");
         assert!(!format!("{id:?}").contains("19491231"));
         assert_eq!(
             ResidentId::parse("110105194912310021"),

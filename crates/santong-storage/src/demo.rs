@@ -106,6 +106,7 @@ async fn seed_students(db: &Db, county: RegionCode) -> crate::Result<usize> {
         )
         .await?;
     let mut made = 0usize;
+    let mut enrolled = 0usize;
     for school in schools.items {
         let Some(kind) = school.kind() else { continue };
         let per_school = match kind {
@@ -135,8 +136,14 @@ async fn seed_students(db: &Db, county: RegionCode) -> crate::Result<usize> {
                 birth_date: format!("{birth_year}-{:02}-{:02}", 1 + n % 12, 1 + n % 28),
                 ethnicity: if n.is_multiple_of(17) { "09" } else { "01" }.into(),
                 guardian_name: format!("{}家长", SURNAMES[n % SURNAMES.len()]),
-                guardian_relation: if n.is_multiple_of(3) { "父亲" } else { "母亲" }.into(),
-                guardian_phone: format!("138{:08}", n),
+                guardian_relation: if n.is_multiple_of(3) {
+                    "父亲"
+                } else {
+                    "母亲"
+                }
+                .into(),
+                // 190 0000 xxxx: a made-up range, so no real subscriber's number is in the demo.
+                guardian_phone: format!("1900000{:04}", n % 10_000),
                 left_behind: n.is_multiple_of(23),
                 migrant: n.is_multiple_of(5),
                 grade: grade.to_string(),
@@ -144,14 +151,14 @@ async fn seed_students(db: &Db, county: RegionCode) -> crate::Result<usize> {
                 ..Default::default()
             };
             match Students(db).enrol(Actor::Cli, &school.code, &input).await {
-                Ok(_) => {}
+                Ok(_) => enrolled += 1,
                 Err(crate::registry::RegistryError::Storage(e)) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, school = %school.code, "demo student refused"),
             }
         }
         made += count;
     }
-    Ok(made)
+    Ok(enrolled)
 }
 
 /// Provincial education statistics (NBS, 2000–2019), for the demo county's school mix.

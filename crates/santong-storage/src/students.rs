@@ -21,8 +21,9 @@ use crate::identity::Actor;
 use crate::registry::{Registry, RegistryError, SchoolRow};
 use crate::{Db, Page, db_query};
 
-/// A student as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A student as stored. Not `Serialize`, and `Debug` masks: the full ID number and phone leave
+/// only through the views that are meant to show them.
+#[derive(Clone, sqlx::FromRow)]
 pub struct StudentRow {
     pub id: Uuid,
     pub student_number: String,
@@ -30,18 +31,25 @@ pub struct StudentRow {
     pub sex: String,
     pub birth_date: NaiveDate,
     pub ethnicity: String,
-    #[serde(skip)]
     pub id_number: Option<String>,
     pub id_region_retired: bool,
     pub household_region: Option<String>,
     pub guardian_name: String,
     pub guardian_relation: String,
-    #[serde(skip)]
     pub guardian_phone: String,
     pub left_behind: bool,
     pub migrant: bool,
     pub disability: bool,
     pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for StudentRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StudentRow")
+            .field("id", &self.id)
+            .field("student_number", &self.number_masked())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StudentRow {
@@ -71,10 +79,9 @@ impl StudentRow {
 }
 
 /// A student where they are on a date: the record with the school and grade of that day.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Placed {
     #[sqlx(flatten)]
-    #[serde(flatten)]
     pub student: StudentRow,
     pub school_code: String,
     pub grade: i32,
@@ -89,8 +96,9 @@ pub struct EnrolmentRow {
     pub students: i64,
 }
 
-/// A student as entered: raw text, checked by [`Students::enrol`].
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+/// A student as entered: raw text, checked by [`Students::enrol`]. (`Debug` by hand: it holds
+/// an ID number and a phone.)
+#[derive(Clone, Default, serde::Deserialize)]
 pub struct NewStudent {
     pub name: String,
     pub sex: String,
@@ -113,6 +121,14 @@ pub struct NewStudent {
     /// `YYYY-MM-DD`; empty: today.
     #[serde(default)]
     pub enrolled_on: String,
+}
+
+impl std::fmt::Debug for NewStudent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewStudent")
+            .field("grade", &self.grade)
+            .finish_non_exhaustive()
+    }
 }
 
 const STUDENT_COLUMNS: &str = "st.id, st.student_number, st.name, st.sex, st.birth_date, \
@@ -235,6 +251,18 @@ impl Students<'_> {
                 "student-purpose-required",
             )]));
         }
+        // The purpose goes into the audit log: an ID number pasted into it must not.
+        let longest_run = purpose
+            .split(|c: char| !(c.is_ascii_digit() || c == 'X' || c == 'x'))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        if longest_run >= 11 {
+            return Err(RegistryError::Fields(vec![rule(
+                "purpose",
+                "student-purpose-no-numbers",
+            )]));
+        }
         let placed = self
             .student(scope, id)
             .await?
@@ -272,48 +300,82 @@ impl Students<'_> {
             return Err(RegistryError::Forbidden);
         }
         let c = self.check(&school, input, today).await?;
-        let number = match &c.id {
-            Some(id) => StudentNumber::official(id),
-            None => self.next_j_number(&school.county, c.birth).await?,
-        };
         let sid = Uuid::now_v7();
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
-        let inserted = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "INSERT INTO student (id, student_number, name, sex, birth_date, ethnicity, \
-                id_number, id_region_retired, household_region, guardian_name, \
-                guardian_relation, guardian_phone, left_behind, migrant, disability, created_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                ON CONFLICT (student_number) DO NOTHING",
-            ))
-            .bind(sid)
-            .bind(number.as_str())
-            .bind(&c.name)
-            .bind(c.sex.code())
-            .bind(c.birth_date)
-            .bind(c.ethnicity.code())
-            .bind(c.id.as_ref().map(|i| i.as_str().to_owned()))
-            .bind(c.id_region_retired)
-            .bind(&c.household)
-            .bind(&c.guardian_name)
-            .bind(&c.guardian_relation)
-            .bind(&c.guardian_phone)
-            .bind(input.left_behind)
-            .bind(input.migrant)
-            .bind(input.disability)
-            .bind(now)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
-        if inserted == 0 {
-            // The G-number exists: this ID number is enrolled already (a duplicate record is
-            // for the duplicate queue to resolve, not for a second enrolment).
-            return Err(RegistryError::Fields(vec![rule(
-                "id_number",
-                "student-already-enrolled",
-            )]));
+        // A J-number takes the next free sequence of its prefix. Of two enrolments racing for
+        // the same one (PostgreSQL), the loser tries the next.
+        let mut attempt = 0;
+        let mut tried: Option<u16> = None;
+        loop {
+            let number = match &c.id {
+                Some(id) => StudentNumber::official(id),
+                None => {
+                    let (n, seq) = next_j_number(&mut tx, &school.county, c.birth, tried).await?;
+                    tried = Some(seq);
+                    n
+                }
+            };
+            let inserted = db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql(
+                    "INSERT INTO student (id, student_number, name, sex, birth_date, ethnicity, \
+                    id_number, id_region_retired, household_region, guardian_name, \
+                    guardian_relation, guardian_phone, left_behind, migrant, disability, \
+                    created_at) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                    ON CONFLICT (student_number) DO NOTHING",
+                ))
+                .bind(sid)
+                .bind(number.as_str())
+                .bind(&c.name)
+                .bind(c.sex.code())
+                .bind(c.birth_date)
+                .bind(c.ethnicity.code())
+                .bind(c.id.as_ref().map(|i| i.as_str().to_owned()))
+                .bind(c.id_region_retired)
+                .bind(&c.household)
+                .bind(&c.guardian_name)
+                .bind(&c.guardian_relation)
+                .bind(&c.guardian_phone)
+                .bind(input.left_behind)
+                .bind(input.migrant)
+                .bind(input.disability)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+            if inserted == 1 {
+                break;
+            }
+            if c.id.is_some() {
+                drop(tx);
+                // Someone tried to enrol an ID that has a record already: audited against that
+                // record (never by the number), and left for the duplicate queue.
+                let existing: Option<Uuid> = db_query!(self.0, read, |sql, ex| {
+                    sqlx::query_scalar(sql("SELECT id FROM student WHERE student_number = $1"))
+                        .bind(number.as_str())
+                        .fetch_optional(ex)
+                        .await?
+                });
+                let target = existing.map(|u| u.to_string()).unwrap_or_default();
+                audit::record(
+                    self.0,
+                    &actor.entry("student.duplicate", &target, "denied", &school.node()),
+                )
+                .await?;
+                return Err(RegistryError::Fields(vec![rule(
+                    "id_number",
+                    "student-already-enrolled",
+                )]));
+            }
+            attempt += 1;
+            if attempt > 20 {
+                return Err(RegistryError::Fields(vec![rule(
+                    "birth_date",
+                    "student-no-number-left",
+                )]));
+            }
         }
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
@@ -343,28 +405,6 @@ impl Students<'_> {
         self.student(&Scope::everything(), sid)
             .await?
             .ok_or(RegistryError::NotFound)
-    }
-
-    /// The next free J-number sequence for the area and birth date.
-    async fn next_j_number(
-        &self,
-        area: &str,
-        birth: (i32, u32, u32),
-    ) -> Result<StudentNumber, RegistryError> {
-        let prefix = format!("J{area}{:04}{:02}{:02}", birth.0, birth.1, birth.2);
-        let taken: i64 = db_query!(self.0, read, |sql, ex| {
-            sqlx::query_scalar(sql(
-                "SELECT COUNT(*) FROM student WHERE student_number LIKE $1",
-            ))
-            .bind(format!("{prefix}%"))
-            .fetch_one(ex)
-            .await?
-        });
-        let seq = u16::try_from(taken).unwrap_or(u16::MAX);
-        StudentNumber::without_id(area, birth, seq).ok_or(RegistryError::Fields(vec![rule(
-            "birth_date",
-            "student-no-number-left",
-        )]))
     }
 
     async fn check(
@@ -420,10 +460,24 @@ impl Students<'_> {
         {
             errors.push(rule("id_number", "student-id-sex-mismatch"));
         }
+        // A prefix no longer current is accepted and flagged; one never used is refused.
         let id_region_retired = match &id {
             Some(i) => match RegionCode::parse(i.region_prefix()) {
-                Ok(code) => crate::regions::Regions(self.0).get(code).await?.is_none(),
-                Err(_) => true,
+                Ok(code) => {
+                    let regions = crate::regions::Regions(self.0);
+                    if regions.get(code).await?.is_some() {
+                        false
+                    } else if !regions.history(code).await?.is_empty() {
+                        true
+                    } else {
+                        errors.push(rule("id_number", "student-id-unknown-region"));
+                        false
+                    }
+                }
+                Err(_) => {
+                    errors.push(rule("id_number", "student-id-unknown-region"));
+                    false
+                }
             },
             None => false,
         };
@@ -553,4 +607,35 @@ impl GradesText for String {
     fn parse_grades(&self) -> Option<santong_domain::registry::Grades> {
         santong_domain::registry::Grades::parse(self)
     }
+}
+
+/// The next J-number of an area and birth date: one after the highest in use (a range scan on the
+/// unique index), and after `tried` when a concurrent enrolment took that one first.
+async fn next_j_number(
+    tx: &mut crate::Tx,
+    area: &str,
+    birth: (i32, u32, u32),
+    tried: Option<u16>,
+) -> Result<(StudentNumber, u16), RegistryError> {
+    let prefix = format!("J{area}{:04}{:02}{:02}", birth.0, birth.1, birth.2);
+    let highest: Option<String> = db_query!(tx, tx, |sql, ex| {
+        sqlx::query_scalar(sql(
+            "SELECT MAX(student_number) FROM student WHERE student_number >= $1 \
+            AND student_number < $2",
+        ))
+        .bind(&prefix)
+        .bind(format!("{prefix}~"))
+        .fetch_one(ex)
+        .await?
+    });
+    let next = highest
+        .and_then(|h| h.get(15..18).and_then(|s| s.parse::<u16>().ok()))
+        .map_or(0, |n| n + 1)
+        .max(tried.map_or(0, |t| t + 1));
+    StudentNumber::without_id(area, birth, next)
+        .map(|n| (n, next))
+        .ok_or(RegistryError::Fields(vec![rule(
+            "birth_date",
+            "student-no-number-left",
+        )]))
 }

@@ -101,7 +101,15 @@ pub fn router(state: AppState) -> Router {
         .merge(clients::routes())
         .merge(schools::routes())
         .merge(students::routes())
-        .nest("/api/v1", api::routes())
+        .nest(
+            "/api/v1",
+            // API answers hold personal data and may be fetched with a session cookie: no cache
+            // keeps them unless a handler says otherwise (public reference data does).
+            api::routes().layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )),
+        )
         .fallback(shell::not_found)
         .with_state(state.clone());
 

@@ -449,8 +449,9 @@ pub struct StudentList {
     pub on: String,
 }
 
-/// A new student, enrolled at the school of the path.
-#[derive(Debug, serde::Deserialize, ToSchema)]
+/// A new student, enrolled at the school of the path. (No `Debug`: it holds an ID number and a
+/// phone.)
+#[derive(serde::Deserialize, ToSchema)]
 pub struct NewStudentDto {
     #[serde(default)]
     pub name: String,

@@ -114,10 +114,13 @@ async fn students_are_enrolled_with_every_field_checked(t: TestDb) {
         .await
         .unwrap();
     assert!(a.student.student_number.starts_with("G440305"));
+    // Region and check character only: the birth date is shown beside it, the sequence is not.
+    let full = a.student.id_number.clone().unwrap();
     assert_eq!(
         a.student.id_masked().unwrap(),
-        "440305********011X".replace("011X", &a.student.id_number.clone().unwrap()[14..])
+        format!("440305***********{}", &full[17..])
     );
+    assert!(!a.student.number_masked().contains(&full[6..17]));
     assert!(!a.student.id_region_retired);
     // Without: J-numbers from the county, the birth date and a sequence.
     let b = s
@@ -163,6 +166,47 @@ async fn students_are_enrolled_with_every_field_checked(t: TestDb) {
         got,
         vec![("id_number".to_string(), "student-already-enrolled")]
     );
+    // The attempt is audited against the existing record, by its id.
+    let audit = santong_storage::audit::search(&t.db, &Default::default(), 50, 0)
+        .await
+        .unwrap();
+    let dup = audit
+        .items
+        .iter()
+        .find(|e| e.event == "student.duplicate")
+        .expect("audited");
+    assert_eq!(dup.target, a.student.id.to_string());
+    // A region code that never existed is refused.
+    let got = problems(
+        s.enrol(
+            Actor::Cli,
+            "1144030501",
+            &pupil("无名", "2018-03-05", id("990000", "20180305", 11), "1"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        got,
+        vec![("id_number".to_string(), "student-id-unknown-region")]
+    );
+    // J-numbers follow the highest in use, and two enrolments at once get two numbers.
+    let (p1, p2) = (
+        pupil("并发甲", "2018-03-05", String::new(), "1"),
+        pupil("并发乙", "2018-03-05", String::new(), "1"),
+    );
+    let (x, y) = tokio::join!(
+        s.enrol(Actor::Cli, "1144030501", &p1),
+        s.enrol(Actor::Cli, "1144030501", &p2),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_ne!(x.student.student_number, y.student.student_number);
+    let mut seqs = vec![
+        &x.student.student_number[15..18],
+        &y.student.student_number[15..18],
+    ];
+    seqs.sort_unstable();
+    assert_eq!(seqs, ["002", "003"]);
     // Everything wrong: bad check digit, a 40-year-old first-grader, a grade the school lacks,
     // a bad phone — each named, nothing written.
     let mut bad = pupil("", "1984-01-01", "44030520180305011X".into(), "13");
@@ -205,7 +249,7 @@ async fn students_are_enrolled_with_every_field_checked(t: TestDb) {
         )
         .await
         .unwrap();
-    assert_eq!(roster.total, 4, "nothing half-written by the refusals");
+    assert_eq!(roster.total, 6, "nothing half-written by the refusals");
 }
 
 async fn rosters_answer_for_any_date_within_scope(t: TestDb) {
@@ -343,6 +387,22 @@ async fn the_full_record_is_shown_for_a_purpose_and_audited(t: TestDb) {
     assert!(
         matches!(got, Err(RegistryError::Fields(_))),
         "a purpose is required"
+    );
+    let pasted = format!("核对 {}", p.student.id_number.clone().unwrap());
+    let got = s
+        .view_full(
+            Actor::User {
+                principal: &head,
+                ip: "10.0.0.9",
+            },
+            &scope,
+            p.student.id,
+            &pasted,
+        )
+        .await;
+    assert!(
+        matches!(got, Err(RegistryError::Fields(_))),
+        "no ID number in the purpose"
     );
     let full = s
         .view_full(

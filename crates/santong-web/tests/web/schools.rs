@@ -541,7 +541,11 @@ async fn students_are_enrolled_and_shown_masked(app: TestApp) {
             && !roster.body.contains(&idn)
             && !roster.body.contains("13812345678")
     );
-    assert!(roster.body.contains("440305********"));
+    assert!(roster.body.contains("440305***********"));
+    assert!(
+        !roster.body.contains(&idn[6..17]),
+        "no birth date and sequence together"
+    );
     assert!(
         !roster.body.contains("/students/new"),
         "teachers do not enrol"
@@ -576,8 +580,9 @@ async fn students_are_enrolled_and_shown_masked(app: TestApp) {
     // The API shows the same masks.
     let api = app
         .get_as(&head, "/api/v1/schools/1144030501/students")
-        .await
-        .json();
+        .await;
+    assert_eq!(api.header("cache-control"), Some("no-store"));
+    let api = api.json();
     assert_eq!(api["total"], 1);
     assert!(
         api["items"][0]["student_number"]
