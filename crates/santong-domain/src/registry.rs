@@ -355,6 +355,16 @@ impl Ethnicity {
         format!("{:02}", self.0)
     }
 
+    /// The romanised name of GB/T 3304 (`Han`), or the Chinese one where the list has none.
+    pub fn name_roman(self) -> &'static str {
+        let code = self.code();
+        Ethnicity::all()
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .map(|(_, n, r)| if r.is_empty() { n.as_str() } else { r.as_str() })
+            .unwrap_or("")
+    }
+
     pub fn name_zh(self) -> &'static str {
         let code = self.code();
         Ethnicity::all()

@@ -334,7 +334,13 @@ async fn render_detail(
         c: ctx.chrome(s.student.name.clone()),
         sex: sex_label(&tr, &s.student.sex),
         ethnicity: Ethnicity::parse(&s.student.ethnicity)
-            .map(|e| e.name_zh().to_owned())
+            .map(|e| {
+                if ctx.lang.tag() == "en" {
+                    e.name_roman().to_owned()
+                } else {
+                    e.name_zh().to_owned()
+                }
+            })
             .unwrap_or_default(),
         number,
         id_number,
