@@ -121,7 +121,7 @@ impl From<sqlx::Error> for RegistryError {
 type RegResult<T> = Result<T, RegistryError>;
 
 /// Today in China (UTC+8): a school opened this morning is not opened "tomorrow".
-fn today() -> NaiveDate {
+pub fn today() -> NaiveDate {
     (Utc::now() + chrono::Duration::hours(8)).date_naive()
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::dynsql::DynQuery;
 use crate::identity::Actor;
-use crate::registry::{Registry, RegistryError, SchoolRow};
+use crate::registry::{Registry, RegistryError, SchoolRow, today};
 use crate::{Db, Page, db_query};
 
 /// A student as stored. Not `Serialize`, and `Debug` masks: the full ID number and phone leave
@@ -153,11 +153,6 @@ fn push_placing(q: &mut DynQuery, on: NaiveDate) {
 
 fn rule(field: &str, key: &'static str) -> FieldError {
     FieldError::new(field, FieldErrorKind::Rule(key))
-}
-
-/// Today in China (UTC+8).
-fn today() -> NaiveDate {
-    (Utc::now() + chrono::Duration::hours(8)).date_naive()
 }
 
 pub struct Students<'a>(pub &'a Db);

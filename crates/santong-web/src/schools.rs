@@ -38,9 +38,9 @@ pub fn routes() -> Router<AppState> {
         .route("/schools/{code}/conditions", post(record_conditions))
 }
 
-type Params = HashMap<String, String>;
+pub(crate) type Params = HashMap<String, String>;
 
-fn p<'a>(q: &'a Params, k: &str) -> &'a str {
+pub(crate) fn p<'a>(q: &'a Params, k: &str) -> &'a str {
     q.get(k).map(String::as_str).unwrap_or("").trim()
 }
 
@@ -99,7 +99,7 @@ fn parse_list(q: &Params) -> Result<(SchoolFilter, PageRequest), AppError> {
     }
 }
 
-fn registry_error(e: RegistryError) -> AppError {
+pub(crate) fn registry_error(e: RegistryError) -> AppError {
     match e {
         RegistryError::Fields(f) => AppError::bad_params(f),
         RegistryError::Forbidden => {
@@ -242,23 +242,28 @@ async fn list(
     })
 }
 
-/// A school form's values and its field messages.
+/// A registry form's values and its field messages, kept across a refusal.
 #[derive(Default)]
-struct FormState {
-    v: HashMap<String, String>,
-    errors: Vec<(String, String)>,
+pub(crate) struct FormState {
+    pub(crate) v: HashMap<String, String>,
+    pub(crate) errors: Vec<(String, String)>,
 }
 
 impl FormState {
-    fn val(&self, k: &str) -> &str {
+    pub(crate) fn val(&self, k: &str) -> &str {
         self.v.get(k).map(String::as_str).unwrap_or("")
     }
 
-    fn err(&self, k: &str) -> Option<&str> {
+    pub(crate) fn err(&self, k: &str) -> Option<&str> {
         self.errors
             .iter()
             .find(|(f, _)| f == k)
             .map(|(_, m)| m.as_str())
+    }
+
+    /// A checkbox that was ticked.
+    pub(crate) fn checked(&self, k: &str) -> bool {
+        self.v.get(k).is_some_and(|v| v == "on")
     }
 
     fn of(s: &SchoolRow) -> FormState {
@@ -278,7 +283,7 @@ impl FormState {
         FormState { v, errors: vec![] }
     }
 
-    fn with_errors(v: &Params, tr: &Tr, errors: &[FieldError]) -> FormState {
+    pub(crate) fn with_errors(v: &Params, tr: &Tr, errors: &[FieldError]) -> FormState {
         FormState {
             v: v.clone(),
             errors: errors
@@ -625,7 +630,7 @@ async fn edit(
 }
 
 /// A refusal for want of permission or scope, recorded in the audit log before it is answered.
-async fn audited(
+pub(crate) async fn audited(
     state: &AppState,
     ctx: &Ctx,
     user: &User,

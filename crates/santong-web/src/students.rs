@@ -1,8 +1,6 @@
 //! Students on the pages and in the API: a school's roster on any date, enrolment, a student's
 //! record with ID and phone masked, and the full record for a stated purpose (audited).
 
-use std::collections::HashMap;
-
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
@@ -35,14 +33,10 @@ pub fn routes() -> Router<AppState> {
         .route("/students/{id}/full", post(full))
 }
 
-type Params = HashMap<String, String>;
-
-fn p<'a>(q: &'a Params, k: &str) -> &'a str {
-    q.get(k).map(String::as_str).unwrap_or("").trim()
-}
+use crate::schools::{FormState, Params, audited, p};
 
 fn today() -> NaiveDate {
-    (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive()
+    santong_storage::registry::today()
 }
 
 fn parse_on(q: &Params) -> Result<NaiveDate, AppError> {
@@ -52,31 +46,6 @@ fn parse_on(q: &Params) -> Result<NaiveDate, AppError> {
             AppError::bad_params(vec![FieldError::new("on", FieldErrorKind::InvalidValue)])
         }),
     }
-}
-
-fn registry_error(e: RegistryError) -> AppError {
-    match e {
-        RegistryError::Fields(f) => AppError::bad_params(f),
-        RegistryError::Forbidden => {
-            AppError::new(StatusCode::FORBIDDEN, "forbidden", "error-forbidden")
-        }
-        RegistryError::NotFound | RegistryError::Stale => AppError::not_found(),
-        RegistryError::Storage(s) => s.into(),
-    }
-}
-
-async fn refuse(
-    state: &AppState,
-    ctx: &Ctx,
-    user: &User,
-    event: &'static str,
-    target: &str,
-    e: RegistryError,
-) -> AppError {
-    if matches!(e, RegistryError::Forbidden | RegistryError::NotFound) {
-        crate::admin::record_refusal(state, ctx, user, event, target, &e.to_string()).await;
-    }
-    registry_error(e)
 }
 
 fn sex_label(tr: &Tr, code: &str) -> String {
@@ -183,27 +152,6 @@ async fn school_node(
         .unwrap_or(santong_domain::identity::Node::Nation))
 }
 
-#[derive(Default)]
-struct FormState {
-    v: Params,
-    errors: Vec<(String, String)>,
-}
-
-impl FormState {
-    fn val(&self, k: &str) -> &str {
-        self.v.get(k).map(String::as_str).unwrap_or("")
-    }
-    fn err(&self, k: &str) -> Option<&str> {
-        self.errors
-            .iter()
-            .find(|(f, _)| f == k)
-            .map(|(_, m)| m.as_str())
-    }
-    fn checked(&self, k: &str) -> bool {
-        self.v.get(k).is_some_and(|v| v == "on")
-    }
-}
-
 #[derive(Template)]
 #[template(path = "student_new.html")]
 struct NewPage {
@@ -275,16 +223,10 @@ async fn enrol(
         Ok(s) => Ok(Redirect::to(&format!("/students/{}", s.student.id)).into_response()),
         Err(RegistryError::Fields(errors)) => {
             let tr = ctx.tr();
-            let form = FormState {
-                v: f.clone(),
-                errors: errors
-                    .iter()
-                    .map(|e| (e.field.clone(), tr.t(e.kind.key())))
-                    .collect(),
-            };
+            let form = FormState::with_errors(&f, &tr, &errors);
             render_new(&ctx, &code, form, StatusCode::BAD_REQUEST)
         }
-        Err(e) => Err(refuse(&state, &ctx, &user, "student.enrol", &code, e).await),
+        Err(e) => Err(audited(&state, &ctx, &user, "student.enrol", &code, e).await),
     }
 }
 
@@ -394,7 +336,7 @@ async fn full(
             let msg = errors.first().map(|e| ctx.tr().t(e.kind.key()));
             render_detail(&state, &ctx, &user, s, false, msg, StatusCode::BAD_REQUEST).await
         }
-        Err(e) => Err(refuse(&state, &ctx, &user, "student.view_full", &id.to_string(), e).await),
+        Err(e) => Err(audited(&state, &ctx, &user, "student.view_full", &id.to_string(), e).await),
     }
 }
 
@@ -585,6 +527,6 @@ pub async fn api_enrol(
         .await
     {
         Ok(s) => Ok((StatusCode::CREATED, Json(StudentDto::from(s))).into_response()),
-        Err(e) => Err(refuse(&state, &ctx, &user, "student.enrol", &code, e).await),
+        Err(e) => Err(audited(&state, &ctx, &user, "student.enrol", &code, e).await),
     }
 }
