@@ -19,6 +19,7 @@ pub(crate) enum Val {
     OptInt(Option<i32>),
     BigInt(i64),
     Uuid(Uuid),
+    OptUuid(Option<Uuid>),
     Time(DateTime<Utc>),
     Date(chrono::NaiveDate),
 }
@@ -66,6 +67,7 @@ macro_rules! bind_vals {
                 Val::OptInt(n) => q.bind(n),
                 Val::BigInt(n) => q.bind(n),
                 Val::Uuid(u) => q.bind(u),
+                Val::OptUuid(u) => q.bind(u),
                 Val::Time(t) => q.bind(t),
                 Val::Date(d) => q.bind(d),
             };
@@ -148,6 +150,25 @@ impl DynQuery {
                 )
                 .fetch_one(p)
                 .await?
+            }
+        })
+    }
+
+    /// [`Self::fetch_all`] inside a transaction.
+    pub async fn fetch_all_in<T>(self, tx: &mut Tx) -> crate::Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        Ok(match tx {
+            Tx::Sqlite(t) => {
+                bind_vals!(sqlx::query_as::<_, T>(AssertSqlSafe(self.sql)), self.vals)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            Tx::Postgres(t) => {
+                bind_vals!(sqlx::query_as::<_, T>(AssertSqlSafe(self.sql)), self.vals)
+                    .fetch_all(&mut **t)
+                    .await?
             }
         })
     }

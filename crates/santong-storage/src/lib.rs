@@ -11,6 +11,7 @@ pub mod demo;
 mod dynsql;
 pub mod identity;
 pub mod jobs;
+pub mod lifecycle;
 pub mod oidc;
 pub mod reference;
 pub mod regions;

@@ -86,6 +86,10 @@ pub struct Placed {
     pub school_code: String,
     pub grade: i32,
     pub since: NaiveDate,
+    /// `in`, `suspended` or `out` ([`santong_domain::lifecycle::Status`]).
+    pub status: String,
+    /// The kind of the event in force.
+    pub kind: String,
 }
 
 /// Students of one school and grade on a date.
@@ -136,20 +140,26 @@ const STUDENT_COLUMNS: &str = "st.id, st.student_number, st.name, st.sex, st.bir
     st.guardian_relation, st.guardian_phone, st.left_behind, st.migrant, st.disability, \
     st.created_at";
 
-/// Appends the condition that `e` is the event placing student `st` on `on`: the latest one
-/// effective by then that no later event undid, of a kind that puts the student in a school.
-fn push_placing(q: &mut DynQuery, on: NaiveDate) {
+pub(crate) const PLACED_COLUMNS: &str =
+    ", e.school_code, e.grade, e.effective_on AS since, e.status, e.kind";
+
+/// Appends the condition that `e` is the event in force for student `st` on `on`: the latest one
+/// effective by then that no later event undid (undo events themselves never are). Whether it
+/// leaves the student in school is `e.status`; rosters add [`ON_ROSTER`].
+pub(crate) fn push_placing(q: &mut DynQuery, on: NaiveDate) {
     q.push(
         " e.id = (SELECT e2.id FROM student_event e2 WHERE e2.student_id = st.id \
         AND e2.effective_on <= ",
     )
     .bind(on)
     .push(
-        " AND e2.undone_by IS NULL \
-        ORDER BY e2.effective_on DESC, e2.recorded_at DESC, e2.id DESC LIMIT 1) \
-        AND e.kind IN ('enrol')",
+        " AND e2.undone_by IS NULL AND e2.kind <> 'undo' \
+        ORDER BY e2.effective_on DESC, e2.recorded_at DESC, e2.id DESC LIMIT 1)",
     );
 }
+
+/// Students who hold a place at the school: in school or suspended (休学 keeps the place).
+pub(crate) const ON_ROSTER: &str = " AND e.status <> 'out'";
 
 fn rule(field: &str, key: &'static str) -> FieldError {
     FieldError::new(field, FieldErrorKind::Rule(key))
@@ -173,6 +183,7 @@ impl Students<'_> {
                 JOIN school s ON s.code = e.school_code WHERE",
             );
             push_placing(q, on);
+            q.push(ON_ROSTER);
             q.push(" AND e.school_code = ").bind(school.to_owned());
             q.push(" AND");
             crate::scope::push(q, scope, "s.county", "s.code");
@@ -180,7 +191,7 @@ impl Students<'_> {
         let mut q = DynQuery::for_db(self.0);
         q.push("SELECT ")
             .push(STUDENT_COLUMNS)
-            .push(", e.school_code, e.grade, e.effective_on AS since");
+            .push(PLACED_COLUMNS);
         filter(&mut q);
         q.push(" ORDER BY e.grade, st.name, st.id LIMIT ")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -194,7 +205,7 @@ impl Students<'_> {
         Ok(Page { items, total })
     }
 
-    /// How many students each school under `region` has per grade on `on` (within `scope`):
+    /// How many students attend each school under `region` per grade on `on` (within `scope`):
     /// the as-of enrolment of a county, a city or a province.
     pub async fn enrolment(
         &self,
@@ -209,6 +220,8 @@ impl Students<'_> {
             JOIN school s ON s.code = e.school_code WHERE",
         );
         push_placing(&mut q, on);
+        // Enrolment counts who attends: a suspended student keeps the place but is not counted.
+        q.push(" AND e.status = 'in'");
         q.push(" AND s.county LIKE ")
             .bind(santong_domain::identity::region_prefix_pattern(region))
             .push(" AND");
@@ -221,8 +234,7 @@ impl Students<'_> {
     pub async fn student(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<Placed>> {
         let mut q = DynQuery::for_db(self.0);
         q.push("SELECT ").push(STUDENT_COLUMNS).push(
-            ", e.school_code, e.grade, e.effective_on AS since \
-                FROM student st JOIN student_event e ON e.student_id = st.id \
+            PLACED_COLUMNS).push(" FROM student st JOIN student_event e ON e.student_id = st.id \
                 JOIN school s ON s.code = e.school_code WHERE",
         );
         push_placing(&mut q, today());

@@ -3,6 +3,7 @@
 
 mod identity;
 mod jobs;
+mod lifecycle;
 mod regions;
 mod registry;
 mod schema;

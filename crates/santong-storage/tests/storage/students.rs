@@ -16,19 +16,19 @@ santong_testkit::conformance!(
 );
 
 /// A valid ID number: region, birth date, sequence (odd = male), check character.
-fn id(region: &str, birth: &str, seq: u32) -> String {
+pub(super) fn id(region: &str, birth: &str, seq: u32) -> String {
     let body = format!("{region}{birth}{seq:03}");
     format!("{body}{}", char::from(id_check_char(body.as_bytes())))
 }
 
-fn node(code: &str, county: &str) -> Node {
+pub(super) fn node(code: &str, county: &str) -> Node {
     Node::School {
         code: SchoolCode::parse(code).unwrap(),
         county: RegionCode::parse(county).unwrap(),
     }
 }
 
-async fn ready(t: &TestDb) {
+pub(super) async fn ready(t: &TestDb) {
     santong_storage::reference::ensure_regions(&t.db)
         .await
         .unwrap();
@@ -51,7 +51,7 @@ async fn ready(t: &TestDb) {
     }
 }
 
-fn pupil(name: &str, birth: &str, id_number: String, grade: &str) -> NewStudent {
+pub(super) fn pupil(name: &str, birth: &str, id_number: String, grade: &str) -> NewStudent {
     NewStudent {
         name: name.into(),
         sex: "1".into(),
@@ -67,7 +67,7 @@ fn pupil(name: &str, birth: &str, id_number: String, grade: &str) -> NewStudent 
     }
 }
 
-fn problems(e: RegistryError) -> Vec<(String, &'static str)> {
+pub(super) fn problems(e: RegistryError) -> Vec<(String, &'static str)> {
     match e {
         RegistryError::Fields(f) => f
             .into_iter()
@@ -80,7 +80,7 @@ fn problems(e: RegistryError) -> Vec<(String, &'static str)> {
     }
 }
 
-async fn person(t: &TestDb, name: &str, role: Role, at: Node) -> Principal {
+pub(super) async fn person(t: &TestDb, name: &str, role: Role, at: Node) -> Principal {
     let id = Identity(&t.db);
     id.create_user(
         Actor::Cli,

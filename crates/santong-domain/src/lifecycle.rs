@@ -1,0 +1,220 @@
+//! A student's lifecycle (学籍变动): the kinds of event, the status each leaves the student in,
+//! and which event may follow which. Storage derives "where is this student on date D" from the
+//! latest event in force; these rules decide whether a new event may be written at all.
+
+use serde::{Deserialize, Serialize};
+
+/// Where an event leaves the student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// 在校: on the school's roster and counted in its enrolment.
+    In,
+    /// 休学: keeps the place (on the roster, marked) but not counted as attending.
+    Suspended,
+    /// 离校: left the school's roster (graduated, dropped out, died, went abroad).
+    Out,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::In => "in",
+            Status::Suspended => "suspended",
+            Status::Out => "out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [Status::In, Status::Suspended, Status::Out]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A kind of student event. The type codes follow the JY/T 1001 学籍异动类别 (XJYDLB) values seen
+/// in public schemas where one exists (02 留级, 04 跳级, 11 休学, 12 复学, 21 转出, 22 转入,
+/// 31 退学, 51 死亡); the others are Santong's own until the standard's text is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// 招生入学: the first event of every record.
+    Enrol,
+    /// 升级: to the next grade at the same school (the year-end batch writes these).
+    Promote,
+    /// 留级: stays in the same grade for another year.
+    Repeat,
+    /// 跳级: skips one grade.
+    Skip,
+    /// 休学.
+    Suspend,
+    /// 复学: back from suspension, or back after dropping out.
+    Resume,
+    /// 转入: arrives from another school by an approved transfer.
+    TransferIn,
+    /// 升学: from the last grade of one stage into the first of the next, at a receiving school.
+    Progress,
+    /// 辍学/退学.
+    DropOut,
+    /// 死亡.
+    Death,
+    /// 出境: left to study abroad.
+    Abroad,
+    /// 毕业: completed the school's last grade.
+    Graduate,
+    /// 撤销: a compensating event that cancels an earlier one made by mistake.
+    Undo,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 13] = [
+        EventKind::Enrol,
+        EventKind::Promote,
+        EventKind::Repeat,
+        EventKind::Skip,
+        EventKind::Suspend,
+        EventKind::Resume,
+        EventKind::TransferIn,
+        EventKind::Progress,
+        EventKind::DropOut,
+        EventKind::Death,
+        EventKind::Abroad,
+        EventKind::Graduate,
+        EventKind::Undo,
+    ];
+
+    /// What a person can record by hand on a student's page; the others come from enrolment,
+    /// transfers, the year-end batch and undo.
+    pub const MANUAL: [EventKind; 8] = [
+        EventKind::Repeat,
+        EventKind::Skip,
+        EventKind::Suspend,
+        EventKind::Resume,
+        EventKind::DropOut,
+        EventKind::Death,
+        EventKind::Abroad,
+        EventKind::Graduate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Enrol => "enrol",
+            EventKind::Promote => "promote",
+            EventKind::Repeat => "repeat",
+            EventKind::Skip => "skip",
+            EventKind::Suspend => "suspend",
+            EventKind::Resume => "resume",
+            EventKind::TransferIn => "transfer_in",
+            EventKind::Progress => "progress",
+            EventKind::DropOut => "drop_out",
+            EventKind::Death => "death",
+            EventKind::Abroad => "abroad",
+            EventKind::Graduate => "graduate",
+            EventKind::Undo => "undo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The type code (see the type's note on where the values come from).
+    pub fn code(self) -> &'static str {
+        match self {
+            EventKind::Enrol => "10",
+            EventKind::Promote => "01",
+            EventKind::Repeat => "02",
+            EventKind::Skip => "04",
+            EventKind::Suspend => "11",
+            EventKind::Resume => "12",
+            EventKind::TransferIn => "22",
+            EventKind::Progress => "23",
+            EventKind::DropOut => "31",
+            EventKind::Death => "51",
+            EventKind::Abroad => "71",
+            EventKind::Graduate => "60",
+            EventKind::Undo => "90",
+        }
+    }
+
+    /// Whether this event may follow one that left the student `from`. `last_kind` is the kind of
+    /// that event (resuming after dropping out is allowed, after death or graduation is not).
+    pub fn may_follow(self, from: Status, last_kind: EventKind) -> bool {
+        use EventKind as K;
+        match self {
+            K::Enrol | K::Undo => false,
+            K::Promote | K::Repeat | K::Skip | K::Suspend | K::Graduate | K::Progress => {
+                from == Status::In
+            }
+            K::Resume => {
+                from == Status::Suspended
+                    || (from == Status::Out && matches!(last_kind, K::DropOut | K::Abroad))
+            }
+            K::DropOut | K::Abroad => from != Status::Out,
+            K::Death => from != Status::Out || matches!(last_kind, K::DropOut | K::Abroad),
+            // Only a student who is in school can move (not while suspended: national rule).
+            K::TransferIn => from == Status::In,
+        }
+    }
+
+    /// The status the student is in after this event.
+    pub fn leaves(self) -> Status {
+        use EventKind as K;
+        match self {
+            K::Enrol
+            | K::Promote
+            | K::Repeat
+            | K::Skip
+            | K::Resume
+            | K::TransferIn
+            | K::Progress => Status::In,
+            K::Suspend => Status::Suspended,
+            K::DropOut | K::Death | K::Abroad | K::Graduate => Status::Out,
+            // Undo rows carry the status of what they undid; it is never read from them.
+            K::Undo => Status::Out,
+        }
+    }
+
+    /// The grade after this event, from the grade before it.
+    pub fn grade_after(self, grade: u8) -> u8 {
+        match self {
+            EventKind::Promote => grade.saturating_add(1),
+            EventKind::Skip => grade.saturating_add(2),
+            _ => grade,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_codes_are_distinct() {
+        let mut codes = std::collections::HashSet::new();
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert!(codes.insert(k.code()), "duplicate code {}", k.code());
+        }
+        assert_eq!(EventKind::parse("enrol "), None);
+    }
+
+    #[test]
+    fn transitions() {
+        use EventKind as K;
+        assert!(K::Suspend.may_follow(Status::In, K::Enrol));
+        assert!(!K::Suspend.may_follow(Status::Suspended, K::Suspend));
+        assert!(!K::Promote.may_follow(Status::Suspended, K::Suspend));
+        assert!(!K::TransferIn.may_follow(Status::Suspended, K::Suspend));
+        assert!(K::Resume.may_follow(Status::Suspended, K::Suspend));
+        assert!(K::Resume.may_follow(Status::Out, K::DropOut));
+        assert!(!K::Resume.may_follow(Status::Out, K::Graduate));
+        assert!(!K::Resume.may_follow(Status::Out, K::Death));
+        assert!(!K::Death.may_follow(Status::Out, K::Death));
+        assert!(!K::Graduate.may_follow(Status::Out, K::Graduate));
+        assert!(!K::Enrol.may_follow(Status::In, K::Enrol));
+        assert_eq!(K::Skip.grade_after(3), 5);
+        assert_eq!(K::Repeat.grade_after(3), 3);
+        assert_eq!(K::DropOut.leaves(), Status::Out);
+    }
+}
