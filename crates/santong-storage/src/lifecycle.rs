@@ -377,7 +377,12 @@ impl Students<'_> {
             .await?
             .rows_affected()
         });
-        let mut e = actor.entry("student.undo", &student.to_string(), "success", &school.node());
+        let mut e = actor.entry(
+            "student.undo",
+            &student.to_string(),
+            "success",
+            &school.node(),
+        );
         e.detail = last.kind.clone();
         audit::append(&mut tx, &e).await?;
         tx.commit().await?;
@@ -849,13 +854,23 @@ async fn build_plan(
         let last = Grades::parse(&c.grades).map_or(c.grade, |g| i32::from(g.to));
         let (kind, status, school_code, grade) = if c.grade < last {
             plan.promoted += 1;
-            (EventKind::Promote, Status::In, c.school_code.clone(), c.grade + 1)
+            (
+                EventKind::Promote,
+                Status::In,
+                c.school_code.clone(),
+                c.grade + 1,
+            )
         } else if let Some(r) = receiving {
             plan.progressed += 1;
             (EventKind::Progress, Status::In, r.code.clone(), c.grade + 1)
         } else {
             plan.graduated += 1;
-            (EventKind::Graduate, Status::Out, c.school_code.clone(), c.grade)
+            (
+                EventKind::Graduate,
+                Status::Out,
+                c.school_code.clone(),
+                c.grade,
+            )
         };
         if status == Status::In {
             let age = on.years_since(c.birth_date).map_or(-1, i64::from);

@@ -189,9 +189,7 @@ impl Students<'_> {
             crate::scope::push(q, scope, "s.county", "s.code");
         };
         let mut q = DynQuery::for_db(self.0);
-        q.push("SELECT ")
-            .push(STUDENT_COLUMNS)
-            .push(PLACED_COLUMNS);
+        q.push("SELECT ").push(STUDENT_COLUMNS).push(PLACED_COLUMNS);
         filter(&mut q);
         q.push(" ORDER BY e.grade, st.name, st.id LIMIT ")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -233,10 +231,13 @@ impl Students<'_> {
     /// A student where they are today, if that is in `scope`.
     pub async fn student(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<Placed>> {
         let mut q = DynQuery::for_db(self.0);
-        q.push("SELECT ").push(STUDENT_COLUMNS).push(
-            PLACED_COLUMNS).push(" FROM student st JOIN student_event e ON e.student_id = st.id \
+        q.push("SELECT ")
+            .push(STUDENT_COLUMNS)
+            .push(PLACED_COLUMNS)
+            .push(
+                " FROM student st JOIN student_event e ON e.student_id = st.id \
                 JOIN school s ON s.code = e.school_code WHERE",
-        );
+            );
         push_placing(&mut q, today());
         q.push(" AND st.id = ").bind(id).push(" AND");
         crate::scope::push(&mut q, scope, "s.county", "s.code");

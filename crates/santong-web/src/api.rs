@@ -44,6 +44,27 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/students/{id}", get(crate::students::api_student))
         .route(
+            "/students/{id}/events",
+            get(crate::lifecycle::api_events).post(crate::lifecycle::api_record),
+        )
+        .route(
+            "/students/{id}/events/{event}/undo",
+            axum::routing::post(crate::lifecycle::api_undo),
+        )
+        .route(
+            "/year-end",
+            axum::routing::post(crate::lifecycle::api_apply),
+        )
+        .route(
+            "/year-end/plan",
+            axum::routing::post(crate::lifecycle::api_plan),
+        )
+        .route("/year-end/batches/{id}", get(crate::lifecycle::api_batch))
+        .route(
+            "/year-end/batches/{id}/undo",
+            axum::routing::post(crate::lifecycle::api_batch_undo),
+        )
+        .route(
             "/schools/{code}/conditions",
             axum::routing::post(crate::schools::api_conditions),
         )
@@ -72,7 +93,14 @@ pub fn routes() -> Router<AppState> {
         crate::schools::api_conditions,
         crate::students::api_roster,
         crate::students::api_student,
-        crate::students::api_enrol
+        crate::students::api_enrol,
+        crate::lifecycle::api_events,
+        crate::lifecycle::api_record,
+        crate::lifecycle::api_undo,
+        crate::lifecycle::api_plan,
+        crate::lifecycle::api_apply,
+        crate::lifecycle::api_batch,
+        crate::lifecycle::api_batch_undo
     ),
     components(schemas(
         RegionDto,
@@ -96,7 +124,14 @@ pub fn routes() -> Router<AppState> {
         crate::schools::ConditionDto,
         crate::students::StudentDto,
         crate::students::StudentList,
-        crate::students::NewStudentDto
+        crate::students::NewStudentDto,
+        crate::lifecycle::EventDto,
+        crate::lifecycle::NewEventDto,
+        crate::lifecycle::UndoDto,
+        crate::lifecycle::YearEndDto,
+        crate::lifecycle::PlanDto,
+        crate::lifecycle::ExceptionDto,
+        crate::lifecycle::BatchDto
     )),
     modifiers(&BearerAuth)
 )]

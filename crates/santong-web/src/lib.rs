@@ -14,6 +14,7 @@ pub mod auth;
 pub mod clients;
 pub mod error;
 pub mod i18n;
+pub mod lifecycle;
 pub mod oidc;
 pub mod pages;
 pub mod schools;
@@ -101,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(clients::routes())
         .merge(schools::routes())
         .merge(students::routes())
+        .merge(lifecycle::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache

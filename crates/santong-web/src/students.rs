@@ -60,6 +60,8 @@ struct RosterRow {
     grade: i32,
     birth: String,
     id_masked: String,
+    /// Shown for a suspended student only.
+    suspended: Option<String>,
 }
 
 #[derive(Template)]
@@ -114,6 +116,7 @@ async fn roster(
             grade: x.grade,
             birth: x.student.birth_date.to_string(),
             id_masked: x.student.id_masked().unwrap_or_default(),
+            suspended: (x.status == "suspended").then(|| tr.t("student-status-suspended")),
         })
         .collect();
     html(&RosterPage {
@@ -243,22 +246,40 @@ struct DetailPage {
     full: bool,
     sensitive: bool,
     error: Option<String>,
+    status: String,
+    history: Vec<crate::lifecycle::EventView>,
+    /// May record changes (holds `registry_manage` at the student's school).
+    manage: bool,
+    kinds: Vec<(&'static str, String)>,
+    event_form: FormState,
 }
 
-async fn render_detail(
+/// How the student page is shown: masked or full, and any refusal to show at its form.
+#[derive(Default)]
+pub(crate) struct Shown {
+    pub(crate) full: bool,
+    pub(crate) error: Option<String>,
+    pub(crate) event_form: FormState,
+}
+
+pub(crate) async fn render_detail(
     state: &AppState,
     ctx: &Ctx,
     user: &User,
     s: Placed,
-    full: bool,
-    error: Option<String>,
+    shown: Shown,
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let tr = ctx.tr();
-    let sensitive = user
-        .0
-        .scope(Permission::SensitiveView)
-        .contains(&school_node(state, &s.school_code).await?);
+    let Shown {
+        full,
+        error,
+        event_form,
+    } = shown;
+    let node = school_node(state, &s.school_code).await?;
+    let sensitive = user.0.scope(Permission::SensitiveView).contains(&node);
+    let manage = user.0.scope(Permission::RegistryManage).contains(&node);
+    let history = crate::lifecycle::history(state, ctx, user, s.student.id).await?;
     let (number, id_number, phone) = if full {
         (
             s.student.student_number.clone(),
@@ -290,6 +311,14 @@ async fn render_detail(
         full,
         sensitive,
         error,
+        status: tr.t(&format!("student-status-{}", s.status)),
+        history,
+        manage,
+        kinds: santong_domain::lifecycle::EventKind::MANUAL
+            .iter()
+            .map(|k| (k.as_str(), tr.t(&format!("event-kind-{}", k.as_str()))))
+            .collect(),
+        event_form,
         s,
     })?;
     *res.status_mut() = status;
@@ -308,7 +337,7 @@ async fn detail(
         .student(&user.0.scope(Permission::RegistryView), id)
         .await?
         .ok_or_else(AppError::not_found)?;
-    render_detail(&state, &ctx, &user, s, false, None, StatusCode::OK).await
+    render_detail(&state, &ctx, &user, s, Shown::default(), StatusCode::OK).await
 }
 
 async fn full(
@@ -327,14 +356,24 @@ async fn full(
         .view_full(actor(&user, &ctx), &scope, id, p(&f, "purpose"))
         .await
     {
-        Ok(s) => render_detail(&state, &ctx, &user, s, true, None, StatusCode::OK).await,
+        Ok(s) => {
+            let shown = Shown {
+                full: true,
+                ..Shown::default()
+            };
+            render_detail(&state, &ctx, &user, s, shown, StatusCode::OK).await
+        }
         Err(RegistryError::Fields(errors)) => {
             let s = students
                 .student(&scope, id)
                 .await?
                 .ok_or_else(AppError::not_found)?;
             let msg = errors.first().map(|e| ctx.tr().t(e.kind.key()));
-            render_detail(&state, &ctx, &user, s, false, msg, StatusCode::BAD_REQUEST).await
+            let shown = Shown {
+                error: msg,
+                ..Shown::default()
+            };
+            render_detail(&state, &ctx, &user, s, shown, StatusCode::BAD_REQUEST).await
         }
         Err(e) => Err(audited(&state, &ctx, &user, "student.view_full", &id.to_string(), e).await),
     }
@@ -363,6 +402,8 @@ pub struct StudentDto {
     pub school_code: String,
     pub grade: i32,
     pub since: String,
+    /// `in` (在校), `suspended` (休学) or `out` (left: graduated, dropped out, …).
+    pub status: String,
 }
 
 impl From<Placed> for StudentDto {
@@ -382,6 +423,7 @@ impl From<Placed> for StudentDto {
             school_code: p.school_code,
             grade: p.grade,
             since: p.since.to_string(),
+            status: p.status,
         }
     }
 }

@@ -52,6 +52,9 @@ impl Chrome {
                 if p.has(Permission::RegistryView) {
                     admin.push(("/schools", t.t("nav-schools")));
                 }
+                if p.has(Permission::RegistryManage) {
+                    admin.push(("/year-end", t.t("nav-year-end")));
+                }
                 if p.has(Permission::AuditRead) {
                     admin.push(("/admin/audit", t.t("nav-audit")));
                 }

@@ -45,27 +45,53 @@ async fn events_change_status_and_the_past_stays_answerable(t: TestDb) {
     let all = Scope::everything();
     let mut p = pupil("李明", "2016-03-01", String::new(), "1");
     p.enrolled_on = "2023-09-01".into();
-    let id = s.enrol(Actor::Cli, "1144030501", &p).await.unwrap().student.id;
-    s.record(Actor::Cli, &all, id, &ev("repeat", "2024-09-01", "病假过长"))
+    let id = s
+        .enrol(Actor::Cli, "1144030501", &p)
         .await
-        .unwrap();
+        .unwrap()
+        .student
+        .id;
+    s.record(
+        Actor::Cli,
+        &all,
+        id,
+        &ev("repeat", "2024-09-01", "病假过长"),
+    )
+    .await
+    .unwrap();
     s.record(Actor::Cli, &all, id, &ev("suspend", "2025-03-01", "病休"))
         .await
         .unwrap();
     // Suspended: no promotion, no second suspension.
     for kind in ["skip", "suspend", "graduate"] {
-        let got = s.record(Actor::Cli, &all, id, &ev(kind, "2025-03-02", "x")).await;
-        assert_eq!(problems(got.unwrap_err()), [("kind".into(), "student-event-not-now")]);
+        let got = s
+            .record(Actor::Cli, &all, id, &ev(kind, "2025-03-02", "x"))
+            .await;
+        assert_eq!(
+            problems(got.unwrap_err()),
+            [("kind".into(), "student-event-not-now")]
+        );
     }
     s.record(Actor::Cli, &all, id, &ev("resume", "2025-04-01", "康复"))
         .await
         .unwrap();
-    s.record(Actor::Cli, &all, id, &ev("drop_out", "2025-06-01", "随父母外出"))
-        .await
-        .unwrap();
+    s.record(
+        Actor::Cli,
+        &all,
+        id,
+        &ev("drop_out", "2025-06-01", "随父母外出"),
+    )
+    .await
+    .unwrap();
     let lm = |st: &str| vec![("李明".to_string(), 1, st.to_string())];
-    assert_eq!(roster_names(&t, "1144030501", on(2023, 8, 31)).await, vec![]);
-    assert_eq!(roster_names(&t, "1144030501", on(2024, 10, 1)).await, lm("in"));
+    assert_eq!(
+        roster_names(&t, "1144030501", on(2023, 8, 31)).await,
+        vec![]
+    );
+    assert_eq!(
+        roster_names(&t, "1144030501", on(2024, 10, 1)).await,
+        lm("in")
+    );
     assert_eq!(
         roster_names(&t, "1144030501", on(2025, 3, 15)).await,
         lm("suspended"),
@@ -82,12 +108,19 @@ async fn events_change_status_and_the_past_stays_answerable(t: TestDb) {
             .map(|r| r.students)
             .sum::<i64>()
     };
-    assert_eq!(enrolled(on(2025, 3, 15)).await, 0, "…but is not counted as attending");
+    assert_eq!(
+        enrolled(on(2025, 3, 15)).await,
+        0,
+        "…but is not counted as attending"
+    );
     assert_eq!(enrolled(on(2025, 4, 15)).await, 1);
     assert_eq!(roster_names(&t, "1144030501", on(2025, 7, 1)).await, vec![]);
     // Off the roster, the record is still found, with where they left from.
     let now = s.student(&all, id).await.unwrap().unwrap();
-    assert_eq!((now.status.as_str(), now.kind.as_str()), ("out", "drop_out"));
+    assert_eq!(
+        (now.status.as_str(), now.kind.as_str()),
+        ("out", "drop_out")
+    );
     let history = s.events(&all, id).await.unwrap();
     let kinds: Vec<(&str, &str)> = history
         .iter()
@@ -106,9 +139,16 @@ async fn events_change_status_and_the_past_stays_answerable(t: TestDb) {
     assert_eq!(history[1].from_grade, Some(1));
     // Back after dropping out; nothing may be dated before the event in force; unknown and
     // non-manual kinds and empty reasons are refused field by field.
-    let got = s.record(Actor::Cli, &all, id, &ev("resume", "2025-05-01", "返校")).await;
-    assert_eq!(problems(got.unwrap_err()), [("effective_on".into(), "student-event-before-last")]);
-    let got = s.record(Actor::Cli, &all, id, &ev("enrol", "2099-01-01", " ")).await;
+    let got = s
+        .record(Actor::Cli, &all, id, &ev("resume", "2025-05-01", "返校"))
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("effective_on".into(), "student-event-before-last")]
+    );
+    let got = s
+        .record(Actor::Cli, &all, id, &ev("enrol", "2099-01-01", " "))
+        .await;
     assert_eq!(
         problems(got.unwrap_err()),
         [
@@ -120,21 +160,43 @@ async fn events_change_status_and_the_past_stays_answerable(t: TestDb) {
     s.record(Actor::Cli, &all, id, &ev("resume", "2025-09-01", "返校"))
         .await
         .unwrap();
-    assert_eq!(roster_names(&t, "1144030501", on(2025, 9, 1)).await, lm("in"));
+    assert_eq!(
+        roster_names(&t, "1144030501", on(2025, 9, 1)).await,
+        lm("in")
+    );
     // Grade rules: skipping beyond the school's grades, graduating from a middle grade.
-    let got = s.record(Actor::Cli, &all, id, &ev("graduate", "", "x")).await;
-    assert_eq!(problems(got.unwrap_err()), [("kind".into(), "student-graduate-not-last")]);
+    let got = s
+        .record(Actor::Cli, &all, id, &ev("graduate", "", "x"))
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("kind".into(), "student-graduate-not-last")]
+    );
     let mut nine = pupil("王九", "2012-03-01", String::new(), "9");
     nine.enrolled_on = "2025-09-01".into();
-    let nine = s.enrol(Actor::Cli, "1144030501", &nine).await.unwrap().student.id;
+    let nine = s
+        .enrol(Actor::Cli, "1144030501", &nine)
+        .await
+        .unwrap()
+        .student
+        .id;
     let got = s.record(Actor::Cli, &all, nine, &ev("skip", "", "x")).await;
-    assert_eq!(problems(got.unwrap_err()), [("kind".into(), "student-event-grade")]);
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("kind".into(), "student-event-grade")]
+    );
     s.record(Actor::Cli, &all, nine, &ev("graduate", "", "毕业"))
         .await
         .unwrap();
 
     // Scope: another school's head does not find the student; a teacher may look, not act.
-    let head_b = person(&t, "head.b", Role::SchoolAdmin, node("1144030502", "440305")).await;
+    let head_b = person(
+        &t,
+        "head.b",
+        Role::SchoolAdmin,
+        node("1144030502", "440305"),
+    )
+    .await;
     let who = |p| Actor::User {
         principal: p,
         ip: "10.0.0.9",
@@ -155,7 +217,13 @@ async fn events_change_status_and_the_past_stays_answerable(t: TestDb) {
         )
         .await;
     assert!(matches!(got, Err(RegistryError::Forbidden)), "{got:?}");
-    let head_a = person(&t, "head.a", Role::SchoolAdmin, node("1144030501", "440305")).await;
+    let head_a = person(
+        &t,
+        "head.a",
+        Role::SchoolAdmin,
+        node("1144030501", "440305"),
+    )
+    .await;
     s.record(
         who(&head_a),
         &head_a.scope(Permission::RegistryView),
@@ -175,11 +243,23 @@ async fn mistakes_are_undone_by_compensating_events(t: TestDb) {
     let enrolment = s.enrol(Actor::Cli, "1144030501", &p).await.unwrap();
     let id = enrolment.student.id;
     let oops = s
-        .record(Actor::Cli, &all, id, &ev("drop_out", "2025-03-01", "误操作"))
+        .record(
+            Actor::Cli,
+            &all,
+            id,
+            &ev("drop_out", "2025-03-01", "误操作"),
+        )
         .await
         .unwrap();
-    assert!(roster_names(&t, "1144030501", on(2025, 5, 1)).await.is_empty());
-    let undo = s.undo(Actor::Cli, &all, id, oops.id, "录错了").await.unwrap();
+    assert!(
+        roster_names(&t, "1144030501", on(2025, 5, 1))
+            .await
+            .is_empty()
+    );
+    let undo = s
+        .undo(Actor::Cli, &all, id, oops.id, "录错了")
+        .await
+        .unwrap();
     assert_eq!((undo.kind.as_str(), undo.undoes), ("undo", Some(oops.id)));
     // The past is answered as now known: the student never left.
     assert_eq!(
@@ -191,12 +271,21 @@ async fn mistakes_are_undone_by_compensating_events(t: TestDb) {
     assert_eq!(history[1].undone_by, Some(undo.id));
     // Only the event in force, and never the enrolment.
     let got = s.undo(Actor::Cli, &all, id, oops.id, "再撤").await;
-    assert_eq!(problems(got.unwrap_err()), [("event".into(), "student-undo-not-latest")]);
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("event".into(), "student-undo-not-latest")]
+    );
     let enrol_event = history[0].id;
     let got = s.undo(Actor::Cli, &all, id, enrol_event, "撤入学").await;
-    assert_eq!(problems(got.unwrap_err()), [("event".into(), "student-undo-enrol")]);
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("event".into(), "student-undo-enrol")]
+    );
     let got = s.undo(Actor::Cli, &all, id, enrol_event, "").await;
-    assert_eq!(problems(got.unwrap_err()), [("reason".into(), "student-event-reason")]);
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("reason".into(), "student-event-reason")]
+    );
 }
 
 async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
@@ -220,21 +309,27 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
     }
     let s = Students(&t.db);
     let all = Scope::everything();
-    let enrol = |school: &'static str, name: &'static str, birth: &'static str, grade: &'static str| {
-        let s = Students(&t.db);
-        async move {
-            let mut p = pupil(name, birth, String::new(), grade);
-            p.enrolled_on = "2024-09-01".into();
-            s.enrol(Actor::Cli, school, &p).await.unwrap().student.id
-        }
-    };
+    let enrol =
+        |school: &'static str, name: &'static str, birth: &'static str, grade: &'static str| {
+            let s = Students(&t.db);
+            async move {
+                let mut p = pupil(name, birth, String::new(), grade);
+                p.enrolled_on = "2024-09-01".into();
+                s.enrol(Actor::Cli, school, &p).await.unwrap().student.id
+            }
+        };
     enrol("1144030501", "一年级", "2018-03-01", "1").await;
     enrol("1144030501", "五年级", "2014-03-01", "5").await;
     enrol("1144030501", "九年级", "2010-03-01", "9").await;
     let resting = enrol("1144030501", "休学生", "2016-03-01", "3").await;
-    s.record(Actor::Cli, &all, resting, &ev("suspend", "2025-03-01", "病休"))
-        .await
-        .unwrap();
+    s.record(
+        Actor::Cli,
+        &all,
+        resting,
+        &ev("suspend", "2025-03-01", "病休"),
+    )
+    .await
+    .unwrap();
     // Enrolled at 4 in grade 2 (three years off: allowed), in grade 3 at 5: flagged, still promoted.
     enrol("1144030501", "小年龄", "2020-06-01", "2").await;
     enrol("1144030503", "小学毕业", "2013-03-01", "6").await;
@@ -284,10 +379,16 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
         ],
         "promoted, the suspended student left alone, grade 9 graduated"
     );
-    assert_eq!(roster_names(&t, "1144030501", on(2025, 8, 31)).await.len(), 5);
+    assert_eq!(
+        roster_names(&t, "1144030501", on(2025, 8, 31)).await.len(),
+        5
+    );
     // Run again: everyone has moved on already.
     let again = y.apply(Actor::Cli, &school, &input).await;
-    assert_eq!(problems(again.unwrap_err()), [("batch".into(), "batch-nothing")]);
+    assert_eq!(
+        problems(again.unwrap_err()),
+        [("batch".into(), "batch-nothing")]
+    );
 
     // A primary school's last grade goes on to a receiving junior secondary school.
     let primary = BatchTarget::School("1144030503".into());
@@ -319,7 +420,11 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
     );
 
     // Undo is refused while a student of the batch has a later event, then goes through.
-    let one = after.iter().find(|r| r.0 == "一年级").map(|r| r.0.clone()).unwrap();
+    let one = after
+        .iter()
+        .find(|r| r.0 == "一年级")
+        .map(|r| r.0.clone())
+        .unwrap();
     let one_id = s
         .roster(&all, "1144030501", on(2025, 9, 1), 100, 0)
         .await
@@ -331,16 +436,31 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
         .student
         .id;
     let later = s
-        .record(Actor::Cli, &all, one_id, &ev("suspend", "2025-10-01", "病休"))
+        .record(
+            Actor::Cli,
+            &all,
+            one_id,
+            &ev("suspend", "2025-10-01", "病休"),
+        )
         .await
         .unwrap();
     let got = y.undo(Actor::Cli, &all, batch.id).await;
-    assert_eq!(problems(got.unwrap_err()), [("batch".into(), "batch-later-events")]);
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("batch".into(), "batch-later-events")]
+    );
     assert!(
-        y.batch(&all, batch.id).await.unwrap().unwrap().undone_at.is_none(),
+        y.batch(&all, batch.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .undone_at
+            .is_none(),
         "the refused undo left the batch as it was"
     );
-    s.undo(Actor::Cli, &all, one_id, later.id, "录错了").await.unwrap();
+    s.undo(Actor::Cli, &all, one_id, later.id, "录错了")
+        .await
+        .unwrap();
     let undone = y.undo(Actor::Cli, &all, batch.id).await.unwrap();
     assert!(undone.undone_at.is_some());
     let mut back = roster_names(&t, "1144030501", on(2025, 9, 1)).await;
@@ -349,7 +469,10 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
     before.sort();
     assert_eq!(back, before);
     let got = y.undo(Actor::Cli, &all, batch.id).await;
-    assert_eq!(problems(got.unwrap_err()), [("batch".into(), "batch-already-undone")]);
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("batch".into(), "batch-already-undone")]
+    );
 
     // Scope: a county batch needs the county; another school's head finds neither school nor
     // batch; a teacher may not run one.
@@ -357,7 +480,13 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
         principal: p,
         ip: "10.0.0.9",
     };
-    let head_b = person(&t, "head.b", Role::SchoolAdmin, node("1144030502", "440305")).await;
+    let head_b = person(
+        &t,
+        "head.b",
+        Role::SchoolAdmin,
+        node("1144030502", "440305"),
+    )
+    .await;
     let got = y.plan(&who(&head_b), &school, &input).await;
     assert!(matches!(got, Err(RegistryError::NotFound)), "{got:?}");
     let got = y

@@ -3,6 +3,7 @@
 
 mod api;
 mod identity;
+mod lifecycle;
 mod oidc;
 mod pages;
 mod schools;
