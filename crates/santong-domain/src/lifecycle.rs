@@ -185,6 +185,77 @@ impl EventKind {
     }
 }
 
+/// A step of a transfer's approval chain (转学审批), in the order the steps are taken. The
+/// receiving school starts the transfer, which is its own step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStep {
+    ReceivingSchool,
+    ReceivingCounty,
+    ReceivingProvince,
+    SendingProvince,
+    SendingSchool,
+    SendingCounty,
+}
+
+impl TransferStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStep::ReceivingSchool => "receiving_school",
+            TransferStep::ReceivingCounty => "receiving_county",
+            TransferStep::ReceivingProvince => "receiving_province",
+            TransferStep::SendingProvince => "sending_province",
+            TransferStep::SendingSchool => "sending_school",
+            TransferStep::SendingCounty => "sending_county",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TransferStep> {
+        Self::chain(true).into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The chain: the two provinces take part only when the transfer crosses a provincial border.
+    pub fn chain(cross_province: bool) -> Vec<TransferStep> {
+        use TransferStep as T;
+        if cross_province {
+            vec![
+                T::ReceivingSchool,
+                T::ReceivingCounty,
+                T::ReceivingProvince,
+                T::SendingProvince,
+                T::SendingSchool,
+                T::SendingCounty,
+            ]
+        } else {
+            vec![
+                T::ReceivingSchool,
+                T::ReceivingCounty,
+                T::SendingSchool,
+                T::SendingCounty,
+            ]
+        }
+    }
+}
+
+/// Working days each party has to act on a transfer (national rule).
+pub const TRANSFER_STEP_WORKING_DAYS: u32 = 10;
+
+/// `n` working days (Monday to Friday) after `from`. Public holidays and the make-up working
+/// weekends of the official calendar are not known here, so a deadline near one is a little
+/// early; it errs on the side of flagging.
+pub fn add_working_days(from: chrono::NaiveDate, n: u32) -> chrono::NaiveDate {
+    use chrono::Datelike;
+    let mut d = from;
+    let mut left = n;
+    while left > 0 {
+        d = d.succ_opt().unwrap_or(d);
+        if d.weekday().number_from_monday() <= 5 {
+            left -= 1;
+        }
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +287,25 @@ mod tests {
         assert_eq!(K::Skip.grade_after(3), 5);
         assert_eq!(K::Repeat.grade_after(3), 3);
         assert_eq!(K::DropOut.leaves(), Status::Out);
+    }
+
+    #[test]
+    fn working_days_skip_weekends_and_chains_follow_the_border() {
+        let d = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        // Friday 2026-11-27 + 10 working days = Friday 2026-12-11.
+        assert_eq!(add_working_days(d(2026, 11, 27), 10), d(2026, 12, 11));
+        // From a Saturday: the next Monday is the first.
+        assert_eq!(add_working_days(d(2026, 11, 28), 1), d(2026, 11, 30));
+        assert_eq!(TransferStep::chain(false).len(), 4);
+        assert_eq!(
+            TransferStep::chain(true)[2..4],
+            [
+                TransferStep::ReceivingProvince,
+                TransferStep::SendingProvince
+            ]
+        );
+        for s in TransferStep::chain(true) {
+            assert_eq!(TransferStep::parse(s.as_str()), Some(s));
+        }
     }
 }

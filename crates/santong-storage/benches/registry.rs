@@ -1,12 +1,14 @@
 //! Registry at county scale (SQLite, as a county runs it): enrolments written per second through
 //! the checked path, then the as-of enrolment of a county with N students and one school's
-//! roster page. Prints figures; asserts nothing.
+//! roster page; changes recorded by hand; the county's year-end batch (dry run, apply, undo).
+//! Prints figures; asserts nothing.
 //!
 //!     cargo bench -p santong-storage --bench registry -- [STUDENTS] [SCHOOLS]
 
 use std::time::Instant;
 
 use santong_storage::identity::Actor;
+use santong_storage::lifecycle::{BatchTarget, NewEvent, YearEnd, YearEndInput};
 use santong_storage::registry::{Registry, SchoolInput};
 use santong_storage::students::{NewStudent, Students};
 use santong_storage::{Db, DbOptions, reference};
@@ -128,6 +130,70 @@ async fn main() {
         roster_runs.push(t.elapsed().as_secs_f64() * 1000.0);
     }
 
+    // Changes recorded by hand, one transaction each (read the event in force, check, write,
+    // audit): suspensions of students across the county.
+    let mut ids = vec![];
+    for i in 0..schools {
+        let page = Students(&db)
+            .roster(&all, &format!("1440305{:03}", 1 + i), on, 10, 0)
+            .await
+            .expect("roster");
+        ids.extend(page.items.into_iter().map(|p| p.student.id));
+        if ids.len() >= 1_000 {
+            break;
+        }
+    }
+    let t = Instant::now();
+    for id in &ids {
+        Students(&db)
+            .record(
+                Actor::Cli,
+                &all,
+                *id,
+                &NewEvent {
+                    kind: "suspend".into(),
+                    reason: "病休".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("record");
+    }
+    let record_secs = t.elapsed().as_secs_f64();
+
+    // The county's year-end batch: dry run, apply, undo.
+    let county_target = BatchTarget::County("440305".into());
+    let input = YearEndInput {
+        effective_on: "2026-09-01".into(),
+        receiving_school: String::new(),
+    };
+    let t = Instant::now();
+    let plan = YearEnd(&db)
+        .plan(&Actor::Cli, &county_target, &input)
+        .await
+        .expect("plan");
+    let plan_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let batch = YearEnd(&db)
+        .apply(Actor::Cli, &county_target, &input)
+        .await
+        .expect("apply");
+    let apply_secs = t.elapsed().as_secs_f64();
+    let moved = batch.promoted + batch.graduated + batch.progressed;
+    let after_on = chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
+    let t = Instant::now();
+    Students(&db)
+        .enrolment(&all, county, after_on)
+        .await
+        .expect("enrolment");
+    let after_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    YearEnd(&db)
+        .undo(Actor::Cli, &all, batch.id)
+        .await
+        .expect("undo");
+    let undo_secs = t.elapsed().as_secs_f64();
+
     println!(
         "# Registry — {students} students in {schools} schools of one county, SQLite, 2 cores"
     );
@@ -149,4 +215,20 @@ async fn main() {
         "| one school's roster page (20 rows) on {on} | median {:.1} ms of 20 |",
         median(roster_runs)
     );
+    println!(
+        "| changes recorded by hand (suspensions) | {:.0} events/s ({} in {record_secs:.1} s) |",
+        ids.len() as f64 / record_secs,
+        ids.len()
+    );
+    println!(
+        "| year-end batch of the county: dry run ({} moving, {} exceptions) | {plan_secs:.1} s |",
+        plan.promoted + plan.graduated + plan.progressed,
+        plan.exceptions.len()
+    );
+    println!(
+        "| year-end batch: apply ({moved} events in one transaction) | {apply_secs:.1} s ({:.0} events/s) |",
+        f64::from(moved) / apply_secs
+    );
+    println!("| as-of enrolment of the county after the batch | {after_ms:.0} ms |");
+    println!("| year-end batch: undo (as many compensating events) | {undo_secs:.1} s |");
 }

@@ -22,6 +22,8 @@ pub(crate) enum Val {
     OptUuid(Option<Uuid>),
     Time(DateTime<Utc>),
     Date(chrono::NaiveDate),
+    OptDate(Option<chrono::NaiveDate>),
+    OptTime(Option<DateTime<Utc>>),
 }
 
 impl From<&str> for Val {
@@ -70,6 +72,8 @@ macro_rules! bind_vals {
                 Val::OptUuid(u) => q.bind(u),
                 Val::Time(t) => q.bind(t),
                 Val::Date(d) => q.bind(d),
+                Val::OptDate(d) => q.bind(d),
+                Val::OptTime(t) => q.bind(t),
             };
         }
         q
@@ -200,7 +204,11 @@ pub(crate) async fn insert_batched<T>(
     let Some(first) = rows.first() else {
         return Ok(());
     };
-    let per_batch = (4000 / row_vals(first).len().max(1)).max(1);
+    // SQLite resolves each bound parameter's name by walking the statement's list of them
+    // (`sqlite3_bind_parameter_name`), so binding costs grow with the square of the parameters
+    // per statement: a few hundred is the sweet spot there. PostgreSQL pays per round trip.
+    let budget = if pg { 4000 } else { 400 };
+    let per_batch = (budget / row_vals(first).len().max(1)).max(1);
     for chunk in rows.chunks(per_batch) {
         let mut q = DynQuery::new(pg);
         q.push(head);

@@ -115,7 +115,7 @@ impl Principal {
     }
 
     /// False when an API token excludes `perm`.
-    fn allows(&self, perm: Permission) -> bool {
+    pub(crate) fn allows(&self, perm: Permission) -> bool {
         self.token_scopes.as_ref().is_none_or(|s| s.contains(&perm))
     }
 

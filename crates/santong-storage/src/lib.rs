@@ -20,6 +20,7 @@ pub mod schema;
 mod scope;
 pub mod settings;
 pub mod students;
+pub mod transfers;
 pub mod users;
 
 pub use db::{Backend, Db, DbOptions, StorageError, Tx, redact_url};

@@ -71,23 +71,23 @@ pub struct NewEvent {
 
 /// A row to write into `student_event`.
 #[derive(Debug, Clone)]
-struct Write {
-    id: Uuid,
-    student_id: Uuid,
-    kind: EventKind,
-    status: Status,
-    school_code: String,
-    grade: i32,
-    from_school: Option<String>,
-    from_grade: Option<i32>,
-    effective_on: NaiveDate,
-    reason: String,
-    approval_ref: Option<String>,
-    undoes: Option<Uuid>,
-    batch_id: Option<Uuid>,
+pub(crate) struct Write {
+    pub(crate) id: Uuid,
+    pub(crate) student_id: Uuid,
+    pub(crate) kind: EventKind,
+    pub(crate) status: Status,
+    pub(crate) school_code: String,
+    pub(crate) grade: i32,
+    pub(crate) from_school: Option<String>,
+    pub(crate) from_grade: Option<i32>,
+    pub(crate) effective_on: NaiveDate,
+    pub(crate) reason: String,
+    pub(crate) approval_ref: Option<String>,
+    pub(crate) undoes: Option<Uuid>,
+    pub(crate) batch_id: Option<Uuid>,
 }
 
-async fn write_events(
+pub(crate) async fn write_events(
     tx: &mut Tx,
     rows: &[Write],
     now: DateTime<Utc>,
@@ -127,7 +127,7 @@ async fn write_events(
 }
 
 /// Serialises writers on one student (PostgreSQL; SQLite's write transactions are exclusive).
-async fn lock_student(tx: &mut Tx, id: Uuid) -> crate::Result<bool> {
+pub(crate) async fn lock_student(tx: &mut Tx, id: Uuid) -> crate::Result<bool> {
     let found: Option<Uuid> = match tx {
         Tx::Sqlite(t) => {
             sqlx::query_scalar("SELECT id FROM student WHERE id = ?1")
@@ -146,7 +146,7 @@ async fn lock_student(tx: &mut Tx, id: Uuid) -> crate::Result<bool> {
 }
 
 /// The student's event in force now, read inside the writing transaction.
-async fn in_force(tx: &mut Tx, student: Uuid) -> crate::Result<Option<EventRow>> {
+pub(crate) async fn in_force(tx: &mut Tx, student: Uuid) -> crate::Result<Option<EventRow>> {
     let rows: Vec<EventRow> = db_query!(tx, tx, |sql, ex| {
         sqlx::query_as(sql(
             "SELECT id, student_id, kind, code, status, school_code, grade, from_school, \
@@ -349,6 +349,10 @@ impl Students<'_> {
         if last.kind == EventKind::Enrol.as_str() {
             return Err(fields("event", "student-undo-enrol"));
         }
+        // A completed transfer was approved by both sides; it is reversed by another transfer.
+        if last.kind == EventKind::TransferIn.as_str() {
+            return Err(fields("event", "student-undo-transfer"));
+        }
         let undo_id = Uuid::now_v7();
         let now = Utc::now();
         let w = Write {
@@ -418,6 +422,8 @@ pub enum Exception {
     Suspended,
     /// Has an event on or after the batch date already: left where they are.
     AlreadyMoved,
+    /// A transfer is waiting: left where they are until it is decided.
+    PendingTransfer,
     /// More than two years older or younger than the grade they go to: moved, but worth a look.
     AgeOutlier,
 }
@@ -428,6 +434,7 @@ impl Exception {
             Exception::Suspended => "batch-exc-suspended",
             Exception::AlreadyMoved => "batch-exc-already",
             Exception::AgeOutlier => "batch-exc-age",
+            Exception::PendingTransfer => "batch-exc-transfer",
         }
     }
 
@@ -819,6 +826,7 @@ async fn build_plan(
         q.push(" FOR UPDATE OF st");
     }
     let rows: Vec<Candidate> = q.fetch_all_in(tx).await?;
+    let transferring = crate::transfers::Transfers::pending_in(tx, county).await?;
     let mut plan = Plan {
         county: county.to_owned(),
         school_code: school.map(|s| s.code.clone()),
@@ -843,6 +851,11 @@ async fn build_plan(
         };
         if c.effective_on >= on {
             plan.exceptions.push(exception(Exception::AlreadyMoved));
+            plan.skipped += 1;
+            continue;
+        }
+        if transferring.contains(&c.student_id) {
+            plan.exceptions.push(exception(Exception::PendingTransfer));
             plan.skipped += 1;
             continue;
         }

@@ -64,17 +64,23 @@ impl StudentRow {
     /// The national student number for lists: a G-number holds the ID number, so it is masked
     /// like one; J and L numbers are shown whole.
     pub fn number_masked(&self) -> String {
-        match self.student_number.strip_prefix('G') {
-            Some(id) => match ResidentId::parse(id) {
-                Ok(id) => format!("G{}", id.masked()),
-                Err(_) => "G****".into(),
-            },
-            None => self.student_number.clone(),
-        }
+        mask_number(&self.student_number)
     }
 
     pub fn phone_masked(&self) -> String {
         santong_domain::identity::mask_phone(&self.guardian_phone)
+    }
+}
+
+/// A national student number as lists show it: a G-number holds the ID number, so it is masked
+/// like one; J and L numbers are shown whole.
+pub fn mask_number(number: &str) -> String {
+    match number.strip_prefix('G') {
+        Some(id) => match ResidentId::parse(id) {
+            Ok(id) => format!("G{}", id.masked()),
+            Err(_) => "G****".into(),
+        },
+        None => number.to_owned(),
     }
 }
 

@@ -59,6 +59,15 @@ pub fn routes() -> Router<AppState> {
             "/year-end/plan",
             axum::routing::post(crate::lifecycle::api_plan),
         )
+        .route(
+            "/transfers",
+            get(crate::transfers::api_list).post(crate::transfers::api_start),
+        )
+        .route("/transfers/{id}", get(crate::transfers::api_detail))
+        .route(
+            "/transfers/{id}/decide",
+            axum::routing::post(crate::transfers::api_decide),
+        )
         .route("/year-end/batches/{id}", get(crate::lifecycle::api_batch))
         .route(
             "/year-end/batches/{id}/undo",
@@ -100,7 +109,11 @@ pub fn routes() -> Router<AppState> {
         crate::lifecycle::api_plan,
         crate::lifecycle::api_apply,
         crate::lifecycle::api_batch,
-        crate::lifecycle::api_batch_undo
+        crate::lifecycle::api_batch_undo,
+        crate::transfers::api_list,
+        crate::transfers::api_start,
+        crate::transfers::api_detail,
+        crate::transfers::api_decide
     ),
     components(schemas(
         RegionDto,
@@ -131,7 +144,13 @@ pub fn routes() -> Router<AppState> {
         crate::lifecycle::YearEndDto,
         crate::lifecycle::PlanDto,
         crate::lifecycle::ExceptionDto,
-        crate::lifecycle::BatchDto
+        crate::lifecycle::BatchDto,
+        crate::transfers::TransferDto,
+        crate::transfers::StepDto,
+        crate::transfers::TransferDetailDto,
+        crate::transfers::TransferList,
+        crate::transfers::NewTransferDto,
+        crate::transfers::DecisionDto
     )),
     modifiers(&BearerAuth)
 )]

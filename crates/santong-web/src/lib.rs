@@ -20,6 +20,7 @@ pub mod pages;
 pub mod schools;
 pub mod shell;
 pub mod students;
+pub mod transfers;
 pub mod views;
 
 use std::sync::Arc;
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schools::routes())
         .merge(students::routes())
         .merge(lifecycle::routes())
+        .merge(transfers::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache

@@ -9,8 +9,9 @@ ALTER TABLE student_event ADD COLUMN from_school TEXT REFERENCES school (code);
 ALTER TABLE student_event ADD COLUMN from_grade INTEGER;
 ALTER TABLE student_event ADD COLUMN undoes UUID REFERENCES student_event (id);
 ALTER TABLE student_event ADD COLUMN batch_id UUID;
-CREATE INDEX student_event_undoes ON student_event (undoes);
-CREATE INDEX student_event_batch ON student_event (batch_id);
+-- Partial: nearly every event has neither, and the planner must not think a lookup matches them all.
+CREATE INDEX student_event_undoes ON student_event (undoes) WHERE undoes IS NOT NULL;
+CREATE INDEX student_event_batch ON student_event (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX student_event_from ON student_event (from_school, effective_on);
 
 -- A year-end batch (学年升级): one school's or one county's students promoted, graduated or

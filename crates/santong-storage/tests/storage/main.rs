@@ -8,4 +8,5 @@ mod regions;
 mod registry;
 mod schema;
 mod students;
+mod transfers;
 mod users;

@@ -8,3 +8,4 @@ mod oidc;
 mod pages;
 mod schools;
 mod shell;
+mod transfers;
