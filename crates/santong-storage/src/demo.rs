@@ -19,6 +19,8 @@ pub struct DemoReport {
     pub schools: usize,
     /// Students enrolled now (0 when the county had some already).
     pub students: usize,
+    /// Transfers started now (0 when there were some already).
+    pub transfers: usize,
 }
 
 /// The demo enrols one student for every this many of an average school's real enrolment, so a
@@ -294,12 +296,153 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
     }
     let schools = seed_schools(db, code).await?;
     let students = seed_students(db, code).await?;
+    let transfers = seed_transfers(db).await?;
     Ok(DemoReport {
         regions_loaded,
         county_set,
         schools,
         students,
+        transfers,
     })
+}
+
+/// A primary school in another province (湖南省邵东市, where many of Shenzhen's migrant children
+/// come from), so that cross-province transfers can be tried. Made-up code and name.
+pub const DEMO_SENDING_SCHOOL: &str = "1430582001";
+
+/// Pupils of the sending school (made-up names): the first four take part in the demo's
+/// transfers; the last two are left free for a newcomer (and the browser suite) to transfer.
+const SENDING_PUPILS: [(&str, &str, &str); 6] = [
+    ("周子涵", "2016-04-12", "4"),
+    ("李思远", "2017-06-03", "3"),
+    ("蒋佳怡", "2015-11-20", "5"),
+    ("谢宇航", "2016-01-09", "4"),
+    ("何雨桐", "2017-02-14", "3"),
+    ("唐梓萱", "2016-08-30", "4"),
+];
+
+/// Transfers in flight (and one done) from the sending school into the demo county, so the
+/// inboxes are not empty on a first start.
+async fn seed_transfers(db: &Db) -> crate::Result<usize> {
+    use crate::identity::Actor;
+    use crate::registry::{Registry, RegistryError, SchoolInput};
+    use crate::students::{NewStudent, Students};
+    use crate::transfers::{NewTransfer, Transfers};
+    let all = santong_domain::identity::Scope::everything();
+    let registry = Registry(db);
+    if registry.school(&all, DEMO_SENDING_SCHOOL).await?.is_some() {
+        return Ok(0);
+    }
+    let refused = |e: RegistryError| match e {
+        RegistryError::Storage(e) => Err(e),
+        other => {
+            tracing::warn!(error = %other, "demo transfer data refused");
+            Ok(())
+        }
+    };
+    if let Err(e) = registry
+        .create_school(
+            Actor::Cli,
+            &SchoolInput {
+                code: DEMO_SENDING_SCHOOL.into(),
+                name: "邵东市演示小学".into(),
+                kind: "211".into(),
+                urban_rural: "121".into(),
+                county: "430582".into(),
+                opened_on: "1985-09-01".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        refused(e)?;
+        return Ok(0);
+    }
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let enrolled_on = santong_domain::registry::SchoolYear::of(
+        chrono::Datelike::year(&today),
+        chrono::Datelike::month(&today),
+    )
+    .0;
+    let mut numbers = vec![];
+    for (name, birth, grade) in SENDING_PUPILS {
+        let input = NewStudent {
+            name: name.into(),
+            sex: "1".into(),
+            birth_date: birth.into(),
+            ethnicity: "01".into(),
+            guardian_name: "家长".into(),
+            guardian_relation: "母亲".into(),
+            guardian_phone: "19000000000".into(),
+            grade: grade.into(),
+            enrolled_on: format!("{enrolled_on}-09-01"),
+            ..Default::default()
+        };
+        match Students(db)
+            .enrol(Actor::Cli, DEMO_SENDING_SCHOOL, &input)
+            .await
+        {
+            Ok(p) => numbers.push((name, p.student.student_number)),
+            Err(e) => refused(e)?,
+        }
+    }
+    // The receiving schools: the first open schools of the demo county that offer the grade.
+    let mut receiving = vec![];
+    for seq in 1..=60 {
+        let code = format!("1{DEMO_COUNTY}{seq:03}");
+        if let Some(s) = registry.school(&all, &code).await?
+            && santong_domain::registry::Grades::parse(&s.grades)
+                .is_some_and(|g| g.contains(3) && g.contains(5) && g.from == 1)
+        {
+            receiving.push(code);
+        }
+        if receiving.len() == 2 {
+            break;
+        }
+    }
+    let (Some(first), Some(second)) = (receiving.first(), receiving.get(1)) else {
+        return Ok(0);
+    };
+    let transfers = Transfers(db);
+    let mut started = 0;
+    // (pupil, receiving school, steps to approve after the start)
+    for (i, (to, approvals)) in [(first, 1), (second, 0), (first, 5), (second, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let Some((name, number)) = numbers.get(i) else {
+            break;
+        };
+        let d = match transfers
+            .start(
+                Actor::Cli,
+                &NewTransfer {
+                    student_number: number.clone(),
+                    name: (*name).into(),
+                    to_school: to.clone(),
+                    reason: "随父母在深圳务工".into(),
+                },
+            )
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                refused(e)?;
+                continue;
+            }
+        };
+        started += 1;
+        for seq in 1..=approvals {
+            if let Err(e) = transfers
+                .decide(Actor::Cli, &all, d.transfer.id, seq, true, "")
+                .await
+            {
+                refused(e)?;
+                break;
+            }
+        }
+    }
+    Ok(started)
 }
 
 /// The demo county, when demo data has been seeded.

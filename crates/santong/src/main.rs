@@ -444,7 +444,7 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             let db = open_db(&settings).await?;
             let report = demo::seed(&db).await?;
             println!(
-                "demo data ready: demo county {} ({}); {} schools opened and {} students enrolled now",
+                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled and {} transfers started now",
                 demo::DEMO_COUNTY,
                 if report.county_set {
                     "set now"
@@ -452,7 +452,8 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
                     "already set"
                 },
                 report.schools,
-                report.students
+                report.students,
+                report.transfers
             );
             db.close().await;
         }

@@ -177,6 +177,33 @@ async fn demo_is_idempotent(t: TestDb) {
     // primary, 21 per junior, 36 per senior school, half-way for nine-year schools, 4 per
     // teaching point.
     assert!((2500..3200).contains(&first.students), "{}", first.students);
+    // Four transfers from the other province's demo school: three waiting, one done.
+    assert_eq!(first.transfers, 4);
+    let all = santong_storage::transfers::Transfers(&t.db)
+        .list(
+            &santong_storage::identity::Actor::Cli,
+            &santong_domain::identity::Scope::everything(),
+            santong_storage::transfers::TransferBox::All,
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    let mut states: Vec<(String, Option<i32>)> = all
+        .items
+        .iter()
+        .map(|x| (x.status.clone(), x.current_step))
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("completed".to_string(), None),
+            ("pending".to_string(), Some(1)),
+            ("pending".to_string(), Some(2)),
+            ("pending".to_string(), Some(3))
+        ]
+    );
     let second = demo::seed(&t.db).await.unwrap();
     assert_eq!(
         second,
@@ -184,7 +211,8 @@ async fn demo_is_idempotent(t: TestDb) {
             regions_loaded: false,
             county_set: false,
             schools: 0,
-            students: 0
+            students: 0,
+            transfers: 0
         }
     );
     let points = santong_storage::registry::Registry(&t.db)
