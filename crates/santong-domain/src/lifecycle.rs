@@ -33,8 +33,9 @@ impl Status {
 }
 
 /// A kind of student event. The type codes follow the JY/T 1001 学籍异动类别 (XJYDLB) values seen
-/// in public schemas where one exists (02 留级, 04 跳级, 11 休学, 12 复学, 21 转出, 22 转入,
-/// 31 退学, 51 死亡); the others are Santong's own until the standard's text is checked.
+/// in public schemas where one exists (02 留级, 04 跳级, 11 休学, 12 复学, 22 转入, 31 退学,
+/// 51 死亡); the others are Santong's own until the standard's text is checked. A transfer is one
+/// `transfer_in` event naming the school left (`from_school`), not a pair of out/in events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -83,9 +84,10 @@ impl EventKind {
         EventKind::Undo,
     ];
 
-    /// What a person can record by hand on a student's page; the others come from enrolment,
-    /// transfers, the year-end batch and undo.
-    pub const MANUAL: [EventKind; 8] = [
+    /// What a person can record by hand on a student's page (promotion too, for the student the
+    /// year-end batch left alone); the others come from enrolment, transfers, the batch and undo.
+    pub const MANUAL: [EventKind; 9] = [
+        EventKind::Promote,
         EventKind::Repeat,
         EventKind::Skip,
         EventKind::Suspend,
@@ -234,6 +236,24 @@ impl TransferStep {
                 T::SendingCounty,
             ]
         }
+    }
+}
+
+/// Per-province transfer rules an operator sets (`santong policy set transfer '{…}'`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferPolicy {
+    /// Provinces (two-digit codes, `"44"`) where no transfer is allowed out of or into a
+    /// school's last grade.
+    pub no_graduating_year_provinces: Vec<String>,
+}
+
+impl TransferPolicy {
+    /// Whether the rule holds for a school in `county`.
+    pub fn no_graduating_year(&self, county: &str) -> bool {
+        self.no_graduating_year_provinces
+            .iter()
+            .any(|p| p.len() == 2 && county.starts_with(p.as_str()))
     }
 }
 

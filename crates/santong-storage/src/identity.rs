@@ -291,6 +291,10 @@ pub async fn session_policy(db: &Db) -> crate::Result<SessionPolicy> {
     policy(db, "policy.session").await
 }
 
+pub async fn transfer_policy(db: &Db) -> crate::Result<santong_domain::lifecycle::TransferPolicy> {
+    policy(db, "policy.transfer").await
+}
+
 /// Stores a policy (already validated by parsing into its type) and audits the change.
 pub async fn set_policy(db: &Db, kind: &str, json: &str) -> crate::Result<()> {
     let mut tx = db.begin().await?;

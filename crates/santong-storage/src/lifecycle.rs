@@ -274,7 +274,7 @@ impl Students<'_> {
             EventKind::Graduate if grades.is_some_and(|g| g.to != grade) => {
                 return Err(fields("kind", "student-graduate-not-last"));
             }
-            EventKind::Skip if !grades.is_some_and(|g| g.contains(after)) => {
+            EventKind::Skip | EventKind::Promote if !grades.is_some_and(|g| g.contains(after)) => {
                 return Err(fields("kind", "student-event-grade"));
             }
             _ => {}
@@ -498,6 +498,7 @@ struct Candidate {
     school_code: String,
     grade: i32,
     status: String,
+    kind: String,
     effective_on: NaiveDate,
     grades: String,
 }
@@ -529,8 +530,14 @@ impl YearEnd<'_> {
             BatchTarget::County(code) => {
                 let region = santong_domain::region::RegionCode::parse(code)
                     .map_err(|_| RegistryError::NotFound)?;
-                if crate::regions::Regions(self.0).get(region).await?.is_none() {
-                    return Err(RegistryError::NotFound);
+                // Batches run per county (a county's officials promote its schools); a city or a
+                // province code is refused rather than matching nothing.
+                match crate::regions::Regions(self.0).get(region).await? {
+                    None => return Err(RegistryError::NotFound),
+                    Some(r) if r.level != "county" => {
+                        return Err(fields("county", "batch-not-county"));
+                    }
+                    Some(_) => {}
                 }
                 let node = Node::Region(region);
                 if !actor.may(Permission::RegistryView, &node) {
@@ -552,16 +559,22 @@ impl YearEnd<'_> {
         input: &YearEndInput,
     ) -> Result<Plan, RegistryError> {
         let (county, school, _) = self.resolve(actor, target).await?;
-        let (on, receiving) = self.check(school.as_ref(), input).await?;
-        let mut tx = self.0.begin().await?;
-        let plan = build_plan(&mut tx, &county, school.as_ref(), on, receiving.as_ref()).await?;
-        // Nothing was written; dropping the transaction rolls back and releases the locks.
-        drop(tx);
-        Ok(plan)
+        let (on, receiving) = self.check(actor, school.as_ref(), input).await?;
+        build_plan(
+            self.0,
+            None,
+            &county,
+            school.as_ref(),
+            on,
+            receiving.as_ref(),
+        )
+        .await
+        .map_err(Into::into)
     }
 
     async fn check(
         &self,
+        actor: &Actor<'_>,
         school: Option<&SchoolRow>,
         input: &YearEndInput,
     ) -> Result<(NaiveDate, Option<SchoolRow>), RegistryError> {
@@ -578,7 +591,12 @@ impl YearEnd<'_> {
         let receiving = match input.receiving_school.trim() {
             "" => None,
             code => {
-                let r = Registry(self.0).school(&Scope::everything(), code).await?;
+                // Sending pupils on puts them on the receiving school's roster: that takes the
+                // right to manage it, and a school out of sight is simply not found.
+                let r = Registry(self.0)
+                    .school(&Scope::everything(), code)
+                    .await?
+                    .filter(|r| actor.may(Permission::RegistryManage, &r.node()));
                 let last = school.and_then(grades_of).map(|g| g.to);
                 match (r, last) {
                     (Some(r), Some(last))
@@ -612,10 +630,17 @@ impl YearEnd<'_> {
         input: &YearEndInput,
     ) -> Result<BatchRow, RegistryError> {
         let (county, school, node) = self.resolve(&actor, target).await?;
-        let (on, receiving) = self.check(school.as_ref(), input).await?;
+        let (on, receiving) = self.check(&actor, school.as_ref(), input).await?;
         let mut tx = self.0.begin().await?;
-        let mut plan =
-            build_plan(&mut tx, &county, school.as_ref(), on, receiving.as_ref()).await?;
+        let mut plan = build_plan(
+            self.0,
+            Some(&mut tx),
+            &county,
+            school.as_ref(),
+            on,
+            receiving.as_ref(),
+        )
+        .await?;
         if plan.writes.is_empty() {
             return Err(fields("batch", "batch-nothing"));
         }
@@ -722,6 +747,14 @@ impl YearEnd<'_> {
         if marked == 0 {
             return Err(fields("batch", "batch-already-undone"));
         }
+        if self.0.is_postgres() {
+            // Hold the batch's students still while checking that nothing came after it.
+            let mut l = DynQuery::new(true);
+            l.push("SELECT id FROM student WHERE id IN (SELECT student_id FROM student_event WHERE batch_id = ")
+                .bind(id)
+                .push(") FOR UPDATE");
+            let _: Vec<(Uuid,)> = l.fetch_all_in(&mut tx).await?;
+        }
         let later: i64 = db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query_scalar(sql(
                 "SELECT COUNT(*) FROM student_event b WHERE b.batch_id = $1 \
@@ -800,33 +833,57 @@ impl YearEnd<'_> {
 /// Reads every student holding a place in the target on `on` (locking them on PostgreSQL) and
 /// decides what happens to each.
 async fn build_plan(
-    tx: &mut Tx,
+    db: &Db,
+    tx: Option<&mut Tx>,
     county: &str,
     school: Option<&SchoolRow>,
     on: NaiveDate,
     receiving: Option<&SchoolRow>,
 ) -> crate::Result<Plan> {
-    let pg = matches!(tx, Tx::Postgres(_));
+    let pg = db.is_postgres();
+    let where_target = |q: &mut DynQuery| {
+        q.push(" s.county = ").bind(county.to_owned());
+        if let Some(s) = school {
+            q.push(" AND e.school_code = ").bind(s.code.clone());
+        }
+    };
     let mut q = DynQuery::new(pg);
     q.push(
         "SELECT st.id AS student_id, st.name, st.birth_date, e.school_code, \
-        e.grade, e.status, e.effective_on, s.grades FROM student st \
+        e.grade, e.status, e.kind, e.effective_on, s.grades FROM student st \
         JOIN student_event e ON e.student_id = st.id \
         JOIN school s ON s.code = e.school_code WHERE",
     );
     // In force today (not on the batch date): an event dated after the batch date must be seen.
     push_placing(&mut q, today().max(on));
-    q.push(" AND e.status <> 'out' AND s.county = ")
-        .bind(county.to_owned());
-    if let Some(s) = school {
-        q.push(" AND e.school_code = ").bind(s.code.clone());
-    }
+    q.push(" AND e.status <> 'out' AND");
+    where_target(&mut q);
     q.push(" ORDER BY e.school_code, e.grade, st.id");
-    if pg {
-        q.push(" FOR UPDATE OF st");
-    }
-    let rows: Vec<Candidate> = q.fetch_all_in(tx).await?;
-    let transferring = crate::transfers::Transfers::pending_in(tx, county).await?;
+    let mut p = DynQuery::new(pg);
+    p.push("SELECT student_id FROM transfer WHERE status = 'pending' AND from_county = ")
+        .bind(county.to_owned());
+    let (rows, transferring): (Vec<Candidate>, Vec<(Uuid,)>) = match tx {
+        // The dry run reads without locking anything.
+        None => (q.fetch_all(db).await?, p.fetch_all(db).await?),
+        Some(tx) => {
+            if pg {
+                // Lock first, read after: a statement that waited for a lock would otherwise
+                // return the rows as they were before the other writer committed.
+                let mut l = DynQuery::new(pg);
+                l.push(
+                    "SELECT st.id FROM student st WHERE st.id IN (SELECT e.student_id \
+                    FROM student_event e JOIN school s ON s.code = e.school_code WHERE",
+                );
+                where_target(&mut l);
+                l.push(") FOR UPDATE");
+                let _: Vec<(Uuid,)> = l.fetch_all_in(tx).await?;
+            }
+            (q.fetch_all_in(tx).await?, p.fetch_all_in(tx).await?)
+        }
+    };
+    let transferring: std::collections::HashSet<Uuid> =
+        transferring.into_iter().map(|(u,)| u).collect();
+    let year = SchoolYear::of(on.year(), on.month());
     let mut plan = Plan {
         county: county.to_owned(),
         school_code: school.map(|s| s.code.clone()),
@@ -849,7 +906,14 @@ async fn build_plan(
             grade: c.grade,
             exception,
         };
-        if c.effective_on >= on {
+        // Moved on already: changed on or after the date, or promoted (or sent on) in the same
+        // school year by another batch.
+        let same_year = SchoolYear::of(c.effective_on.year(), c.effective_on.month()) == year;
+        let year_end = matches!(
+            EventKind::parse(&c.kind),
+            Some(EventKind::Promote | EventKind::Progress | EventKind::Skip | EventKind::Repeat)
+        );
+        if c.effective_on >= on || (same_year && year_end) {
             plan.exceptions.push(exception(Exception::AlreadyMoved));
             plan.skipped += 1;
             continue;

@@ -24,13 +24,8 @@ use crate::dynsql::{DynQuery, Val, insert_batched};
 use crate::identity::Actor;
 use crate::lifecycle::{Write, in_force, lock_student, write_events};
 use crate::registry::{Registry, RegistryError, today};
-use crate::settings::Settings;
 use crate::students::mask_number;
 use crate::{Db, Page, Tx, db_query};
-
-/// Instance setting: provinces (two-digit codes, comma-separated) where no transfer is allowed
-/// in a school's last grade.
-pub const NO_GRADUATING_YEAR: &str = "transfer.no_graduating_year_provinces";
 
 fn fields(field: &str, key: &'static str) -> RegistryError {
     RegistryError::Fields(vec![FieldError::new(field, FieldErrorKind::Rule(key))])
@@ -188,7 +183,13 @@ impl Transfers<'_> {
         let Some(to) = to.filter(|s| actor.may(Permission::RegistryView, &s.node())) else {
             return Err(fields("to_school", "transfer-bad-school"));
         };
-        if !actor.may(Permission::RegistryManage, &to.node()) {
+        // Starting is the receiving school's own step: its people start it, not a superior
+        // (who would then sign two steps of the chain).
+        let own = match signing_nodes(&actor) {
+            None => true,
+            Some(nodes) => nodes.iter().any(|n| *n == to.node() || *n == Node::Nation),
+        };
+        if !own {
             return Err(RegistryError::Forbidden);
         }
         let mut errors = vec![];
@@ -246,10 +247,7 @@ impl Transfers<'_> {
         if !errors.is_empty() {
             return Err(RegistryError::Fields(errors));
         }
-        let no_graduating = Settings(self.0)
-            .get(NO_GRADUATING_YEAR)
-            .await?
-            .unwrap_or_default();
+        let rules = crate::identity::transfer_policy(self.0).await?;
         let mut tx = self.0.begin().await?;
         lock_student(&mut tx, student).await?;
         let last = in_force(&mut tx, student)
@@ -271,12 +269,7 @@ impl Transfers<'_> {
         if !Grades::parse(&to.grades).is_some_and(|g| g.contains(grade)) {
             return Err(fields("to_school", "transfer-grade"));
         }
-        let ruled = |county: &str| {
-            no_graduating
-                .split(',')
-                .any(|p| !p.trim().is_empty() && county.starts_with(p.trim()))
-        };
-        if (ruled(&from.county) || ruled(&to.county))
+        if (rules.no_graduating_year(&from.county) || rules.no_graduating_year(&to.county))
             && Grades::parse(&from.grades).is_some_and(|g| g.to == grade)
         {
             return Err(fields("student_number", "transfer-graduating-year"));
@@ -573,6 +566,11 @@ impl Transfers<'_> {
             if to.status() != Some(SchoolStatus::Open) {
                 return Err(fields("step", "registry-not-open"));
             }
+            // A repeat or a skip while waiting may have left a grade the school lacks.
+            let grade = u8::try_from(placed.grade).unwrap_or(0);
+            if !Grades::parse(&to.grades).is_some_and(|g| g.contains(grade)) {
+                return Err(fields("step", "transfer-grade"));
+            }
             let w = Write {
                 id: Uuid::now_v7(),
                 student_id: t.student_id,
@@ -610,22 +608,6 @@ impl Transfers<'_> {
             None => true,
             Some(nodes) => nodes.iter().any(|n| *n == node || *n == Node::Nation),
         }
-    }
-
-    /// Students of `county` with a transfer waiting (the year-end batch leaves them alone).
-    pub(crate) async fn pending_in(
-        tx: &mut Tx,
-        county: &str,
-    ) -> crate::Result<std::collections::HashSet<Uuid>> {
-        let ids: Vec<Uuid> = db_query!(tx, tx, |sql, ex| {
-            sqlx::query_scalar(sql(
-                "SELECT student_id FROM transfer WHERE status = 'pending' AND from_county = $1",
-            ))
-            .bind(county)
-            .fetch_all(ex)
-            .await?
-        });
-        Ok(ids.into_iter().collect())
     }
 }
 

@@ -633,7 +633,8 @@ impl From<EventRow> for EventDto {
 /// A change recorded by hand.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewEventDto {
-    /// `repeat`, `skip`, `suspend`, `resume`, `drop_out`, `death`, `abroad` or `graduate`.
+    /// `promote`, `repeat`, `skip`, `suspend`, `resume`, `drop_out`, `death`, `abroad` or
+    /// `graduate`.
     #[serde(default)]
     pub kind: String,
     /// `YYYY-MM-DD`; default today.

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use santong_domain::identity::Permission;
-use santong_domain::paging::parse_page;
+use santong_domain::paging::{FieldErrorKind, parse_page};
 use santong_storage::registry::RegistryError;
 use santong_storage::transfers::{
     NewTransfer, StepRow, TransferBox, TransferDetail, TransferRow, Transfers,
@@ -273,7 +273,15 @@ async fn render_detail(
         from_code: d.transfer.from_school.clone(),
         to_code: d.transfer.to_school.clone(),
         student_id: d.transfer.student_id.to_string(),
-        completed: d.transfer.status == "completed",
+        // The record is linked for those who can open it (the new school, not the old one).
+        completed: d.transfer.status == "completed"
+            && santong_storage::students::Students(&state.db)
+                .student(
+                    &user.0.scope(Permission::RegistryView),
+                    d.transfer.student_id,
+                )
+                .await?
+                .is_some(),
         steps: d.steps.iter().map(|s| step_of(s, &tr)).collect(),
         sign,
         form,
@@ -462,8 +470,10 @@ pub struct NewTransferDto {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DecisionDto {
     /// The step being decided, as the caller saw it.
-    pub seq: i32,
-    pub approve: bool,
+    #[serde(default)]
+    pub seq: Option<i32>,
+    #[serde(default)]
+    pub approve: Option<bool>,
     /// Required when rejecting.
     #[serde(default)]
     pub note: String,
@@ -569,13 +579,28 @@ pub async fn api_decide(
 ) -> Result<Json<TransferDetailDto>, AppError> {
     user.require(Permission::RegistryView)?;
     let id = parse_id(&id)?;
+    let missing =
+        |f: &str| santong_domain::paging::FieldError::new(f, FieldErrorKind::InvalidValue);
+    let (seq, approve) = match (b.seq, b.approve) {
+        (Some(s), Some(a)) => (s, a),
+        (s, a) => {
+            let mut errors = vec![];
+            if s.is_none() {
+                errors.push(missing("seq"));
+            }
+            if a.is_none() {
+                errors.push(missing("approve"));
+            }
+            return Err(AppError::bad_params(errors));
+        }
+    };
     match Transfers(&state.db)
         .decide(
             actor(&user, &ctx),
             &user.0.scope(Permission::RegistryView),
             id,
-            b.seq,
-            b.approve,
+            seq,
+            approve,
             &b.note,
         )
         .await

@@ -366,6 +366,7 @@ pub async fn policy(db: &Db, action: &PolicyAction) -> anyhow::Result<()> {
                 "password": password_policy(db).await?,
                 "throttle": throttle_policy(db).await?,
                 "session": session_policy(db).await?,
+                "transfer": santong_storage::identity::transfer_policy(db).await?,
             });
             println!("{}", serde_json::to_string_pretty(&all)?);
         }
@@ -379,7 +380,21 @@ pub async fn policy(db: &Db, action: &PolicyAction) -> anyhow::Result<()> {
                     serde_json::to_string(&serde_json::from_str::<ThrottlePolicy>(json)?)?
                 }
                 "session" => serde_json::to_string(&serde_json::from_str::<SessionPolicy>(json)?)?,
-                other => bail!("unknown policy '{other}': use password, throttle or session"),
+                "transfer" => {
+                    let rules: santong_domain::lifecycle::TransferPolicy =
+                        serde_json::from_str(json)?;
+                    if let Some(bad) = rules
+                        .no_graduating_year_provinces
+                        .iter()
+                        .find(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+                    {
+                        bail!("'{bad}' is not a two-digit province code (44 for 广东省)");
+                    }
+                    serde_json::to_string(&rules)?
+                }
+                other => {
+                    bail!("unknown policy '{other}': use password, throttle, session or transfer")
+                }
             };
             santong_storage::identity::set_policy(db, kind, &normalised).await?;
             println!("policy.{kind} = {normalised}");

@@ -72,7 +72,7 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
-    /// Show or change the security policies (passwords, sign-in throttle, sessions and MFA).
+    /// Show or change the policies (passwords, sign-in throttle, sessions and MFA, transfer rules).
     Policy {
         #[command(subcommand)]
         action: PolicyAction,
@@ -280,8 +280,8 @@ enum PolicyAction {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Replace one policy: `password`, `throttle` or `session`, with a JSON object (missing
-    /// fields take their defaults).
+    /// Replace one policy: `password`, `throttle`, `session` or `transfer`, with a JSON object
+    /// (missing fields take their defaults).
     Set {
         #[command(flatten)]
         config: ConfigArgs,

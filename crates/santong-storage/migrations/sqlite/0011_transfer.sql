@@ -23,6 +23,8 @@ CREATE TABLE transfer (
     event_id     UUID REFERENCES student_event (id)
 );
 CREATE INDEX transfer_student ON transfer (student_id, status);
+-- One transfer in approval per student, whatever two requests racing each other do.
+CREATE UNIQUE INDEX transfer_one_pending ON transfer (student_id) WHERE status = 'pending';
 CREATE INDEX transfer_from ON transfer (from_county, from_school);
 CREATE INDEX transfer_to ON transfer (to_county, to_school);
 

@@ -389,6 +389,16 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
         problems(again.unwrap_err()),
         [("batch".into(), "batch-nothing")]
     );
+    // Nor a day later: one promotion per school year.
+    let next_day = YearEndInput {
+        effective_on: "2025-09-02".into(),
+        receiving_school: String::new(),
+    };
+    let again = y.apply(Actor::Cli, &school, &next_day).await;
+    assert_eq!(
+        problems(again.unwrap_err()),
+        [("batch".into(), "batch-nothing")]
+    );
 
     // A primary school's last grade goes on to a receiving junior secondary school.
     let primary = BatchTarget::School("1144030503".into());
@@ -412,6 +422,28 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
         effective_on: "2025-09-01".into(),
         receiving_school: "1144030504".into(),
     };
+    // A school's head cannot put its leavers on another school's roster: the county can.
+    let head_p = person(
+        &t,
+        "head.p",
+        Role::SchoolAdmin,
+        node("1144030503", "440305"),
+    )
+    .await;
+    let got = y
+        .plan(
+            &Actor::User {
+                principal: &head_p,
+                ip: "10.0.0.9",
+            },
+            &primary,
+            &onward,
+        )
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("receiving_school".into(), "batch-bad-receiving")]
+    );
     let b2 = y.apply(Actor::Cli, &primary, &onward).await.unwrap();
     assert_eq!(b2.progressed, 1);
     assert_eq!(

@@ -4,9 +4,8 @@ use santong_domain::region::RegionCode;
 use santong_storage::identity::{Actor, Principal};
 use santong_storage::lifecycle::NewEvent;
 use santong_storage::registry::{Registry, RegistryError, SchoolInput, today};
-use santong_storage::settings::Settings;
 use santong_storage::students::Students;
-use santong_storage::transfers::{NO_GRADUATING_YEAR, NewTransfer, TransferBox, Transfers};
+use santong_storage::transfers::{NewTransfer, TransferBox, Transfers};
 use santong_testkit::TestDb;
 
 use super::students::{node, person, problems, pupil};
@@ -168,6 +167,11 @@ async fn a_cross_province_transfer_goes_through_every_step(t: TestDb) {
         [("student_number".into(), "transfer-pending")]
     );
 
+    // The county does not start one for its school (it would sign two steps).
+    let got = tr
+        .start(who(&edu_ns), &ask(&number, "刘洋", "1144030501"))
+        .await;
+    assert!(matches!(got, Err(RegistryError::Forbidden)), "{got:?}");
     // Inboxes: only the node whose turn it is; the other school of the county sees nothing.
     let inbox = |p: &Principal| {
         let p = p.clone();
@@ -390,7 +394,7 @@ async fn transfers_are_refused_rejected_and_raced_cleanly(t: TestDb) {
     // the graduating year where the province says so.
     let (_, other) = enrol(&t, "1144030501", "周七", "2016-03-01", "3").await;
     let got = tr
-        .start(who(&edu_ns), &ask(&number, "陈静", "1144030503"))
+        .start(Actor::Cli, &ask(&number, "陈静", "1144030503"))
         .await;
     assert_eq!(
         problems(got.unwrap_err()),
@@ -401,15 +405,20 @@ async fn transfers_are_refused_rejected_and_raced_cleanly(t: TestDb) {
         .await
         .unwrap();
     let got = tr
-        .start(who(&edu_ns), &ask(&other, "周七", "1144030503"))
+        .start(Actor::Cli, &ask(&other, "周七", "1144030503"))
         .await;
     assert_eq!(
         problems(got.unwrap_err()),
         [("to_school".into(), "registry-not-open")]
     );
     let (_, sixth) = enrol(&t, "1144030501", "吴六", "2013-03-01", "6").await;
-    Settings(&t.db)
-        .set(NO_GRADUATING_YEAR, "11,44")
+    let rule = |p: &[&str]| {
+        serde_json::to_string(&santong_domain::lifecycle::TransferPolicy {
+            no_graduating_year_provinces: p.iter().map(|s| s.to_string()).collect(),
+        })
+        .unwrap()
+    };
+    santong_storage::identity::set_policy(&t.db, "transfer", &rule(&["11", "44"]))
         .await
         .unwrap();
     let got = tr
@@ -419,7 +428,9 @@ async fn transfers_are_refused_rejected_and_raced_cleanly(t: TestDb) {
         problems(got.unwrap_err()),
         [("student_number".into(), "transfer-graduating-year")]
     );
-    Settings(&t.db).set(NO_GRADUATING_YEAR, "11").await.unwrap();
+    santong_storage::identity::set_policy(&t.db, "transfer", &rule(&["11"]))
+        .await
+        .unwrap();
     tr.start(who(&head_b), &ask(&sixth, "吴六", "1144030502"))
         .await
         .unwrap();

@@ -170,7 +170,7 @@ async fn students_change_status_and_years_end_on_the_pages(app: TestApp) {
         &app,
         &head,
         &api_events,
-        serde_json::json!({"kind": "promote", "reason": "x"}),
+        serde_json::json!({"kind": "enrol", "reason": "x"}),
     )
     .await;
     assert_eq!(bad.status, 400);

@@ -120,10 +120,12 @@ async fn transfers_are_started_and_signed_on_the_pages(app: TestApp) {
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("没有找到学籍号与姓名都相符的学生") && bad.body.contains(&number));
     // Another school cannot start one into someone else's school.
-    let mut into_b = fields("孙悦");
-    into_b[0].1 = number.clone();
-    let other = post(&head_c, into_b).await;
+    let other = post(&head_c, fields("孙悦")).await;
     assert_eq!(other.status, 400, "{}", other.body);
+    assert!(other.body.contains("请填写您学校的代码"));
+    // Nor can the county start one for a school: the school signs its own first step.
+    let county = post(&edu, fields("孙悦")).await;
+    assert_eq!(county.status, 403, "{}", county.body);
     let ok = post(&head_b, fields("孙悦")).await;
     assert_eq!(ok.status, 303, "{}", ok.body);
     let page = ok.header("location").unwrap().to_owned();
