@@ -274,6 +274,30 @@ impl SchoolYear {
             .ok()?;
         (1949..=2100).contains(&y).then_some(SchoolYear(y))
     }
+
+    /// The school year of a date.
+    pub fn of_date(d: chrono::NaiveDate) -> SchoolYear {
+        use chrono::Datelike;
+        SchoolYear::of(d.year(), d.month())
+    }
+
+    /// 1 September.
+    pub fn start(self) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(self.0, 9, 1).unwrap_or_default()
+    }
+
+    /// 31 August of the next calendar year.
+    pub fn end(self) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(self.0 + 1, 8, 31).unwrap_or_default()
+    }
+
+    /// The term a date of this school year falls in: 1 (autumn, September to January) or 2
+    /// (spring, February to August).
+    pub fn term_of(d: chrono::NaiveDate) -> (SchoolYear, u8) {
+        use chrono::Datelike;
+        let term = if (2..=8).contains(&d.month()) { 2 } else { 1 };
+        (SchoolYear::of_date(d), term)
+    }
 }
 
 impl std::fmt::Display for SchoolYear {
@@ -564,6 +588,21 @@ fn birth_date_of(id: &str) -> Option<(i32, u32, u32)> {
         _ => return None,
     };
     ((1900..=2100).contains(&y) && (1..=days).contains(&d)).then_some((y, m, d))
+}
+
+#[cfg(test)]
+mod school_year_tests {
+    use super::SchoolYear;
+
+    #[test]
+    fn years_and_terms() {
+        let d = |y, m, dd| chrono::NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        assert_eq!(SchoolYear::of_date(d(2026, 8, 31)), SchoolYear(2025));
+        assert_eq!(SchoolYear::of_date(d(2026, 9, 1)), SchoolYear(2026));
+        assert_eq!(SchoolYear::term_of(d(2027, 1, 20)), (SchoolYear(2026), 1));
+        assert_eq!(SchoolYear::term_of(d(2027, 2, 20)), (SchoolYear(2026), 2));
+        assert_eq!(SchoolYear(2026).end(), d(2027, 8, 31));
+    }
 }
 
 #[cfg(test)]

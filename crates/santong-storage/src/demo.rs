@@ -19,6 +19,8 @@ pub struct DemoReport {
     pub schools: usize,
     /// Students enrolled now (0 when the county had some already).
     pub students: usize,
+    /// Classes opened now for the current school year (0 when the county had some already).
+    pub classes: usize,
     /// Transfers started now (0 when there were some already).
     pub transfers: usize,
 }
@@ -296,14 +298,88 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
     }
     let schools = seed_schools(db, code).await?;
     let students = seed_students(db, code).await?;
+    let classes = seed_classes(db, code).await?;
     let transfers = seed_transfers(db).await?;
     Ok(DemoReport {
         regions_loaded,
         county_set,
         schools,
         students,
+        classes,
         transfers,
     })
+}
+
+/// Opens one class per grade of every school of the county for the current school year (the
+/// demo's schools are small at 1/50 scale) and places every student in it.
+async fn seed_classes(db: &Db, county: RegionCode) -> crate::Result<usize> {
+    use crate::classes::{Classes, NewClass};
+    use crate::identity::Actor;
+    use crate::registry::{Registry, RegistryError, SchoolFilter};
+    use santong_domain::registry::SchoolYear;
+    let all = santong_domain::identity::Scope::everything();
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let year = SchoolYear::of_date(today);
+    let schools = Registry(db)
+        .list_schools(
+            &all,
+            &SchoolFilter {
+                region: Some(county),
+                ..Default::default()
+            },
+            1000,
+            0,
+        )
+        .await?;
+    let classes = Classes(db);
+    let mut made = 0;
+    for school in &schools.items {
+        if !classes
+            .list(&all, &school.code, year, today)
+            .await?
+            .is_empty()
+        {
+            return Ok(0);
+        }
+        let Some(grades) = santong_domain::registry::Grades::parse(&school.grades) else {
+            continue;
+        };
+        for grade in grades.from..=grades.to {
+            let input = NewClass {
+                school_year: year.0.to_string(),
+                grade: grade.to_string(),
+                name: format!("{grade}年级(1)班"),
+                head_teacher: String::new(),
+            };
+            let class = match classes.create(Actor::Cli, &school.code, &input).await {
+                Ok(c) => c,
+                Err(RegistryError::Storage(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, school = %school.code, "demo class refused");
+                    continue;
+                }
+            };
+            made += 1;
+            let pupils: Vec<uuid::Uuid> = classes
+                .unplaced(&all, &class, today, 1000)
+                .await?
+                .into_iter()
+                .map(|m| m.student_id)
+                .collect();
+            if pupils.is_empty() {
+                continue;
+            }
+            match classes
+                .assign(Actor::Cli, &all, class.id, &pupils, "")
+                .await
+            {
+                Ok(_) => {}
+                Err(RegistryError::Storage(e)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, school = %school.code, "demo class refused"),
+            }
+        }
+    }
+    Ok(made)
 }
 
 /// A primary school in another province (湖南省邵东市, where many of Shenzhen's migrant children

@@ -6,6 +6,7 @@
 //! genuinely differs (row locking in the job queue) is written per backend beside each other.
 
 pub mod audit;
+pub mod classes;
 pub mod db;
 pub mod demo;
 mod dynsql;

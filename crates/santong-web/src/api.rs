@@ -68,6 +68,15 @@ pub fn routes() -> Router<AppState> {
             "/transfers/{id}/decide",
             axum::routing::post(crate::transfers::api_decide),
         )
+        .route(
+            "/schools/{code}/classes",
+            get(crate::classes::api_list).post(crate::classes::api_create),
+        )
+        .route("/classes/{id}", get(crate::classes::api_detail))
+        .route(
+            "/classes/{id}/members",
+            axum::routing::post(crate::classes::api_assign),
+        )
         .route("/year-end/batches/{id}", get(crate::lifecycle::api_batch))
         .route(
             "/year-end/batches/{id}/undo",
@@ -113,7 +122,11 @@ pub fn routes() -> Router<AppState> {
         crate::transfers::api_list,
         crate::transfers::api_start,
         crate::transfers::api_detail,
-        crate::transfers::api_decide
+        crate::transfers::api_decide,
+        crate::classes::api_list,
+        crate::classes::api_create,
+        crate::classes::api_detail,
+        crate::classes::api_assign
     ),
     components(schemas(
         RegionDto,
@@ -150,7 +163,12 @@ pub fn routes() -> Router<AppState> {
         crate::transfers::TransferDetailDto,
         crate::transfers::TransferList,
         crate::transfers::NewTransferDto,
-        crate::transfers::DecisionDto
+        crate::transfers::DecisionDto,
+        crate::classes::ClassDto,
+        crate::classes::MemberDto,
+        crate::classes::ClassDetailDto,
+        crate::classes::NewClassDto,
+        crate::classes::MembersDto
     )),
     modifiers(&BearerAuth)
 )]

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod classes;
 pub mod clients;
 pub mod error;
 pub mod i18n;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(students::routes())
         .merge(lifecycle::routes())
         .merge(transfers::routes())
+        .merge(classes::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache

@@ -252,6 +252,8 @@ struct DetailPage {
     manage: bool,
     kinds: Vec<(&'static str, String)>,
     event_form: FormState,
+    /// The class today: (id, name).
+    class: Option<(String, String)>,
 }
 
 /// How the student page is shown: masked or full, and any refusal to show at its form.
@@ -280,6 +282,11 @@ pub(crate) async fn render_detail(
     let sensitive = user.0.scope(Permission::SensitiveView).contains(&node);
     let manage = user.0.scope(Permission::RegistryManage).contains(&node);
     let history = crate::lifecycle::history(state, ctx, user, s.student.id).await?;
+    let class = santong_storage::classes::Classes(&state.db)
+        .class_of(s.student.id, today())
+        .await?
+        .filter(|_| s.status != "out")
+        .map(|(id, name)| (id.to_string(), name));
     let (number, id_number, phone) = if full {
         (
             s.student.student_number.clone(),
@@ -319,6 +326,7 @@ pub(crate) async fn render_detail(
             .map(|k| (k.as_str(), tr.t(&format!("event-kind-{}", k.as_str()))))
             .collect(),
         event_form,
+        class,
         s,
     })?;
     *res.status_mut() = status;

@@ -444,7 +444,7 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             let db = open_db(&settings).await?;
             let report = demo::seed(&db).await?;
             println!(
-                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled and {} transfers started now",
+                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled, {} classes opened and {} transfers started now",
                 demo::DEMO_COUNTY,
                 if report.county_set {
                     "set now"
@@ -453,6 +453,7 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
                 },
                 report.schools,
                 report.students,
+                report.classes,
                 report.transfers
             );
             db.close().await;

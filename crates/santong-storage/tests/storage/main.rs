@@ -1,6 +1,7 @@
 //! Storage conformance suite: every test runs on SQLite and on PostgreSQL
 //! (`SANTONG_TEST_PG_URL`). One test binary for the crate.
 
+mod classes;
 mod identity;
 mod jobs;
 mod lifecycle;

@@ -177,6 +177,8 @@ async fn demo_is_idempotent(t: TestDb) {
     // primary, 21 per junior, 36 per senior school, half-way for nine-year schools, 4 per
     // teaching point.
     assert!((2500..3200).contains(&first.students), "{}", first.students);
+    // A class per grade of every school, everyone placed.
+    assert!(first.classes > 300, "{}", first.classes);
     // Four transfers from the other province's demo school: three waiting, one done.
     assert_eq!(first.transfers, 4);
     let all = santong_storage::transfers::Transfers(&t.db)
@@ -212,6 +214,7 @@ async fn demo_is_idempotent(t: TestDb) {
             county_set: false,
             schools: 0,
             students: 0,
+            classes: 0,
             transfers: 0
         }
     );

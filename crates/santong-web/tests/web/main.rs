@@ -2,6 +2,7 @@
 //! One test binary for the crate.
 
 mod api;
+mod classes;
 mod identity;
 mod lifecycle;
 mod oidc;
