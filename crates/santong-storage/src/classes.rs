@@ -90,6 +90,9 @@ fn push_members(q: &mut DynQuery, on: NaiveDate) {
     q.push(" AND e.school_code = c.school_code AND e.status <> 'out'");
 }
 
+/// The most students placed in one go (a grade of a large school).
+pub const MAX_PLACED: usize = 500;
+
 pub struct Classes<'a>(pub &'a Db);
 
 impl Classes<'_> {
@@ -169,22 +172,25 @@ impl Classes<'_> {
         full.fetch_all(self.0).await
     }
 
-    /// The class a student is in on `on`, if any (a class of that day's school year): (class id,
-    /// name).
+    /// The class a student is in on `on` at `school` (a class of that day's school year), if
+    /// any: (class id, name).
     pub async fn class_of(
         &self,
         student: Uuid,
+        school: &str,
         on: NaiveDate,
     ) -> crate::Result<Option<(Uuid, String)>> {
         Ok(db_query!(self.0, read, |sql, ex| {
             sqlx::query_as(sql(
                 "SELECT c.id, c.name FROM class_member m JOIN school_class c ON c.id = m.class_id \
                 WHERE m.student_id = $1 AND m.from_on <= $2 AND c.school_year = $3 \
-                AND (m.until_on IS NULL OR m.until_on > $2) ORDER BY m.from_on DESC LIMIT 1",
+                AND c.school_code = $4 AND (m.until_on IS NULL OR m.until_on > $2) \
+                ORDER BY m.from_on DESC LIMIT 1",
             ))
             .bind(student)
             .bind(on)
             .bind(SchoolYear::of_date(on).0)
+            .bind(school)
             .fetch_optional(ex)
             .await?
         }))
@@ -278,7 +284,7 @@ impl Classes<'_> {
                     sqlx::query_scalar(sql(
                         "SELECT u.id FROM app_user u JOIN role_grant g ON g.user_id = u.id \
                         WHERE u.username = $1 AND g.node_school = $2 \
-                        AND g.role IN ('teacher', 'school_admin') LIMIT 1",
+                        AND u.disabled_at IS NULL AND g.role IN ('teacher', 'school_admin') LIMIT 1",
                     ))
                     .bind(username)
                     .bind(&school.code)
@@ -306,7 +312,7 @@ impl Classes<'_> {
             sqlx::query(sql(
                 "INSERT INTO school_class (id, school_code, school_year, grade, name, \
                 head_teacher, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                ON CONFLICT (school_code, school_year, name) DO NOTHING",
+                ON CONFLICT (school_code, school_year, grade, name) DO NOTHING",
             ))
             .bind(id)
             .bind(&school.code)
@@ -364,12 +370,40 @@ impl Classes<'_> {
         let Some(on) = on else {
             return Err(fields("from_on", "class-bad-date"));
         };
-        if students.is_empty() {
+        let wanted: Vec<Uuid> = {
+            let mut v = students.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        if wanted.is_empty() {
             return Err(fields("students", "class-no-students"));
         }
-        let mut tx = self.0.begin().await?;
-        // Every student must be at the school in the class's grade that day.
+        if wanted.len() > MAX_PLACED {
+            return Err(fields("students", "class-too-many"));
+        }
         let pg = self.0.is_postgres();
+        let in_list = |q: &mut DynQuery| {
+            q.push(" (");
+            for (i, s) in wanted.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.bind(*s);
+            }
+            q.push(")");
+        };
+        let mut tx = self.0.begin().await?;
+        if pg {
+            // Held (in id order, so two placements cannot deadlock) until the memberships are
+            // written: two placements of one student, or a transfer meanwhile, wait their turn.
+            let mut l = DynQuery::new(pg);
+            l.push("SELECT id FROM student WHERE id IN");
+            in_list(&mut l);
+            l.push(" ORDER BY id FOR UPDATE");
+            let _: Vec<(Uuid,)> = l.fetch_all_in(&mut tx).await?;
+        }
+        // Every student must be at the school in the class's grade that day.
         let mut q = DynQuery::new(pg);
         q.push(
             "SELECT COUNT(*) FROM student st JOIN student_event e ON e.student_id = st.id WHERE",
@@ -379,49 +413,38 @@ impl Classes<'_> {
             .bind(c.school_code.clone())
             .push(" AND e.grade = ")
             .bind(i64::from(c.grade))
-            .push(" AND st.id IN (");
-        for (i, s) in students.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind(*s);
-        }
-        q.push(")");
+            .push(" AND st.id IN");
+        in_list(&mut q);
         let (here,): (i64,) = q
             .fetch_all_in(&mut tx)
             .await?
             .into_iter()
             .next()
             .unwrap_or((0,));
-        let wanted: std::collections::HashSet<&Uuid> = students.iter().collect();
         if usize::try_from(here).unwrap_or(0) != wanted.len() {
             return Err(fields("students", "class-student-not-here"));
         }
-        for s in &wanted {
-            // Other classes of the year end the day this one starts (not before they began).
-            db_query!(&mut tx, tx, |sql, ex| {
-                sqlx::query(sql(
-                    "UPDATE class_member SET until_on = CASE WHEN from_on < $1 THEN $1 \
-                    ELSE from_on END WHERE student_id = $2 AND class_id <> $3 \
-                    AND (until_on IS NULL OR until_on > $1) AND class_id IN (SELECT id FROM \
-                    school_class WHERE school_code = $4 AND school_year = $5)",
-                ))
-                .bind(on)
-                .bind(**s)
-                .bind(class)
-                .bind(&c.school_code)
-                .bind(c.school_year)
-                .execute(ex)
-                .await?
-                .rows_affected()
-            });
-        }
-        let rows: Vec<Uuid> = wanted.into_iter().copied().collect();
+        // Every membership of theirs that year still running that day ends then (one starting
+        // later never starts), this class's included: the row written below is the one in force.
+        let mut u = DynQuery::new(pg);
+        u.push("UPDATE class_member SET until_on = CASE WHEN from_on < ")
+            .bind(on)
+            .push(" THEN ")
+            .bind(on)
+            .push(" ELSE from_on END WHERE (until_on IS NULL OR until_on > ")
+            .bind(on)
+            .push(") AND class_id IN (SELECT id FROM school_class WHERE school_code = ")
+            .bind(c.school_code.clone())
+            .push(" AND school_year = ")
+            .bind(i64::from(c.school_year))
+            .push(") AND student_id IN");
+        in_list(&mut u);
+        u.execute_in(&mut tx).await?;
         insert_batched(
             &mut tx,
             "INSERT INTO class_member (class_id, student_id, from_on, until_on) VALUES ",
-            " ON CONFLICT (class_id, student_id, from_on) DO NOTHING",
-            &rows,
+            " ON CONFLICT (class_id, student_id, from_on) DO UPDATE SET until_on = NULL",
+            &wanted,
             |s| {
                 vec![
                     Val::Uuid(class),
@@ -432,6 +455,7 @@ impl Classes<'_> {
             },
         )
         .await?;
+        let rows = wanted;
         let mut e = actor.entry(
             "class.assign",
             &class.to_string(),

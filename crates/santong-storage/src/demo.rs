@@ -339,7 +339,8 @@ async fn seed_classes(db: &Db, county: RegionCode) -> crate::Result<usize> {
             .await?
             .is_empty()
         {
-            return Ok(0);
+            // Done already (by an earlier run, perhaps one that stopped half-way).
+            continue;
         }
         let Some(grades) = santong_domain::registry::Grades::parse(&school.grades) else {
             continue;
@@ -361,7 +362,7 @@ async fn seed_classes(db: &Db, county: RegionCode) -> crate::Result<usize> {
             };
             made += 1;
             let pupils: Vec<uuid::Uuid> = classes
-                .unplaced(&all, &class, today, 1000)
+                .unplaced(&all, &class, today, crate::classes::MAX_PLACED as u64)
                 .await?
                 .into_iter()
                 .map(|m| m.student_id)
@@ -370,7 +371,13 @@ async fn seed_classes(db: &Db, county: RegionCode) -> crate::Result<usize> {
                 continue;
             }
             match classes
-                .assign(Actor::Cli, &all, class.id, &pupils, "")
+                .assign(
+                    Actor::Cli,
+                    &all,
+                    class.id,
+                    &pupils,
+                    &year.start().to_string(),
+                )
                 .await
             {
                 Ok(_) => {}

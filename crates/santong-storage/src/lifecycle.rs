@@ -498,9 +498,9 @@ struct Candidate {
     school_code: String,
     grade: i32,
     status: String,
-    kind: String,
     effective_on: NaiveDate,
     grades: String,
+    moved_this_year: bool,
 }
 
 pub struct YearEnd<'a>(pub &'a Db);
@@ -752,7 +752,7 @@ impl YearEnd<'_> {
             let mut l = DynQuery::new(true);
             l.push("SELECT id FROM student WHERE id IN (SELECT student_id FROM student_event WHERE batch_id = ")
                 .bind(id)
-                .push(") FOR UPDATE");
+                .push(") ORDER BY id FOR UPDATE");
             let _: Vec<(Uuid,)> = l.fetch_all_in(&mut tx).await?;
         }
         let later: i64 = db_query!(&mut tx, tx, |sql, ex| {
@@ -841,6 +841,7 @@ async fn build_plan(
     receiving: Option<&SchoolRow>,
 ) -> crate::Result<Plan> {
     let pg = db.is_postgres();
+    let year = SchoolYear::of_date(on);
     let where_target = |q: &mut DynQuery| {
         q.push(" s.county = ").bind(county.to_owned());
         if let Some(s) = school {
@@ -850,7 +851,16 @@ async fn build_plan(
     let mut q = DynQuery::new(pg);
     q.push(
         "SELECT st.id AS student_id, st.name, st.birth_date, e.school_code, \
-        e.grade, e.status, e.kind, e.effective_on, s.grades FROM student st \
+        e.grade, e.status, e.effective_on, s.grades, \
+        EXISTS (SELECT 1 FROM student_event p WHERE p.student_id = st.id \
+        AND p.kind IN ('promote', 'progress', 'skip', 'repeat') AND p.undone_by IS NULL \
+        AND p.effective_on >= ",
+    )
+    .bind(year.start())
+    .push(" AND p.effective_on <= ")
+    .bind(year.end())
+    .push(
+        ") AS moved_this_year FROM student st \
         JOIN student_event e ON e.student_id = st.id \
         JOIN school s ON s.code = e.school_code WHERE",
     );
@@ -875,7 +885,8 @@ async fn build_plan(
                     FROM student_event e JOIN school s ON s.code = e.school_code WHERE",
                 );
                 where_target(&mut l);
-                l.push(") FOR UPDATE");
+                // In id order: a school's batch and its county's batch cannot deadlock.
+                l.push(") ORDER BY st.id FOR UPDATE");
                 let _: Vec<(Uuid,)> = l.fetch_all_in(tx).await?;
             }
             (q.fetch_all_in(tx).await?, p.fetch_all_in(tx).await?)
@@ -883,7 +894,6 @@ async fn build_plan(
     };
     let transferring: std::collections::HashSet<Uuid> =
         transferring.into_iter().map(|(u,)| u).collect();
-    let year = SchoolYear::of(on.year(), on.month());
     let mut plan = Plan {
         county: county.to_owned(),
         school_code: school.map(|s| s.code.clone()),
@@ -906,14 +916,9 @@ async fn build_plan(
             grade: c.grade,
             exception,
         };
-        // Moved on already: changed on or after the date, or promoted (or sent on) in the same
-        // school year by another batch.
-        let same_year = SchoolYear::of(c.effective_on.year(), c.effective_on.month()) == year;
-        let year_end = matches!(
-            EventKind::parse(&c.kind),
-            Some(EventKind::Promote | EventKind::Progress | EventKind::Skip | EventKind::Repeat)
-        );
-        if c.effective_on >= on || (same_year && year_end) {
+        // Moved on already: changed on or after the date, or promoted, kept back or sent on in
+        // this school year (by another batch or by hand), whatever came after.
+        if c.effective_on >= on || c.moved_this_year {
             plan.exceptions.push(exception(Exception::AlreadyMoved));
             plan.skipped += 1;
             continue;

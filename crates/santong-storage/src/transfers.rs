@@ -587,6 +587,18 @@ impl Transfers<'_> {
                 batch_id: None,
             };
             write_events(&mut tx, std::slice::from_ref(&w), now, &actor).await?;
+            // The old school's class ends the day the pupil arrives at the new one.
+            db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql(
+                    "UPDATE class_member SET until_on = CASE WHEN from_on < $1 THEN $1 \
+                    ELSE from_on END WHERE student_id = $2 AND (until_on IS NULL OR until_on > $1)",
+                ))
+                .bind(w.effective_on)
+                .bind(t.student_id)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
             set_transfer(&mut tx, id, "completed", None, now, Some(w.id)).await?;
             "transfer.complete"
         };

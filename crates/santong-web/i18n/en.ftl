@@ -624,3 +624,6 @@ class-name-taken = There is a class of that name in this school year already.
 class-bad-date = The date must fall in the class's school year.
 class-no-students = Choose at least one student.
 class-student-not-here = Some of the chosen students are not at this school in this grade on that day; nothing was changed.
+class-too-many = At most 500 students at a time; place them in several goes.
+classes-term-1 = autumn term
+classes-term-2 = spring term

@@ -621,3 +621,6 @@ class-name-taken = 该学年已有同名班级。
 class-bad-date = 入班日期须在该班的学年内。
 class-no-students = 请至少选择一名学生。
 class-student-not-here = 所选学生中有人在该日期不在本校本年级，未做任何改动。
+class-too-many = 一次最多分 500 名学生，请分批进行。
+classes-term-1 = 第一学期（秋季）
+classes-term-2 = 第二学期（春季）

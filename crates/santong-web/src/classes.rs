@@ -55,12 +55,9 @@ fn parse_year(q: &Params) -> Result<SchoolYear, AppError> {
     }
 }
 
-/// The day a class's list is shown for: `on` if given, else today kept inside its school year.
+/// The day a class's list is shown for: `on` (or today) kept inside its school year.
 fn day_in(year: SchoolYear, q: &Params) -> Result<NaiveDate, AppError> {
-    match p(q, "on") {
-        "" => Ok(today().clamp(year.start(), year.end())),
-        _ => parse_on(q),
-    }
+    Ok(parse_on(q)?.clamp(year.start(), year.end()))
 }
 
 struct ClassView {
@@ -214,6 +211,8 @@ struct DetailPage {
     code: String,
     year: String,
     on: String,
+    /// The term of the day shown.
+    term: String,
     members: Vec<MemberView>,
     manage: bool,
     unplaced: Vec<MemberView>,
@@ -262,6 +261,7 @@ async fn render_detail(
         code: class.school_code.clone(),
         year: year.to_string(),
         on: on.to_string(),
+        term: tr.t(&format!("classes-term-{}", SchoolYear::term_of(on).1)),
         members: members.iter().map(|m| member_view(m, &tr)).collect(),
         manage,
         unplaced: unplaced.iter().map(|m| member_view(m, &tr)).collect(),
@@ -543,11 +543,20 @@ pub async fn api_assign(
         )
         .await
     {
-        Ok(_) => Classes(&state.db)
-            .class(&scope, id, today())
-            .await?
-            .map(|c| Json((&c).into()))
-            .ok_or_else(AppError::not_found),
+        Ok(_) => {
+            // The size on today, or on the nearest day of the class's school year.
+            let classes = Classes(&state.db);
+            let probe = classes
+                .class(&scope, id, today())
+                .await?
+                .ok_or_else(AppError::not_found)?;
+            let on = day_in(SchoolYear(probe.school_year), &Params::new())?;
+            classes
+                .class(&scope, id, on)
+                .await?
+                .map(|c| Json((&c).into()))
+                .ok_or_else(AppError::not_found)
+        }
         Err(e) => Err(audited(&state, &ctx, &user, "class.assign", &id.to_string(), e).await),
     }
 }

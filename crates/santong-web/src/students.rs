@@ -283,7 +283,7 @@ pub(crate) async fn render_detail(
     let manage = user.0.scope(Permission::RegistryManage).contains(&node);
     let history = crate::lifecycle::history(state, ctx, user, s.student.id).await?;
     let class = santong_storage::classes::Classes(&state.db)
-        .class_of(s.student.id, today())
+        .class_of(s.student.id, &s.school_code, today())
         .await?
         .filter(|_| s.status != "out")
         .map(|(id, name)| (id.to_string(), name));

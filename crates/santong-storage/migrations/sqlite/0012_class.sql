@@ -13,7 +13,7 @@ CREATE TABLE school_class (
     head_teacher UUID REFERENCES app_user (id),
     created_at   TIMESTAMPTZ NOT NULL,
     created_by   TEXT NOT NULL,
-    UNIQUE (school_code, school_year, name)
+    UNIQUE (school_code, school_year, grade, name)
 );
 
 CREATE TABLE class_member (

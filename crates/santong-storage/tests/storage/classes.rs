@@ -144,11 +144,40 @@ async fn classes_hold_their_members_by_date_within_scope(t: TestDb) {
         ["丙"]
     );
     assert_eq!(
-        c.class_of(ids[2], on(2025, 3, 1))
+        c.class_of(ids[2], "1144030501", on(2025, 3, 1))
             .await
             .unwrap()
             .map(|x| x.1),
         Some("二年级2班".to_string())
+    );
+    // Back to class 1 the same day, and placed in class 1 again later: one row in force each
+    // time, never two, never none.
+    c.assign(who, &all, one.id, &[ids[2]], "2025-03-01")
+        .await
+        .unwrap();
+    assert_eq!(
+        names(c.members(&all, one.id, on(2025, 3, 1)).await.unwrap()),
+        ["丙", "乙", "甲"]
+    );
+    assert!(
+        c.members(&all, two.id, on(2025, 3, 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.assign(who, &all, one.id, &[ids[0], ids[0]], "2025-03-10")
+        .await
+        .unwrap();
+    assert_eq!(
+        names(c.members(&all, one.id, on(2025, 3, 15)).await.unwrap()),
+        ["丙", "乙", "甲"]
+    );
+    assert_eq!(
+        c.class_of(ids[2], "1144030502", on(2025, 3, 1))
+            .await
+            .unwrap(),
+        None,
+        "a class is the student's only at its own school"
     );
     // A student who drops out leaves the class list without anyone editing it.
     s.record(
@@ -166,7 +195,7 @@ async fn classes_hold_their_members_by_date_within_scope(t: TestDb) {
     .unwrap();
     assert_eq!(
         names(c.members(&all, one.id, on(2025, 4, 1)).await.unwrap()),
-        ["甲"]
+        ["丙", "甲"]
     );
     let listed = c
         .list(&all, "1144030501", year, on(2025, 4, 1))
@@ -175,7 +204,7 @@ async fn classes_hold_their_members_by_date_within_scope(t: TestDb) {
     let sizes: Vec<(String, i64)> = listed.iter().map(|x| (x.name.clone(), x.members)).collect();
     assert_eq!(
         sizes,
-        [("二年级1班".to_string(), 1), ("二年级2班".to_string(), 1)]
+        [("二年级1班".to_string(), 2), ("二年级2班".to_string(), 0)]
     );
 
     // Scope: another school's head sees no class and places no one; a teacher only looks.

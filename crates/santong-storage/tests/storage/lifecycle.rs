@@ -476,6 +476,25 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
         )
         .await
         .unwrap();
+    // Back at school after the batch: still promoted once this school year, not twice.
+    let resumed = s
+        .record(
+            Actor::Cli,
+            &all,
+            one_id,
+            &ev("resume", "2025-10-02", "康复"),
+        )
+        .await
+        .unwrap();
+    let later_batch = YearEndInput {
+        effective_on: "2025-10-03".into(),
+        receiving_school: String::new(),
+    };
+    let got = y.apply(Actor::Cli, &school, &later_batch).await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("batch".into(), "batch-nothing")]
+    );
     let got = y.undo(Actor::Cli, &all, batch.id).await;
     assert_eq!(
         problems(got.unwrap_err()),
@@ -490,6 +509,9 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
             .is_none(),
         "the refused undo left the batch as it was"
     );
+    s.undo(Actor::Cli, &all, one_id, resumed.id, "录错了")
+        .await
+        .unwrap();
     s.undo(Actor::Cli, &all, one_id, later.id, "录错了")
         .await
         .unwrap();

@@ -131,6 +131,10 @@ async fn classes_are_opened_and_filled_on_the_pages(app: TestApp) {
         .get_as(&teacher, &format!("{class}?on=2024-10-01"))
         .await;
     assert!(shown.body.contains("id=\"members\">2<") && !shown.body.contains("分入本班"));
+    assert!(
+        shown.body.contains("2024-2025 · 第一学期"),
+        "the term of the day shown"
+    );
     let student = app.get_as(&head, &format!("/students/{}", ids[0])).await;
     assert!(
         !student.body.contains("二(1)班"),
