@@ -12,4 +12,5 @@ pub mod paging;
 pub mod password;
 pub mod region;
 pub mod registry;
+pub mod staff;
 pub mod totp;

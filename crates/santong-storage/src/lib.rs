@@ -21,6 +21,7 @@ pub mod schema;
 mod scope;
 pub mod settings;
 pub mod students;
+pub mod teachers;
 pub mod transfers;
 pub mod users;
 

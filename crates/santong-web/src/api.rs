@@ -77,6 +77,11 @@ pub fn routes() -> Router<AppState> {
             "/classes/{id}/members",
             axum::routing::post(crate::classes::api_assign),
         )
+        .route(
+            "/schools/{code}/teachers",
+            get(crate::teachers::api_list).post(crate::teachers::api_appoint),
+        )
+        .route("/teachers/{id}", get(crate::teachers::api_teacher))
         .route("/year-end/batches/{id}", get(crate::lifecycle::api_batch))
         .route(
             "/year-end/batches/{id}/undo",
@@ -126,7 +131,10 @@ pub fn routes() -> Router<AppState> {
         crate::classes::api_list,
         crate::classes::api_create,
         crate::classes::api_detail,
-        crate::classes::api_assign
+        crate::classes::api_assign,
+        crate::teachers::api_list,
+        crate::teachers::api_appoint,
+        crate::teachers::api_teacher
     ),
     components(schemas(
         RegionDto,
@@ -168,7 +176,10 @@ pub fn routes() -> Router<AppState> {
         crate::classes::MemberDto,
         crate::classes::ClassDetailDto,
         crate::classes::NewClassDto,
-        crate::classes::MembersDto
+        crate::classes::MembersDto,
+        crate::teachers::TeacherDto,
+        crate::teachers::TeacherList,
+        crate::teachers::NewTeacherDto
     )),
     modifiers(&BearerAuth)
 )]

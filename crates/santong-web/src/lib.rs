@@ -21,6 +21,7 @@ pub mod pages;
 pub mod schools;
 pub mod shell;
 pub mod students;
+pub mod teachers;
 pub mod transfers;
 pub mod views;
 
@@ -107,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(lifecycle::routes())
         .merge(transfers::routes())
         .merge(classes::routes())
+        .merge(teachers::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache

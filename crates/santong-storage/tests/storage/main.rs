@@ -9,5 +9,6 @@ mod regions;
 mod registry;
 mod schema;
 mod students;
+mod teachers;
 mod transfers;
 mod users;

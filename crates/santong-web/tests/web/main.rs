@@ -9,4 +9,5 @@ mod oidc;
 mod pages;
 mod schools;
 mod shell;
+mod teachers;
 mod transfers;

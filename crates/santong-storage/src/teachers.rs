@@ -1,0 +1,467 @@
+//! Teachers and staff (教职工): the record, and the events that place a person at a school
+//! (appoint) or take them off its staff (leave). As for students, a school's staff on a date is
+//! the people whose latest event by then is an appointment there; reads go through the scope
+//! filter on that school; ID numbers are shown masked.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use santong_domain::identity::{Permission, Scope};
+use santong_domain::paging::{FieldError, FieldErrorKind};
+use santong_domain::registry::{Ethnicity, ResidentId, SchoolStatus, Sex, parse_person_name};
+use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES, parse_code, teacher_number};
+use uuid::Uuid;
+
+use crate::audit;
+use crate::dynsql::DynQuery;
+use crate::identity::Actor;
+use crate::registry::{Registry, RegistryError, SchoolRow, today};
+use crate::{Db, Page, db_query};
+
+fn rule(field: &str, key: &'static str) -> FieldError {
+    FieldError::new(field, FieldErrorKind::Rule(key))
+}
+
+/// A member of staff where they are on a date. (`Debug` by hand: it holds an ID number.)
+#[derive(Clone, sqlx::FromRow)]
+pub struct StaffRow {
+    pub id: Uuid,
+    pub teacher_number: String,
+    pub name: String,
+    pub sex: String,
+    pub birth_date: NaiveDate,
+    pub ethnicity: String,
+    pub id_number: String,
+    pub qualification: String,
+    pub title: String,
+    pub subjects: String,
+    pub post: String,
+    pub created_at: DateTime<Utc>,
+    pub school_code: String,
+    /// `appoint` (on the staff) or `leave`.
+    pub kind: String,
+    pub since: NaiveDate,
+}
+
+impl std::fmt::Debug for StaffRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffRow")
+            .field("id", &self.id)
+            .field("teacher_number", &self.teacher_number)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaffRow {
+    pub fn id_masked(&self) -> String {
+        ResidentId::parse(&self.id_number)
+            .map(|i| i.masked())
+            .unwrap_or_else(|_| "****".into())
+    }
+}
+
+/// A person appointed at a school: raw text, checked by [`Teachers::appoint`]. (No `Debug`
+/// derive: it holds an ID number.)
+#[derive(Clone, Default, serde::Deserialize)]
+pub struct NewTeacher {
+    pub name: String,
+    pub sex: String,
+    pub birth_date: String,
+    #[serde(default)]
+    pub ethnicity: String,
+    pub id_number: String,
+    pub qualification: String,
+    pub title: String,
+    #[serde(default)]
+    pub subjects: String,
+    pub post: String,
+    /// `YYYY-MM-DD`; empty: today.
+    #[serde(default)]
+    pub appointed_on: String,
+}
+
+impl std::fmt::Debug for NewTeacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTeacher").finish_non_exhaustive()
+    }
+}
+
+const STAFF_SELECT: &str = "SELECT t.id, t.teacher_number, t.name, t.sex, t.birth_date, \
+    t.ethnicity, t.id_number, t.qualification, t.title, t.subjects, t.post, t.created_at, \
+    e.school_code, e.kind, e.effective_on AS since FROM teacher t \
+    JOIN teacher_event e ON e.teacher_id = t.id JOIN school s ON s.code = e.school_code WHERE";
+
+/// `e` is the teacher's latest event effective by `on`.
+fn push_latest(q: &mut DynQuery, on: NaiveDate) {
+    q.push(
+        " e.id = (SELECT e2.id FROM teacher_event e2 WHERE e2.teacher_id = t.id \
+        AND e2.effective_on <= ",
+    )
+    .bind(on)
+    .push(" ORDER BY e2.effective_on DESC, e2.recorded_at DESC, e2.id DESC LIMIT 1)");
+}
+
+pub struct Teachers<'a>(pub &'a Db);
+
+impl Teachers<'_> {
+    /// The staff of `school` on `on`, by name.
+    pub async fn staff(
+        &self,
+        scope: &Scope,
+        school: &str,
+        on: NaiveDate,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<StaffRow>> {
+        let filter = |q: &mut DynQuery| {
+            push_latest(q, on);
+            q.push(" AND e.kind = 'appoint' AND e.school_code = ")
+                .bind(school.to_owned())
+                .push(" AND");
+            crate::scope::push(q, scope, "s.county", "s.code");
+        };
+        let mut q = DynQuery::for_db(self.0);
+        q.push(STAFF_SELECT);
+        filter(&mut q);
+        q.push(" ORDER BY t.name, t.id LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let items = q.fetch_all(self.0).await?;
+        let mut c = DynQuery::for_db(self.0);
+        c.push(
+            "SELECT COUNT(*) FROM teacher t JOIN teacher_event e ON e.teacher_id = t.id \
+            JOIN school s ON s.code = e.school_code WHERE",
+        );
+        filter(&mut c);
+        let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
+        Ok(Page { items, total })
+    }
+
+    /// A member of staff where they are today (or the school they left), if in `scope`.
+    pub async fn teacher(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<StaffRow>> {
+        let mut q = DynQuery::for_db(self.0);
+        q.push(STAFF_SELECT);
+        push_latest(&mut q, today());
+        q.push(" AND t.id = ").bind(id).push(" AND");
+        crate::scope::push(&mut q, scope, "s.county", "s.code");
+        Ok(q.fetch_all(self.0).await?.into_iter().next())
+    }
+
+    async fn managed(&self, actor: &Actor<'_>, code: &str) -> Result<SchoolRow, RegistryError> {
+        let school = Registry(self.0)
+            .school(&Scope::everything(), code)
+            .await?
+            .filter(|s| actor.may(Permission::RegistryView, &s.node()))
+            .ok_or(RegistryError::NotFound)?;
+        if !actor.may(Permission::RegistryManage, &school.node()) {
+            return Err(RegistryError::Forbidden);
+        }
+        Ok(school)
+    }
+
+    /// Appoints a person at `school`: a new record with a new staff number, or — for someone
+    /// registered before who is on no staff now — a new appointment of the same record. Someone
+    /// on another school's staff is refused (a move between schools goes through approvals).
+    pub async fn appoint(
+        &self,
+        actor: Actor<'_>,
+        school: &str,
+        input: &NewTeacher,
+    ) -> Result<StaffRow, RegistryError> {
+        let school = self.managed(&actor, school).await?;
+        let today = today();
+        let mut errors = vec![];
+        let name = parse_person_name(&input.name);
+        if name.is_none() {
+            errors.push(rule("name", "student-bad-name"));
+        }
+        let sex = Sex::parse(&input.sex);
+        if sex.is_none() {
+            errors.push(rule("sex", "student-bad-sex"));
+        }
+        let birth = NaiveDate::parse_from_str(input.birth_date.trim(), "%Y-%m-%d")
+            .ok()
+            .filter(|b| {
+                let age = today.years_since(*b).unwrap_or(0);
+                (18..=75).contains(&age)
+            });
+        if birth.is_none() {
+            errors.push(rule("birth_date", "teacher-bad-birth"));
+        }
+        let ethnicity = match input.ethnicity.trim() {
+            "" => Ethnicity::parse("01"),
+            e => Ethnicity::parse(e),
+        };
+        if ethnicity.is_none() {
+            errors.push(rule("ethnicity", "student-bad-ethnicity"));
+        }
+        let id = match ResidentId::parse(input.id_number.trim()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                errors.push(rule(
+                    "id_number",
+                    match e {
+                        santong_domain::registry::IdProblem::Shape => "student-id-shape",
+                        santong_domain::registry::IdProblem::BirthDate => "student-id-date",
+                        santong_domain::registry::IdProblem::CheckDigit => "student-id-check",
+                    },
+                ));
+                None
+            }
+        };
+        if let (Some(id), Some(b)) = (&id, birth)
+            && id.birth_date() != (b.year(), b.month(), b.day())
+        {
+            errors.push(rule("id_number", "student-id-birth-mismatch"));
+        }
+        if let (Some(id), Some(s)) = (&id, sex)
+            && id.sex() != s
+        {
+            errors.push(rule("id_number", "student-id-sex-mismatch"));
+        }
+        let qualification = parse_code(&QUALIFICATIONS, &input.qualification);
+        if qualification.is_none() {
+            errors.push(rule("qualification", "teacher-bad-code"));
+        }
+        let title = parse_code(&TITLES, &input.title);
+        if title.is_none() {
+            errors.push(rule("title", "teacher-bad-code"));
+        }
+        let post = parse_code(&POSTS, &input.post);
+        if post.is_none() {
+            errors.push(rule("post", "teacher-bad-code"));
+        }
+        let subjects = input.subjects.trim();
+        if subjects.chars().count() > 50 {
+            errors.push(rule("subjects", "teacher-bad-subjects"));
+        }
+        let on = match input.appointed_on.trim() {
+            "" => Some(today),
+            d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .ok()
+                .filter(|d| *d <= today && *d >= school.opened_on),
+        };
+        if on.is_none() {
+            errors.push(rule("appointed_on", "student-bad-enrol-date"));
+        }
+        if school.status() != Some(SchoolStatus::Open) {
+            errors.push(rule("school", "registry-not-open"));
+        }
+        let (
+            Some(name),
+            Some(sex),
+            Some(birth),
+            Some(ethnicity),
+            Some(id),
+            Some(qualification),
+            Some(title),
+            Some(post),
+            Some(on),
+        ) = (
+            name,
+            sex,
+            birth,
+            ethnicity,
+            id,
+            qualification,
+            title,
+            post,
+            on,
+        )
+        else {
+            return Err(RegistryError::Fields(errors));
+        };
+        if !errors.is_empty() {
+            return Err(RegistryError::Fields(errors));
+        }
+        let now = Utc::now();
+        let mut tx = self.0.begin().await?;
+        let existing: Option<Uuid> = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT id FROM teacher WHERE id_number = $1"))
+                .bind(id.as_str())
+                .fetch_optional(ex)
+                .await?
+        });
+        let teacher = match existing {
+            Some(t) => {
+                // Registered before: only someone on no staff now may be appointed again.
+                let latest: Option<(String, String)> = db_query!(&mut tx, tx, |sql, ex| {
+                    sqlx::query_as(sql(
+                        "SELECT kind, school_code FROM teacher_event WHERE teacher_id = $1 \
+                        ORDER BY effective_on DESC, recorded_at DESC, id DESC LIMIT 1",
+                    ))
+                    .bind(t)
+                    .fetch_optional(ex)
+                    .await?
+                });
+                if latest.is_some_and(|(k, _)| k == "appoint") {
+                    drop(tx);
+                    audit::record(
+                        self.0,
+                        &actor.entry(
+                            "teacher.duplicate",
+                            &t.to_string(),
+                            "denied",
+                            &school.node(),
+                        ),
+                    )
+                    .await?;
+                    return Err(RegistryError::Fields(vec![rule(
+                        "id_number",
+                        "teacher-elsewhere",
+                    )]));
+                }
+                t
+            }
+            None => {
+                let prefix = format!("T{}{:04}", school.county, on.year());
+                let highest: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
+                    sqlx::query_scalar(sql(
+                        "SELECT MAX(teacher_number) FROM teacher WHERE teacher_number >= $1 \
+                        AND teacher_number < $2",
+                    ))
+                    .bind(&prefix)
+                    .bind(format!("{prefix}~"))
+                    .fetch_one(ex)
+                    .await?
+                });
+                let seq = highest
+                    .and_then(|h| h.get(11..).and_then(|s| s.parse::<u32>().ok()))
+                    .map_or(1, |n| n + 1);
+                let number = teacher_number(&school.county, on.year(), seq).ok_or_else(|| {
+                    RegistryError::Fields(vec![rule("school", "teacher-no-number")])
+                })?;
+                let tid = Uuid::now_v7();
+                db_query!(&mut tx, tx, |sql, ex| {
+                    sqlx::query(sql(
+                        "INSERT INTO teacher (id, teacher_number, name, sex, birth_date, \
+                        ethnicity, id_number, qualification, title, subjects, post, created_at) \
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    ))
+                    .bind(tid)
+                    .bind(&number)
+                    .bind(&name)
+                    .bind(sex.code())
+                    .bind(birth)
+                    .bind(ethnicity.code())
+                    .bind(id.as_str())
+                    .bind(qualification)
+                    .bind(title)
+                    .bind(subjects)
+                    .bind(post)
+                    .bind(now)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+                });
+                tid
+            }
+        };
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO teacher_event (id, teacher_id, kind, school_code, effective_on, \
+                recorded_at, actor, reason) VALUES ($1, $2, 'appoint', $3, $4, $5, $6, '')",
+            ))
+            .bind(Uuid::now_v7())
+            .bind(teacher)
+            .bind(&school.code)
+            .bind(on)
+            .bind(now)
+            .bind(actor.name())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        // By the record's id, never the ID number.
+        audit::append(
+            &mut tx,
+            &actor.entry(
+                "teacher.appoint",
+                &teacher.to_string(),
+                "success",
+                &school.node(),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        self.teacher(&Scope::everything(), teacher)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+
+    /// Takes a member of staff off their school's staff from `on` (retirement, resignation…).
+    pub async fn leave(
+        &self,
+        actor: Actor<'_>,
+        scope: &Scope,
+        id: Uuid,
+        on: &str,
+        reason: &str,
+    ) -> Result<StaffRow, RegistryError> {
+        let t = self
+            .teacher(scope, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let school = self.managed(&actor, &t.school_code).await?;
+        if t.kind != "appoint" {
+            return Err(RegistryError::Fields(vec![rule(
+                "kind",
+                "teacher-not-on-staff",
+            )]));
+        }
+        let today = today();
+        let Some(on) = (match on.trim() {
+            "" => Some(today),
+            d => NaiveDate::parse_from_str(d, "%Y-%m-%d").ok(),
+        })
+        .filter(|d| *d <= today && *d >= t.since) else {
+            return Err(RegistryError::Fields(vec![rule(
+                "effective_on",
+                "student-event-before-last",
+            )]));
+        };
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 100 {
+            return Err(RegistryError::Fields(vec![rule(
+                "reason",
+                "student-event-reason",
+            )]));
+        }
+        let mut tx = self.0.begin().await?;
+        // Of two leaves at once, the second finds the person gone already.
+        let latest: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query_scalar(sql("SELECT kind FROM teacher_event WHERE teacher_id = $1 \
+                ORDER BY effective_on DESC, recorded_at DESC, id DESC LIMIT 1"))
+            .bind(id)
+            .fetch_optional(ex)
+            .await?
+        });
+        if latest.as_deref() != Some("appoint") {
+            return Err(RegistryError::Stale);
+        }
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO teacher_event (id, teacher_id, kind, school_code, effective_on, \
+                recorded_at, actor, reason) VALUES ($1, $2, 'leave', $3, $4, $5, $6, $7)",
+            ))
+            .bind(Uuid::now_v7())
+            .bind(id)
+            .bind(&t.school_code)
+            .bind(on)
+            .bind(Utc::now())
+            .bind(actor.name())
+            .bind(reason)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        audit::append(
+            &mut tx,
+            &actor.entry("teacher.leave", &id.to_string(), "success", &school.node()),
+        )
+        .await?;
+        tx.commit().await?;
+        self.teacher(&Scope::everything(), id)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+}
