@@ -14,7 +14,7 @@ use crate::audit;
 use crate::dynsql::DynQuery;
 use crate::identity::Actor;
 use crate::registry::{Registry, RegistryError, SchoolRow, today};
-use crate::{Db, Page, db_query};
+use crate::{Db, Page, Tx, db_query};
 
 fn rule(field: &str, key: &'static str) -> FieldError {
     FieldError::new(field, FieldErrorKind::Rule(key))
@@ -97,6 +97,51 @@ fn push_latest(q: &mut DynQuery, on: NaiveDate) {
     )
     .bind(on)
     .push(" ORDER BY e2.effective_on DESC, e2.recorded_at DESC, e2.id DESC LIMIT 1)");
+}
+
+/// The record with this ID number, locked for the transaction on PostgreSQL (SQLite's write
+/// transactions are exclusive): (id, name).
+async fn lock_by_id_number(tx: &mut Tx, id_number: &str) -> crate::Result<Option<(Uuid, String)>> {
+    Ok(match tx {
+        Tx::Sqlite(t) => {
+            sqlx::query_as("SELECT id, name FROM teacher WHERE id_number = ?1")
+                .bind(id_number)
+                .fetch_optional(&mut **t)
+                .await?
+        }
+        Tx::Postgres(t) => {
+            sqlx::query_as("SELECT id, name FROM teacher WHERE id_number = $1 FOR UPDATE")
+                .bind(id_number)
+                .fetch_optional(&mut **t)
+                .await?
+        }
+    })
+}
+
+async fn lock_by_id(tx: &mut Tx, id: Uuid) -> crate::Result<()> {
+    if let Tx::Postgres(t) = tx {
+        let _: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM teacher WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **t)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The person's latest event: (kind, school, effective date).
+async fn latest_event(
+    tx: &mut Tx,
+    teacher: Uuid,
+) -> crate::Result<Option<(String, String, NaiveDate)>> {
+    Ok(db_query!(tx, tx, |sql, ex| {
+        sqlx::query_as(sql(
+            "SELECT kind, school_code, effective_on FROM teacher_event WHERE teacher_id = $1 \
+            ORDER BY effective_on DESC, recorded_at DESC, id DESC LIMIT 1",
+        ))
+        .bind(teacher)
+        .fetch_optional(ex)
+        .await?
+    }))
 }
 
 pub struct Teachers<'a>(pub &'a Db);
@@ -275,85 +320,117 @@ impl Teachers<'_> {
         }
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
-        let existing: Option<Uuid> = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query_scalar(sql("SELECT id FROM teacher WHERE id_number = $1"))
-                .bind(id.as_str())
-                .fetch_optional(ex)
-                .await?
-        });
-        let teacher = match existing {
-            Some(t) => {
-                // Registered before: only someone on no staff now may be appointed again.
-                let latest: Option<(String, String)> = db_query!(&mut tx, tx, |sql, ex| {
-                    sqlx::query_as(sql(
-                        "SELECT kind, school_code FROM teacher_event WHERE teacher_id = $1 \
-                        ORDER BY effective_on DESC, recorded_at DESC, id DESC LIMIT 1",
-                    ))
-                    .bind(t)
-                    .fetch_optional(ex)
-                    .await?
-                });
-                if latest.is_some_and(|(k, _)| k == "appoint") {
-                    drop(tx);
-                    audit::record(
-                        self.0,
-                        &actor.entry(
-                            "teacher.duplicate",
-                            &t.to_string(),
-                            "denied",
-                            &school.node(),
-                        ),
-                    )
-                    .await?;
+        let mut tried: Option<u32> = None;
+        let mut attempt = 0;
+        let teacher = loop {
+            if let Some((t, recorded)) = lock_by_id_number(&mut tx, id.as_str()).await? {
+                // Registered before: the same person (the name must agree), on no staff now,
+                // appointed no earlier than their last event.
+                if recorded != name {
                     return Err(RegistryError::Fields(vec![rule(
-                        "id_number",
-                        "teacher-elsewhere",
+                        "name",
+                        "teacher-name-mismatch",
                     )]));
                 }
-                t
-            }
-            None => {
-                let prefix = format!("T{}{:04}", school.county, on.year());
-                let highest: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
-                    sqlx::query_scalar(sql(
-                        "SELECT MAX(teacher_number) FROM teacher WHERE teacher_number >= $1 \
-                        AND teacher_number < $2",
-                    ))
-                    .bind(&prefix)
-                    .bind(format!("{prefix}~"))
-                    .fetch_one(ex)
-                    .await?
-                });
-                let seq = highest
-                    .and_then(|h| h.get(11..).and_then(|s| s.parse::<u32>().ok()))
-                    .map_or(1, |n| n + 1);
-                let number = teacher_number(&school.county, on.year(), seq).ok_or_else(|| {
-                    RegistryError::Fields(vec![rule("school", "teacher-no-number")])
-                })?;
-                let tid = Uuid::now_v7();
+                let latest = latest_event(&mut tx, t).await?;
+                if let Some((kind, at, since)) = &latest {
+                    if kind == "appoint" {
+                        drop(tx);
+                        audit::record(
+                            self.0,
+                            &actor.entry(
+                                "teacher.duplicate",
+                                &t.to_string(),
+                                "denied",
+                                &school.node(),
+                            ),
+                        )
+                        .await?;
+                        let key = if *at == school.code {
+                            "teacher-on-staff-here"
+                        } else {
+                            "teacher-elsewhere"
+                        };
+                        return Err(RegistryError::Fields(vec![rule("id_number", key)]));
+                    }
+                    if on < *since {
+                        return Err(RegistryError::Fields(vec![rule(
+                            "appointed_on",
+                            "student-event-before-last",
+                        )]));
+                    }
+                }
+                // What they hold now is what the new appointment says.
                 db_query!(&mut tx, tx, |sql, ex| {
                     sqlx::query(sql(
-                        "INSERT INTO teacher (id, teacher_number, name, sex, birth_date, \
-                        ethnicity, id_number, qualification, title, subjects, post, created_at) \
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        "UPDATE teacher SET qualification = $1, title = $2, subjects = $3, \
+                        post = $4 WHERE id = $5",
                     ))
-                    .bind(tid)
-                    .bind(&number)
-                    .bind(&name)
-                    .bind(sex.code())
-                    .bind(birth)
-                    .bind(ethnicity.code())
-                    .bind(id.as_str())
                     .bind(qualification)
                     .bind(title)
                     .bind(subjects)
                     .bind(post)
-                    .bind(now)
+                    .bind(t)
                     .execute(ex)
                     .await?
                     .rows_affected()
                 });
-                tid
+                break t;
+            }
+            // A new record: the next free number of the county and year. Of two first
+            // appointments racing for it (PostgreSQL), the loser tries the next; if the race was
+            // for the same person, the loop finds their record at the top.
+            let prefix = format!("T{}{:04}", school.county, on.year());
+            let highest: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query_scalar(sql(
+                    "SELECT MAX(teacher_number) FROM teacher WHERE teacher_number >= $1 \
+                    AND teacher_number < $2",
+                ))
+                .bind(&prefix)
+                .bind(format!("{prefix}~"))
+                .fetch_one(ex)
+                .await?
+            });
+            let seq = highest
+                .and_then(|h| h.get(11..).and_then(|s| s.parse::<u32>().ok()))
+                .map_or(1, |n| n + 1)
+                .max(tried.map_or(0, |t| t + 1));
+            let number = teacher_number(&school.county, on.year(), seq)
+                .ok_or_else(|| RegistryError::Fields(vec![rule("school", "teacher-no-number")]))?;
+            let tid = Uuid::now_v7();
+            let inserted = db_query!(&mut tx, tx, |sql, ex| {
+                sqlx::query(sql(
+                    "INSERT INTO teacher (id, teacher_number, name, sex, birth_date, \
+                    ethnicity, id_number, qualification, title, subjects, post, created_at) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                    ON CONFLICT DO NOTHING",
+                ))
+                .bind(tid)
+                .bind(&number)
+                .bind(&name)
+                .bind(sex.code())
+                .bind(birth)
+                .bind(ethnicity.code())
+                .bind(id.as_str())
+                .bind(qualification)
+                .bind(title)
+                .bind(subjects)
+                .bind(post)
+                .bind(now)
+                .execute(ex)
+                .await?
+                .rows_affected()
+            });
+            if inserted == 1 {
+                break tid;
+            }
+            tried = Some(seq);
+            attempt += 1;
+            if attempt > 20 {
+                return Err(RegistryError::Fields(vec![rule(
+                    "school",
+                    "teacher-no-number",
+                )]));
             }
         };
         db_query!(&mut tx, tx, |sql, ex| {
@@ -427,16 +504,12 @@ impl Teachers<'_> {
             )]));
         }
         let mut tx = self.0.begin().await?;
-        // Of two leaves at once, the second finds the person gone already.
-        let latest: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query_scalar(sql("SELECT kind FROM teacher_event WHERE teacher_id = $1 \
-                ORDER BY effective_on DESC, recorded_at DESC, id DESC LIMIT 1"))
-            .bind(id)
-            .fetch_optional(ex)
-            .await?
-        });
-        if latest.as_deref() != Some("appoint") {
-            return Err(RegistryError::Stale);
+        // The record locked, the latest event re-read: a second leave, or a move meanwhile, finds
+        // the page it came from out of date.
+        lock_by_id(&mut tx, id).await?;
+        match latest_event(&mut tx, id).await? {
+            Some((kind, at, _)) if kind == "appoint" && at == t.school_code => {}
+            _ => return Err(RegistryError::Stale),
         }
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(

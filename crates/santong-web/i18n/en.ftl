@@ -663,3 +663,5 @@ teacher-bad-subjects = Subjects are at most 50 characters.
 teacher-elsewhere = This person is on another school's staff; a move needs approval, so the other school records the leaving first.
 teacher-not-on-staff = This person is no longer on the staff.
 teacher-no-number = No staff numbers are left for this county this year; contact the county administrator.
+teacher-name-mismatch = This ID number is registered under another name; please check.
+teacher-on-staff-here = This person is on this school's staff already.

@@ -660,3 +660,5 @@ teacher-bad-subjects = 任教学科不能超过 50 个字。
 teacher-elsewhere = 此人已在其他学校在岗；调动须经审批，请先由原校登记离岗。
 teacher-not-on-staff = 此人已不在岗。
 teacher-no-number = 本县本年度的教职工号已用完，请联系县级管理员。
+teacher-name-mismatch = 该身份证件号已登记为另一姓名，请核对。
+teacher-on-staff-here = 此人已在本校在岗。

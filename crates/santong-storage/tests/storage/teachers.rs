@@ -79,12 +79,45 @@ async fn teachers_have_one_number_and_a_staff_on_any_date(t: TestDb) {
         problems(got.unwrap_err()),
         [("id_number".into(), "teacher-elsewhere")]
     );
+    let got = tt
+        .appoint(
+            Actor::Cli,
+            "1144030501",
+            &teacher("王老师", idn.clone(), "2021-09-01"),
+        )
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("id_number".into(), "teacher-on-staff-here")]
+    );
+    let got = tt
+        .appoint(
+            Actor::Cli,
+            "1144030502",
+            &teacher("王先生", idn.clone(), "2021-09-01"),
+        )
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("name".into(), "teacher-name-mismatch")]
+    );
     let all = Scope::everything();
     let left = tt
         .leave(Actor::Cli, &all, a.id, "2023-07-31", "调离")
         .await
         .unwrap();
     assert_eq!(left.kind, "leave");
+    let early = tt
+        .appoint(
+            Actor::Cli,
+            "1144030502",
+            &teacher("王老师", idn.clone(), "2023-07-01"),
+        )
+        .await;
+    assert_eq!(
+        problems(early.unwrap_err()),
+        [("appointed_on".into(), "student-event-before-last")]
+    );
     let again = tt
         .appoint(
             Actor::Cli,
@@ -115,6 +148,33 @@ async fn teachers_have_one_number_and_a_staff_on_any_date(t: TestDb) {
     assert_eq!(
         problems(got.unwrap_err()),
         [("effective_on".into(), "student-event-before-last")]
+    );
+
+    // Racing: two new people at once get two numbers; one person twice at once, one record.
+    let (p1, p2) = (
+        teacher("赵老师", id("440305", "19880512", 4), "2020-09-02"),
+        teacher("钱老师", id("440305", "19880512", 6), "2020-09-02"),
+    );
+    let (x, y) = tokio::join!(
+        tt.appoint(Actor::Cli, "1144030501", &p1),
+        tt.appoint(Actor::Cli, "1144030501", &p2),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_ne!(x.teacher_number, y.teacher_number);
+    let p3 = teacher("孙老师", id("440305", "19880512", 8), "2020-09-02");
+    let (x, y) = tokio::join!(
+        tt.appoint(Actor::Cli, "1144030501", &p3),
+        tt.appoint(Actor::Cli, "1144030502", &p3),
+    );
+    assert_eq!(
+        [x.is_ok(), y.is_ok()].iter().filter(|o| **o).count(),
+        1,
+        "{x:?} {y:?}"
+    );
+    let loser = if x.is_ok() { y } else { x };
+    assert_eq!(
+        problems(loser.unwrap_err()),
+        [("id_number".into(), "teacher-elsewhere")]
     );
 
     // Scope: another school's head sees nobody here; a teacher does not appoint.
