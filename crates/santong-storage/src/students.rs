@@ -589,6 +589,252 @@ impl Students<'_> {
     }
 }
 
+/// A correction of a student's personal data (更正): empty fields stay as they are; the reason is
+/// required. (`Debug` by hand: it may hold an ID number.)
+#[derive(Clone, Default, serde::Deserialize)]
+pub struct Correction {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub sex: String,
+    #[serde(default)]
+    pub birth_date: String,
+    #[serde(default)]
+    pub ethnicity: String,
+    #[serde(default)]
+    pub id_number: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl std::fmt::Debug for Correction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Correction").finish_non_exhaustive()
+    }
+}
+
+/// One corrected field, with its values before and after. (Not `Debug`-printed whole: the
+/// values of an ID number or a G-number are shown through [`CorrectionRow::shown`].)
+#[derive(Clone, sqlx::FromRow)]
+pub struct CorrectionRow {
+    pub id: Uuid,
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub reason: String,
+    pub actor: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for CorrectionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CorrectionRow")
+            .field("field", &self.field)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CorrectionRow {
+    /// The values before and after as lists show them (ID numbers and G-numbers masked).
+    pub fn shown(&self) -> (String, String) {
+        let show = |v: &Option<String>| match (self.field.as_str(), v) {
+            (_, None) => String::new(),
+            ("id_number", Some(v)) => ResidentId::parse(v)
+                .map(|i| i.masked())
+                .unwrap_or_else(|_| "****".into()),
+            ("student_number", Some(v)) => mask_number(v),
+            (_, Some(v)) => v.clone(),
+        };
+        (show(&self.old_value), show(&self.new_value))
+    }
+}
+
+impl Students<'_> {
+    /// The corrections of a student's record, oldest first, if the student is in `scope`.
+    pub async fn corrections(&self, scope: &Scope, id: Uuid) -> crate::Result<Vec<CorrectionRow>> {
+        if self.student(scope, id).await?.is_none() {
+            return Ok(vec![]);
+        }
+        Ok(db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as(sql(
+                "SELECT id, field, old_value, new_value, reason, actor, recorded_at \
+                FROM student_correction WHERE student_id = $1 ORDER BY recorded_at, id",
+            ))
+            .bind(id)
+            .fetch_all(ex)
+            .await?
+        }))
+    }
+
+    /// Corrects a student's personal data (needs `registry_manage` at the student's school):
+    /// the merged record is checked like an enrolment, each changed field is kept with its old
+    /// value, and an ID number makes the national student number G + that number (refused if
+    /// another record has it: the same child is not registered twice).
+    pub async fn correct(
+        &self,
+        actor: Actor<'_>,
+        scope: &Scope,
+        id: Uuid,
+        input: &Correction,
+    ) -> Result<Placed, RegistryError> {
+        let placed = self
+            .student(scope, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let school = Registry(self.0)
+            .school(&Scope::everything(), &placed.school_code)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        if !actor.may(Permission::RegistryManage, &school.node()) {
+            return Err(RegistryError::Forbidden);
+        }
+        let reason = input.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 100 {
+            return Err(RegistryError::Fields(vec![rule(
+                "reason",
+                "student-event-reason",
+            )]));
+        }
+        let st = &placed.student;
+        let or = |v: &str, current: &str| {
+            if v.trim().is_empty() {
+                current.to_owned()
+            } else {
+                v.trim().to_owned()
+            }
+        };
+        // The merged record, checked as a whole (the grade as now, the age against today).
+        let merged = NewStudent {
+            name: or(&input.name, &st.name),
+            sex: or(&input.sex, &st.sex),
+            birth_date: or(&input.birth_date, &st.birth_date.to_string()),
+            ethnicity: or(&input.ethnicity, &st.ethnicity),
+            id_number: or(&input.id_number, st.id_number.as_deref().unwrap_or("")),
+            household_region: st.household_region.clone().unwrap_or_default(),
+            guardian_name: st.guardian_name.clone(),
+            guardian_relation: st.guardian_relation.clone(),
+            guardian_phone: st.guardian_phone.clone(),
+            grade: placed.grade.to_string(),
+            enrolled_on: String::new(),
+            ..Default::default()
+        };
+        let c = self.check(&school, &merged, today()).await?;
+        let new_id = c.id.as_ref().map(|i| i.as_str().to_owned());
+        let new_number = match &c.id {
+            Some(i) => StudentNumber::official(i).as_str().to_owned(),
+            None => st.student_number.clone(),
+        };
+        let changes: Vec<(&str, Option<String>, Option<String>)> = [
+            ("name", Some(st.name.clone()), Some(c.name.clone())),
+            ("sex", Some(st.sex.clone()), Some(c.sex.code().to_owned())),
+            (
+                "birth_date",
+                Some(st.birth_date.to_string()),
+                Some(c.birth_date.to_string()),
+            ),
+            (
+                "ethnicity",
+                Some(st.ethnicity.clone()),
+                Some(c.ethnicity.code()),
+            ),
+            ("id_number", st.id_number.clone(), new_id.clone()),
+            (
+                "student_number",
+                Some(st.student_number.clone()),
+                Some(new_number.clone()),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, old, new)| old != new)
+        .collect();
+        if changes.is_empty() {
+            return Err(RegistryError::Fields(vec![rule(
+                "reason",
+                "student-nothing-to-correct",
+            )]));
+        }
+        let now = Utc::now();
+        let mut tx = self.0.begin().await?;
+        crate::lifecycle::lock_student(&mut tx, id).await?;
+        let updated = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE student SET name = $1, sex = $2, birth_date = $3, ethnicity = $4, \
+                id_number = $5, id_region_retired = $6, student_number = $7 \
+                WHERE id = $8 AND student_number = $9 AND NOT EXISTS (SELECT 1 FROM student o \
+                WHERE o.student_number = $7 AND o.id <> $8)",
+            ))
+            .bind(&c.name)
+            .bind(c.sex.code())
+            .bind(c.birth_date)
+            .bind(c.ethnicity.code())
+            .bind(&new_id)
+            .bind(c.id_region_retired)
+            .bind(&new_number)
+            .bind(id)
+            .bind(&st.student_number)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        if updated == 0 {
+            drop(tx);
+            audit::record(
+                self.0,
+                &actor.entry(
+                    "student.duplicate",
+                    &id.to_string(),
+                    "denied",
+                    &school.node(),
+                ),
+            )
+            .await?;
+            return Err(RegistryError::Fields(vec![rule(
+                "id_number",
+                "student-already-enrolled",
+            )]));
+        }
+        let who = actor.name();
+        crate::dynsql::insert_batched(
+            &mut tx,
+            "INSERT INTO student_correction (id, student_id, field, old_value, new_value, reason, \
+            actor, recorded_at) VALUES ",
+            "",
+            &changes,
+            |(field, old, new)| {
+                use crate::dynsql::Val;
+                vec![
+                    Val::Uuid(Uuid::now_v7()),
+                    Val::Uuid(id),
+                    Val::Text((*field).to_owned()),
+                    Val::OptText(old.clone()),
+                    Val::OptText(new.clone()),
+                    Val::Text(reason.to_owned()),
+                    Val::Text(who.clone()),
+                    Val::Time(now),
+                ]
+            },
+        )
+        .await?;
+        // The fields, never their values: those may be an ID number.
+        let mut e = actor.entry(
+            "student.correct",
+            &id.to_string(),
+            "success",
+            &school.node(),
+        );
+        e.detail = changes
+            .iter()
+            .map(|(f, _, _)| *f)
+            .collect::<Vec<_>>()
+            .join(",");
+        audit::append(&mut tx, &e).await?;
+        tx.commit().await?;
+        self.student(&Scope::everything(), id)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+}
+
 struct Checked {
     name: String,
     sex: Sex,

@@ -82,6 +82,10 @@ pub fn routes() -> Router<AppState> {
             get(crate::teachers::api_list).post(crate::teachers::api_appoint),
         )
         .route("/teachers/{id}", get(crate::teachers::api_teacher))
+        .route(
+            "/students/{id}/corrections",
+            axum::routing::post(crate::students::api_correct),
+        )
         .route("/year-end/batches/{id}", get(crate::lifecycle::api_batch))
         .route(
             "/year-end/batches/{id}/undo",
@@ -134,7 +138,8 @@ pub fn routes() -> Router<AppState> {
         crate::classes::api_assign,
         crate::teachers::api_list,
         crate::teachers::api_appoint,
-        crate::teachers::api_teacher
+        crate::teachers::api_teacher,
+        crate::students::api_correct
     ),
     components(schemas(
         RegionDto,
@@ -179,7 +184,8 @@ pub fn routes() -> Router<AppState> {
         crate::classes::MembersDto,
         crate::teachers::TeacherDto,
         crate::teachers::TeacherList,
-        crate::teachers::NewTeacherDto
+        crate::teachers::NewTeacherDto,
+        crate::students::CorrectionDto
     )),
     modifiers(&BearerAuth)
 )]

@@ -12,7 +12,7 @@ use santong_domain::identity::Permission;
 use santong_domain::paging::{FieldError, FieldErrorKind, parse_page};
 use santong_domain::registry::Ethnicity;
 use santong_storage::registry::{Registry, RegistryError};
-use santong_storage::students::{NewStudent, Placed, Students};
+use santong_storage::students::{Correction, NewStudent, Placed, Students};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/schools/{code}/students/new", get(new_form))
         .route("/students/{id}", get(detail))
         .route("/students/{id}/full", post(full))
+        .route("/students/{id}/corrections", post(correct))
 }
 
 use crate::schools::{FormState, Params, audited, p};
@@ -254,6 +255,9 @@ struct DetailPage {
     event_form: FormState,
     /// The class today: (id, name).
     class: Option<(String, String)>,
+    /// Corrections: (field label, before, after, reason, when, who).
+    corrections: Vec<(String, String, String, String, String, String)>,
+    correct_form: FormState,
 }
 
 /// How the student page is shown: masked or full, and any refusal to show at its form.
@@ -262,6 +266,7 @@ pub(crate) struct Shown {
     pub(crate) full: bool,
     pub(crate) error: Option<String>,
     pub(crate) event_form: FormState,
+    pub(crate) correct_form: FormState,
 }
 
 pub(crate) async fn render_detail(
@@ -277,11 +282,30 @@ pub(crate) async fn render_detail(
         full,
         error,
         event_form,
+        correct_form,
     } = shown;
     let node = school_node(state, &s.school_code).await?;
     let sensitive = user.0.scope(Permission::SensitiveView).contains(&node);
     let manage = user.0.scope(Permission::RegistryManage).contains(&node);
     let history = crate::lifecycle::history(state, ctx, user, s.student.id).await?;
+    let corrections = Students(&state.db)
+        .corrections(&user.0.scope(Permission::RegistryView), s.student.id)
+        .await?
+        .iter()
+        .map(|c| {
+            let (before, after) = c.shown();
+            (
+                tr.t(&format!("correction-field-{}", c.field)),
+                before,
+                after,
+                c.reason.clone(),
+                (c.recorded_at + chrono::Duration::hours(8))
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string(),
+                c.actor.clone(),
+            )
+        })
+        .collect();
     let class = santong_storage::classes::Classes(&state.db)
         .class_of(s.student.id, &s.school_code, today())
         .await?
@@ -327,6 +351,8 @@ pub(crate) async fn render_detail(
             .collect(),
         event_form,
         class,
+        corrections,
+        correct_form,
         s,
     })?;
     *res.status_mut() = status;
@@ -578,5 +604,105 @@ pub async fn api_enrol(
     {
         Ok(s) => Ok((StatusCode::CREATED, Json(StudentDto::from(s))).into_response()),
         Err(e) => Err(audited(&state, &ctx, &user, "student.enrol", &code, e).await),
+    }
+}
+
+async fn correct(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let students = Students(&state.db);
+    match students
+        .correct(actor(&user, &ctx), &scope, id, &correction_of(&f))
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/students/{id}#corrections")).into_response()),
+        Err(RegistryError::Fields(errors)) => {
+            let s = students
+                .student(&scope, id)
+                .await?
+                .ok_or_else(AppError::not_found)?;
+            let shown = Shown {
+                correct_form: FormState::with_errors(&f, &ctx.tr(), &errors),
+                ..Shown::default()
+            };
+            render_detail(&state, &ctx, &user, s, shown, StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => Err(audited(&state, &ctx, &user, "student.correct", &id.to_string(), e).await),
+    }
+}
+
+fn correction_of(f: &Params) -> Correction {
+    Correction {
+        name: p(f, "name").into(),
+        sex: p(f, "sex").into(),
+        birth_date: p(f, "birth_date").into(),
+        ethnicity: p(f, "ethnicity").into(),
+        id_number: p(f, "id_number").into(),
+        reason: p(f, "reason").into(),
+    }
+}
+
+/// A correction of personal data: empty fields stay as they are. (No `Debug`: it may hold an ID
+/// number.)
+#[derive(serde::Deserialize, ToSchema)]
+pub struct CorrectionDto {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub sex: Option<String>,
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    #[serde(default)]
+    pub ethnicity: Option<String>,
+    #[serde(default)]
+    pub id_number: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Corrects a student's personal data (needs `registry_manage` at the school); every changed
+/// field keeps its old value; an ID number makes the student number G + that number.
+#[utoipa::path(post, path = "/students/{id}/corrections", tag = "registry", security(("token" = [])),
+    params(("id" = Uuid, Path)), request_body = CorrectionDto,
+    responses((status = 200, body = StudentDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_correct(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Json(b): Json<CorrectionDto>,
+) -> Result<Json<StudentDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
+    let input = Correction {
+        name: b.name.unwrap_or_default(),
+        sex: b.sex.unwrap_or_default(),
+        birth_date: b.birth_date.unwrap_or_default(),
+        ethnicity: b.ethnicity.unwrap_or_default(),
+        id_number: b.id_number.unwrap_or_default(),
+        reason: b.reason,
+    };
+    match Students(&state.db)
+        .correct(
+            actor(&user, &ctx),
+            &user.0.scope(Permission::RegistryView),
+            id,
+            &input,
+        )
+        .await
+    {
+        Ok(s) => Ok(Json(s.into())),
+        Err(e) => Err(audited(&state, &ctx, &user, "student.correct", &id.to_string(), e).await),
     }
 }

@@ -13,6 +13,7 @@ santong_testkit::conformance!(
     events_change_status_and_the_past_stays_answerable,
     mistakes_are_undone_by_compensating_events,
     year_end_batch_runs_dry_then_applies_and_undoes,
+    corrections_keep_their_lineage_and_the_number_follows_the_id,
 );
 
 fn on(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -576,4 +577,145 @@ async fn year_end_batch_runs_dry_then_applies_and_undoes(t: TestDb) {
             .iter()
             .any(|b| b.id == done.id)
     );
+}
+
+async fn corrections_keep_their_lineage_and_the_number_follows_the_id(t: TestDb) {
+    use santong_storage::students::Correction;
+    ready(&t).await;
+    let s = Students(&t.db);
+    let all = Scope::everything();
+    let mut p = pupil("王小二", "2016-03-01", String::new(), "3");
+    p.enrolled_on = "2024-09-01".into();
+    let placed = s.enrol(Actor::Cli, "1144030501", &p).await.unwrap();
+    let id = placed.student.id;
+    assert!(placed.student.student_number.starts_with('J'));
+    let idn = super::students::id("440305", "20160301", 13);
+    // Nothing changed, a bad ID, no reason: refused, nothing written.
+    let same = Correction {
+        name: "王小二".into(),
+        reason: "核对".into(),
+        ..Default::default()
+    };
+    let got = s.correct(Actor::Cli, &all, id, &same).await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("reason".into(), "student-nothing-to-correct")]
+    );
+    let wrong = Correction {
+        id_number: super::students::id("440305", "20160302", 13),
+        reason: "补录身份证件号".into(),
+        ..Default::default()
+    };
+    let got = s.correct(Actor::Cli, &all, id, &wrong).await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("id_number".into(), "student-id-birth-mismatch")]
+    );
+    // The right ID and a corrected name: the number becomes G + ID, the lineage is kept.
+    let fixed = s
+        .correct(
+            Actor::Cli,
+            &all,
+            id,
+            &Correction {
+                name: "王晓二".into(),
+                id_number: idn.clone(),
+                reason: "按户口簿更正".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(fixed.student.student_number, format!("G{idn}"));
+    assert_eq!(fixed.student.name, "王晓二");
+    let lineage = s.corrections(&all, id).await.unwrap();
+    let fields: Vec<&str> = lineage.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(fields.len(), 3);
+    for f in ["name", "id_number", "student_number"] {
+        assert!(fields.contains(&f), "{f}");
+    }
+    let shown = lineage
+        .iter()
+        .find(|c| c.field == "id_number")
+        .unwrap()
+        .shown();
+    assert_eq!(shown.0, "");
+    assert!(!shown.1.contains(&idn[6..17]), "masked");
+    // The same child cannot be registered twice: not by enrolment, not by correction.
+    let got = s
+        .enrol(
+            Actor::Cli,
+            "1144030502",
+            &pupil("王晓二", "2016-03-01", idn.clone(), "3"),
+        )
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("id_number".into(), "student-already-enrolled")]
+    );
+    let other = s
+        .enrol(
+            Actor::Cli,
+            "1144030502",
+            &pupil("李四", "2016-03-01", String::new(), "3"),
+        )
+        .await
+        .unwrap()
+        .student
+        .id;
+    let got = s
+        .correct(
+            Actor::Cli,
+            &all,
+            other,
+            &Correction {
+                id_number: idn.clone(),
+                reason: "补录".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("id_number".into(), "student-already-enrolled")]
+    );
+    // Scope: another school's head does not find the record; a teacher may not correct it.
+    let head_b = person(
+        &t,
+        "head.b",
+        Role::SchoolAdmin,
+        node("1144030502", "440305"),
+    )
+    .await;
+    let got = s
+        .correct(
+            Actor::User {
+                principal: &head_b,
+                ip: "10.0.0.1",
+            },
+            &head_b.scope(Permission::RegistryView),
+            id,
+            &same,
+        )
+        .await;
+    assert!(matches!(got, Err(RegistryError::NotFound)), "{got:?}");
+    assert!(
+        s.corrections(&head_b.scope(Permission::RegistryView), id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let teacher = person(&t, "teacher.a", Role::Teacher, node("1144030501", "440305")).await;
+    let got = s
+        .correct(
+            Actor::User {
+                principal: &teacher,
+                ip: "10.0.0.2",
+            },
+            &teacher.scope(Permission::RegistryView),
+            id,
+            &same,
+        )
+        .await;
+    assert!(matches!(got, Err(RegistryError::Forbidden)), "{got:?}");
 }

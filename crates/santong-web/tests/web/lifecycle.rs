@@ -176,6 +176,35 @@ async fn students_change_status_and_years_end_on_the_pages(app: TestApp) {
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["errors"][0]["code"], "student-event-bad-kind");
 
+    // Corrections: refused field by field, then kept with the old value.
+    let fix = format!("{page}/corrections");
+    let bad = app
+        .post_as(
+            &head,
+            &fix,
+            &[("birth_date", "2017-13-01"), ("reason", "更正")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    let ok = app
+        .post_as(
+            &head,
+            &fix,
+            &[("name", "李晓红"), ("reason", "按户口簿更正")],
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let shown = app.get_as(&head, &page).await;
+    assert!(
+        shown.body.contains("更正记录")
+            && shown.body.contains("李小红")
+            && shown.body.contains("李晓红")
+    );
+    let no = app
+        .post_as(&teacher, &fix, &[("name", "李红"), ("reason", "x")])
+        .await;
+    assert_eq!(no.status, 403);
+
     // Year-end: preview writes nothing, applying needs the tick, the batch can be undone.
     let _second = pupil(&app, "王小明", "2014-03-01", "4").await;
     let _last = pupil(&app, "赵六年", "2012-03-01", "6").await;
@@ -253,6 +282,10 @@ async fn students_change_status_and_years_end_on_the_pages(app: TestApp) {
                 vec![("kind", "suspend"), ("reason", "越界")],
             ),
             (format!("{events}/{suspend}/undo"), vec![("reason", "越界")]),
+            (
+                format!("{page}/corrections"),
+                vec![("name", "越界"), ("reason", "越界")],
+            ),
             (
                 "/year-end".into(),
                 vec![
