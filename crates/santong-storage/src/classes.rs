@@ -3,8 +3,7 @@
 //! (a student who left or moved away drops out of it without anyone editing the class).
 
 use chrono::{DateTime, NaiveDate, Utc};
-use santong_domain::identity::{Permission, Scope};
-use santong_domain::paging::{FieldError, FieldErrorKind};
+use santong_domain::identity::Scope;
 use santong_domain::registry::{Grades, SchoolStatus, SchoolYear};
 use serde::Serialize;
 use uuid::Uuid;
@@ -12,17 +11,9 @@ use uuid::Uuid;
 use crate::audit;
 use crate::dynsql::{DynQuery, Val, insert_batched};
 use crate::identity::Actor;
-use crate::registry::{Registry, RegistryError, SchoolRow, today};
+use crate::registry::{Registry, RegistryError, refused, rule, today};
 use crate::students::{mask_number, push_placing};
 use crate::{Db, db_query};
-
-fn rule(field: &str, key: &'static str) -> FieldError {
-    FieldError::new(field, FieldErrorKind::Rule(key))
-}
-
-fn fields(field: &str, key: &'static str) -> RegistryError {
-    RegistryError::Fields(vec![rule(field, key)])
-}
 
 /// A class, with how many students it has on the day asked about.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -234,18 +225,6 @@ impl Classes<'_> {
         q.fetch_all(self.0).await
     }
 
-    async fn managed(&self, actor: &Actor<'_>, code: &str) -> Result<SchoolRow, RegistryError> {
-        let school = Registry(self.0)
-            .school(&Scope::everything(), code)
-            .await?
-            .filter(|s| actor.may(Permission::RegistryView, &s.node()))
-            .ok_or(RegistryError::NotFound)?;
-        if !actor.may(Permission::RegistryManage, &school.node()) {
-            return Err(RegistryError::Forbidden);
-        }
-        Ok(school)
-    }
-
     /// Opens a class (needs `registry_manage` at the school).
     pub async fn create(
         &self,
@@ -253,7 +232,7 @@ impl Classes<'_> {
         school: &str,
         input: &NewClass,
     ) -> Result<ClassRow, RegistryError> {
-        let school = self.managed(&actor, school).await?;
+        let school = Registry(self.0).managed_school(&actor, school).await?;
         let today = today();
         let mut errors = vec![];
         let year = match input.school_year.trim() {
@@ -327,7 +306,7 @@ impl Classes<'_> {
             .rows_affected()
         });
         if inserted == 0 {
-            return Err(fields("name", "class-name-taken"));
+            return Err(refused("name", "class-name-taken"));
         }
         audit::append(
             &mut tx,
@@ -360,7 +339,9 @@ impl Classes<'_> {
             .class(scope, class, today)
             .await?
             .ok_or(RegistryError::NotFound)?;
-        let school = self.managed(&actor, &c.school_code).await?;
+        let school = Registry(self.0)
+            .managed_school(&actor, &c.school_code)
+            .await?;
         let year = SchoolYear(c.school_year);
         let on = match from_on.trim() {
             "" => Some(today.clamp(year.start(), year.end())),
@@ -368,7 +349,7 @@ impl Classes<'_> {
         }
         .filter(|d| (year.start()..=year.end()).contains(d));
         let Some(on) = on else {
-            return Err(fields("from_on", "class-bad-date"));
+            return Err(refused("from_on", "class-bad-date"));
         };
         let wanted: Vec<Uuid> = {
             let mut v = students.to_vec();
@@ -377,10 +358,10 @@ impl Classes<'_> {
             v
         };
         if wanted.is_empty() {
-            return Err(fields("students", "class-no-students"));
+            return Err(refused("students", "class-no-students"));
         }
         if wanted.len() > MAX_PLACED {
-            return Err(fields("students", "class-too-many"));
+            return Err(refused("students", "class-too-many"));
         }
         let pg = self.0.is_postgres();
         let in_list = |q: &mut DynQuery| {
@@ -422,7 +403,7 @@ impl Classes<'_> {
             .next()
             .unwrap_or((0,));
         if usize::try_from(here).unwrap_or(0) != wanted.len() {
-            return Err(fields("students", "class-student-not-here"));
+            return Err(refused("students", "class-student-not-here"));
         }
         // Every membership of theirs that year still running that day ends then (one starting
         // later never starts), this class's included: the row written below is the one in force.

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use santong_domain::identity::{Node, Permission, Scope};
 use santong_domain::lifecycle::{EventKind, Status};
-use santong_domain::paging::{FieldError, FieldErrorKind};
 use santong_domain::registry::{Grades, SchoolStatus, SchoolYear};
 use serde::Serialize;
 use uuid::Uuid;
@@ -19,17 +18,9 @@ use uuid::Uuid;
 use crate::audit;
 use crate::dynsql::{DynQuery, Val, insert_batched};
 use crate::identity::Actor;
-use crate::registry::{Registry, RegistryError, SchoolRow, today};
+use crate::registry::{Registry, RegistryError, SchoolRow, refused, rule, today};
 use crate::students::{Students, push_placing};
 use crate::{Db, Tx, db_query};
-
-fn rule(field: &str, key: &'static str) -> FieldError {
-    FieldError::new(field, FieldErrorKind::Rule(key))
-}
-
-fn fields(field: &str, key: &'static str) -> RegistryError {
-    RegistryError::Fields(vec![rule(field, key)])
-}
 
 /// One event of a student's history.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -261,26 +252,26 @@ impl Students<'_> {
             return Err(RegistryError::Stale);
         }
         if !kind.may_follow(status, last_kind) {
-            return Err(fields("kind", "student-event-not-now"));
+            return Err(refused("kind", "student-event-not-now"));
         }
         // History stays linear: nothing is slipped in before the event in force.
         if on < last.effective_on {
-            return Err(fields("effective_on", "student-event-before-last"));
+            return Err(refused("effective_on", "student-event-before-last"));
         }
         let grade = u8::try_from(last.grade).unwrap_or(0);
         let after = kind.grade_after(grade);
         let grades = grades_of(&school);
         match kind {
             EventKind::Graduate if grades.is_some_and(|g| g.to != grade) => {
-                return Err(fields("kind", "student-graduate-not-last"));
+                return Err(refused("kind", "student-graduate-not-last"));
             }
             EventKind::Skip | EventKind::Promote if !grades.is_some_and(|g| g.contains(after)) => {
-                return Err(fields("kind", "student-event-grade"));
+                return Err(refused("kind", "student-event-grade"));
             }
             _ => {}
         }
         if kind.leaves() == Status::In && school.status() != Some(SchoolStatus::Open) {
-            return Err(fields("kind", "registry-not-open"));
+            return Err(refused("kind", "registry-not-open"));
         }
         let w = Write {
             id: Uuid::now_v7(),
@@ -334,7 +325,7 @@ impl Students<'_> {
         let school = self.managed_school(&actor, scope, student).await?;
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 100 {
-            return Err(fields("reason", "student-event-reason"));
+            return Err(refused("reason", "student-event-reason"));
         }
         let mut tx = self.0.begin().await?;
         if !lock_student(&mut tx, student).await? {
@@ -344,14 +335,14 @@ impl Students<'_> {
             .await?
             .ok_or(RegistryError::NotFound)?;
         if last.id != event {
-            return Err(fields("event", "student-undo-not-latest"));
+            return Err(refused("event", "student-undo-not-latest"));
         }
         if last.kind == EventKind::Enrol.as_str() {
-            return Err(fields("event", "student-undo-enrol"));
+            return Err(refused("event", "student-undo-enrol"));
         }
         // A completed transfer was approved by both sides; it is reversed by another transfer.
         if last.kind == EventKind::TransferIn.as_str() {
-            return Err(fields("event", "student-undo-transfer"));
+            return Err(refused("event", "student-undo-transfer"));
         }
         let undo_id = Uuid::now_v7();
         let now = Utc::now();
@@ -535,7 +526,7 @@ impl YearEnd<'_> {
                 match crate::regions::Regions(self.0).get(region).await? {
                     None => return Err(RegistryError::NotFound),
                     Some(r) if r.level != "county" => {
-                        return Err(fields("county", "batch-not-county"));
+                        return Err(refused("county", "batch-not-county"));
                     }
                     Some(_) => {}
                 }
@@ -642,7 +633,7 @@ impl YearEnd<'_> {
         )
         .await?;
         if plan.writes.is_empty() {
-            return Err(fields("batch", "batch-nothing"));
+            return Err(refused("batch", "batch-nothing"));
         }
         let batch = Uuid::now_v7();
         let now = Utc::now();
@@ -745,7 +736,7 @@ impl YearEnd<'_> {
             .rows_affected()
         });
         if marked == 0 {
-            return Err(fields("batch", "batch-already-undone"));
+            return Err(refused("batch", "batch-already-undone"));
         }
         if self.0.is_postgres() {
             // Hold the batch's students still while checking that nothing came after it.
@@ -769,7 +760,7 @@ impl YearEnd<'_> {
             .await?
         });
         if later > 0 {
-            return Err(fields("batch", "batch-later-events"));
+            return Err(refused("batch", "batch-later-events"));
         }
         #[derive(sqlx::FromRow)]
         struct Target {

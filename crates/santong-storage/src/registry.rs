@@ -125,8 +125,14 @@ pub fn today() -> NaiveDate {
     (Utc::now() + chrono::Duration::hours(8)).date_naive()
 }
 
-fn rule(field: &str, key: &'static str) -> FieldError {
+/// A field refused by a domain rule, named by its message key.
+pub(crate) fn rule(field: &str, key: &'static str) -> FieldError {
     FieldError::new(field, FieldErrorKind::Rule(key))
+}
+
+/// A refusal of one field.
+pub(crate) fn refused(field: &str, key: &'static str) -> RegistryError {
+    RegistryError::Fields(vec![rule(field, key)])
 }
 
 /// How a school list is ordered.
@@ -187,6 +193,24 @@ struct Checked {
 pub struct Registry<'a>(pub &'a Db);
 
 impl Registry<'_> {
+    /// A school the actor may change: not found outside what they may see (so a school out of
+    /// reach looks like none), forbidden where they may only look.
+    pub(crate) async fn managed_school(
+        &self,
+        actor: &Actor<'_>,
+        code: &str,
+    ) -> RegResult<SchoolRow> {
+        let school = self
+            .school(&Scope::everything(), code)
+            .await?
+            .filter(|s| actor.may(Permission::RegistryView, &s.node()))
+            .ok_or(RegistryError::NotFound)?;
+        if !actor.may(Permission::RegistryManage, &school.node()) {
+            return Err(RegistryError::Forbidden);
+        }
+        Ok(school)
+    }
+
     pub async fn list_schools(
         &self,
         scope: &Scope,

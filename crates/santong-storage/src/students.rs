@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use santong_domain::identity::{Node, Permission, Scope, parse_mobile};
-use santong_domain::paging::{FieldError, FieldErrorKind};
 use santong_domain::region::RegionCode;
 use santong_domain::registry::{
     Ethnicity, ResidentId, SchoolStatus, Sex, StudentNumber, parse_person_name,
@@ -18,7 +17,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::dynsql::DynQuery;
 use crate::identity::Actor;
-use crate::registry::{Registry, RegistryError, SchoolRow, today};
+use crate::registry::{Registry, RegistryError, SchoolRow, refused, rule, today};
 use crate::{Db, Page, db_query};
 
 /// A student as stored. Not `Serialize`, and `Debug` masks: the full ID number and phone leave
@@ -167,10 +166,6 @@ pub(crate) fn push_placing(q: &mut DynQuery, on: NaiveDate) {
 /// Students who hold a place at the school: in school or suspended (休学 keeps the place).
 pub(crate) const ON_ROSTER: &str = " AND e.status <> 'out'";
 
-fn rule(field: &str, key: &'static str) -> FieldError {
-    FieldError::new(field, FieldErrorKind::Rule(key))
-}
-
 pub struct Students<'a>(pub &'a Db);
 
 impl Students<'_> {
@@ -260,10 +255,7 @@ impl Students<'_> {
     ) -> Result<Placed, RegistryError> {
         let purpose = purpose.trim();
         if purpose.chars().count() < 2 || purpose.chars().count() > 200 {
-            return Err(RegistryError::Fields(vec![rule(
-                "purpose",
-                "student-purpose-required",
-            )]));
+            return Err(refused("purpose", "student-purpose-required"));
         }
         // The purpose goes into the audit log: an ID number pasted into it must not.
         let longest_run = purpose
@@ -272,10 +264,7 @@ impl Students<'_> {
             .max()
             .unwrap_or(0);
         if longest_run >= 11 {
-            return Err(RegistryError::Fields(vec![rule(
-                "purpose",
-                "student-purpose-no-numbers",
-            )]));
+            return Err(refused("purpose", "student-purpose-no-numbers"));
         }
         let placed = self
             .student(scope, id)
@@ -378,17 +367,11 @@ impl Students<'_> {
                     &actor.entry("student.duplicate", &target, "denied", &school.node()),
                 )
                 .await?;
-                return Err(RegistryError::Fields(vec![rule(
-                    "id_number",
-                    "student-already-enrolled",
-                )]));
+                return Err(refused("id_number", "student-already-enrolled"));
             }
             attempt += 1;
             if attempt > 20 {
-                return Err(RegistryError::Fields(vec![rule(
-                    "birth_date",
-                    "student-no-number-left",
-                )]));
+                return Err(refused("birth_date", "student-no-number-left"));
             }
         }
         db_query!(&mut tx, tx, |sql, ex| {
@@ -690,10 +673,7 @@ impl Students<'_> {
         }
         let reason = input.reason.trim();
         if reason.is_empty() || reason.chars().count() > 100 {
-            return Err(RegistryError::Fields(vec![rule(
-                "reason",
-                "student-event-reason",
-            )]));
+            return Err(refused("reason", "student-event-reason"));
         }
         let st = &placed.student;
         let or = |v: &str, current: &str| {
@@ -748,10 +728,7 @@ impl Students<'_> {
         .filter(|(_, old, new)| old != new)
         .collect();
         if changes.is_empty() {
-            return Err(RegistryError::Fields(vec![rule(
-                "reason",
-                "student-nothing-to-correct",
-            )]));
+            return Err(refused("reason", "student-nothing-to-correct"));
         }
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
@@ -788,10 +765,7 @@ impl Students<'_> {
                 ),
             )
             .await?;
-            return Err(RegistryError::Fields(vec![rule(
-                "id_number",
-                "student-already-enrolled",
-            )]));
+            return Err(refused("id_number", "student-already-enrolled"));
         }
         let who = actor.name();
         crate::dynsql::insert_batched(
@@ -894,8 +868,5 @@ async fn next_j_number(
         .max(tried.map_or(0, |t| t + 1));
     StudentNumber::without_id(area, birth, next)
         .map(|n| (n, next))
-        .ok_or(RegistryError::Fields(vec![rule(
-            "birth_date",
-            "student-no-number-left",
-        )]))
+        .ok_or(refused("birth_date", "student-no-number-left"))
 }

@@ -4,8 +4,7 @@
 //! filter on that school; ID numbers are shown masked.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use santong_domain::identity::{Permission, Scope};
-use santong_domain::paging::{FieldError, FieldErrorKind};
+use santong_domain::identity::Scope;
 use santong_domain::registry::{Ethnicity, ResidentId, SchoolStatus, Sex, parse_person_name};
 use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES, parse_code, teacher_number};
 use uuid::Uuid;
@@ -13,12 +12,8 @@ use uuid::Uuid;
 use crate::audit;
 use crate::dynsql::DynQuery;
 use crate::identity::Actor;
-use crate::registry::{Registry, RegistryError, SchoolRow, today};
+use crate::registry::{Registry, RegistryError, refused, rule, today};
 use crate::{Db, Page, Tx, db_query};
-
-fn rule(field: &str, key: &'static str) -> FieldError {
-    FieldError::new(field, FieldErrorKind::Rule(key))
-}
 
 /// A member of staff where they are on a date. (`Debug` by hand: it holds an ID number.)
 #[derive(Clone, sqlx::FromRow)]
@@ -191,18 +186,6 @@ impl Teachers<'_> {
         Ok(q.fetch_all(self.0).await?.into_iter().next())
     }
 
-    async fn managed(&self, actor: &Actor<'_>, code: &str) -> Result<SchoolRow, RegistryError> {
-        let school = Registry(self.0)
-            .school(&Scope::everything(), code)
-            .await?
-            .filter(|s| actor.may(Permission::RegistryView, &s.node()))
-            .ok_or(RegistryError::NotFound)?;
-        if !actor.may(Permission::RegistryManage, &school.node()) {
-            return Err(RegistryError::Forbidden);
-        }
-        Ok(school)
-    }
-
     /// Appoints a person at `school`: a new record with a new staff number, or — for someone
     /// registered before who is on no staff now — a new appointment of the same record. Someone
     /// on another school's staff is refused (a move between schools goes through approvals).
@@ -212,7 +195,7 @@ impl Teachers<'_> {
         school: &str,
         input: &NewTeacher,
     ) -> Result<StaffRow, RegistryError> {
-        let school = self.managed(&actor, school).await?;
+        let school = Registry(self.0).managed_school(&actor, school).await?;
         let today = today();
         let mut errors = vec![];
         let name = parse_person_name(&input.name);
@@ -327,10 +310,7 @@ impl Teachers<'_> {
                 // Registered before: the same person (the name must agree), on no staff now,
                 // appointed no earlier than their last event.
                 if recorded != name {
-                    return Err(RegistryError::Fields(vec![rule(
-                        "name",
-                        "teacher-name-mismatch",
-                    )]));
+                    return Err(refused("name", "teacher-name-mismatch"));
                 }
                 let latest = latest_event(&mut tx, t).await?;
                 if let Some((kind, at, since)) = &latest {
@@ -354,10 +334,7 @@ impl Teachers<'_> {
                         return Err(RegistryError::Fields(vec![rule("id_number", key)]));
                     }
                     if on < *since {
-                        return Err(RegistryError::Fields(vec![rule(
-                            "appointed_on",
-                            "student-event-before-last",
-                        )]));
+                        return Err(refused("appointed_on", "student-event-before-last"));
                     }
                 }
                 // What they hold now is what the new appointment says.
@@ -396,7 +373,7 @@ impl Teachers<'_> {
                 .map_or(1, |n| n + 1)
                 .max(tried.map_or(0, |t| t + 1));
             let number = teacher_number(&school.county, on.year(), seq)
-                .ok_or_else(|| RegistryError::Fields(vec![rule("school", "teacher-no-number")]))?;
+                .ok_or_else(|| refused("school", "teacher-no-number"))?;
             let tid = Uuid::now_v7();
             let inserted = db_query!(&mut tx, tx, |sql, ex| {
                 sqlx::query(sql(
@@ -427,10 +404,7 @@ impl Teachers<'_> {
             tried = Some(seq);
             attempt += 1;
             if attempt > 20 {
-                return Err(RegistryError::Fields(vec![rule(
-                    "school",
-                    "teacher-no-number",
-                )]));
+                return Err(refused("school", "teacher-no-number"));
             }
         };
         db_query!(&mut tx, tx, |sql, ex| {
@@ -478,12 +452,11 @@ impl Teachers<'_> {
             .teacher(scope, id)
             .await?
             .ok_or(RegistryError::NotFound)?;
-        let school = self.managed(&actor, &t.school_code).await?;
+        let school = Registry(self.0)
+            .managed_school(&actor, &t.school_code)
+            .await?;
         if t.kind != "appoint" {
-            return Err(RegistryError::Fields(vec![rule(
-                "kind",
-                "teacher-not-on-staff",
-            )]));
+            return Err(refused("kind", "teacher-not-on-staff"));
         }
         let today = today();
         let Some(on) = (match on.trim() {
@@ -491,17 +464,11 @@ impl Teachers<'_> {
             d => NaiveDate::parse_from_str(d, "%Y-%m-%d").ok(),
         })
         .filter(|d| *d <= today && *d >= t.since) else {
-            return Err(RegistryError::Fields(vec![rule(
-                "effective_on",
-                "student-event-before-last",
-            )]));
+            return Err(refused("effective_on", "student-event-before-last"));
         };
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 100 {
-            return Err(RegistryError::Fields(vec![rule(
-                "reason",
-                "student-event-reason",
-            )]));
+            return Err(refused("reason", "student-event-reason"));
         }
         let mut tx = self.0.begin().await?;
         // The record locked, the latest event re-read: a second leave, or a move meanwhile, finds

@@ -13,7 +13,6 @@ use santong_domain::identity::{Node, Permission, Scope};
 use santong_domain::lifecycle::{
     EventKind, Status, TRANSFER_STEP_WORKING_DAYS, TransferStep, add_working_days,
 };
-use santong_domain::paging::{FieldError, FieldErrorKind};
 use santong_domain::region::RegionCode;
 use santong_domain::registry::{Grades, SchoolStatus};
 use serde::Serialize;
@@ -23,13 +22,9 @@ use crate::audit;
 use crate::dynsql::{DynQuery, Val, insert_batched};
 use crate::identity::Actor;
 use crate::lifecycle::{Write, in_force, lock_student, write_events};
-use crate::registry::{Registry, RegistryError, today};
+use crate::registry::{Registry, RegistryError, refused, rule, today};
 use crate::students::mask_number;
 use crate::{Db, Page, Tx, db_query};
-
-fn fields(field: &str, key: &'static str) -> RegistryError {
-    RegistryError::Fields(vec![FieldError::new(field, FieldErrorKind::Rule(key))])
-}
 
 fn province_of(county: &str) -> String {
     format!("{}0000", county.get(..2).unwrap_or("00"))
@@ -181,7 +176,7 @@ impl Transfers<'_> {
             .school(&Scope::everything(), input.to_school.trim())
             .await?;
         let Some(to) = to.filter(|s| actor.may(Permission::RegistryView, &s.node())) else {
-            return Err(fields("to_school", "transfer-bad-school"));
+            return Err(refused("to_school", "transfer-bad-school"));
         };
         // Starting is the receiving school's own step: its people start it, not a superior
         // (who would then sign two steps of the chain).
@@ -195,16 +190,10 @@ impl Transfers<'_> {
         let mut errors = vec![];
         let reason = input.reason.trim();
         if reason.is_empty() || reason.chars().count() > 200 {
-            errors.push(FieldError::new(
-                "reason",
-                FieldErrorKind::Rule("transfer-reason-required"),
-            ));
+            errors.push(rule("reason", "transfer-reason-required"));
         }
         if to.status() != Some(SchoolStatus::Open) {
-            errors.push(FieldError::new(
-                "to_school",
-                FieldErrorKind::Rule("registry-not-open"),
-            ));
+            errors.push(rule("to_school", "registry-not-open"));
         }
         let number = input.student_number.trim().to_uppercase();
         let number = if number.len() == 18 && !number.starts_with(['G', 'J', 'L']) {
@@ -238,10 +227,7 @@ impl Transfers<'_> {
         )
         .await?;
         let Some(student) = student else {
-            errors.push(FieldError::new(
-                "student_number",
-                FieldErrorKind::Rule("transfer-no-student"),
-            ));
+            errors.push(rule("student_number", "transfer-no-student"));
             return Err(RegistryError::Fields(errors));
         };
         if !errors.is_empty() {
@@ -255,11 +241,11 @@ impl Transfers<'_> {
             .ok_or(RegistryError::NotFound)?;
         match Status::parse(&last.status) {
             Some(Status::In) => {}
-            Some(Status::Suspended) => return Err(fields("student_number", "transfer-suspended")),
-            _ => return Err(fields("student_number", "transfer-not-in-school")),
+            Some(Status::Suspended) => return Err(refused("student_number", "transfer-suspended")),
+            _ => return Err(refused("student_number", "transfer-not-in-school")),
         }
         if last.school_code == to.code {
-            return Err(fields("to_school", "transfer-same-school"));
+            return Err(refused("to_school", "transfer-same-school"));
         }
         let from = Registry(self.0)
             .school(&Scope::everything(), &last.school_code)
@@ -267,12 +253,12 @@ impl Transfers<'_> {
             .ok_or(RegistryError::NotFound)?;
         let grade = u8::try_from(last.grade).unwrap_or(0);
         if !Grades::parse(&to.grades).is_some_and(|g| g.contains(grade)) {
-            return Err(fields("to_school", "transfer-grade"));
+            return Err(refused("to_school", "transfer-grade"));
         }
         if (rules.no_graduating_year(&from.county) || rules.no_graduating_year(&to.county))
             && Grades::parse(&from.grades).is_some_and(|g| g.to == grade)
         {
-            return Err(fields("student_number", "transfer-graduating-year"));
+            return Err(refused("student_number", "transfer-graduating-year"));
         }
         let pending: i64 = db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query_scalar(sql(
@@ -283,7 +269,7 @@ impl Transfers<'_> {
             .await?
         });
         if pending > 0 {
-            return Err(fields("student_number", "transfer-pending"));
+            return Err(refused("student_number", "transfer-pending"));
         }
         let id = Uuid::now_v7();
         let now = Utc::now();
@@ -482,10 +468,10 @@ impl Transfers<'_> {
             .ok_or(RegistryError::NotFound)?;
         let note = note.trim();
         if !approve && note.is_empty() {
-            return Err(fields("note", "transfer-reject-reason"));
+            return Err(refused("note", "transfer-reject-reason"));
         }
         if note.chars().count() > 200 {
-            return Err(fields("note", "transfer-note-long"));
+            return Err(refused("note", "transfer-note-long"));
         }
         let mut tx = self.0.begin().await?;
         let current = lock_transfer(&mut tx, id).await?;
@@ -493,7 +479,7 @@ impl Transfers<'_> {
             return Err(RegistryError::NotFound);
         };
         if status != "pending" || current != Some(seq) {
-            return Err(fields("step", "transfer-changed"));
+            return Err(refused("step", "transfer-changed"));
         }
         let step = before
             .steps
@@ -521,7 +507,7 @@ impl Transfers<'_> {
             .rows_affected()
         });
         if decided == 0 {
-            return Err(fields("step", "transfer-changed"));
+            return Err(refused("step", "transfer-changed"));
         }
         let t = &before.transfer;
         let last = before.steps.iter().map(|s| s.seq).max() == Some(seq);
@@ -557,19 +543,19 @@ impl Transfers<'_> {
                 .await?
                 .ok_or(RegistryError::NotFound)?;
             if placed.school_code != t.from_school || placed.status != Status::In.as_str() {
-                return Err(fields("step", "transfer-student-changed"));
+                return Err(refused("step", "transfer-student-changed"));
             }
             let to = Registry(self.0)
                 .school(&Scope::everything(), &t.to_school)
                 .await?
                 .ok_or(RegistryError::NotFound)?;
             if to.status() != Some(SchoolStatus::Open) {
-                return Err(fields("step", "registry-not-open"));
+                return Err(refused("step", "registry-not-open"));
             }
             // A repeat or a skip while waiting may have left a grade the school lacks.
             let grade = u8::try_from(placed.grade).unwrap_or(0);
             if !Grades::parse(&to.grades).is_some_and(|g| g.contains(grade)) {
-                return Err(fields("step", "transfer-grade"));
+                return Err(refused("step", "transfer-grade"));
             }
             let w = Write {
                 id: Uuid::now_v7(),

@@ -289,18 +289,7 @@ async fn render_users(
         c: ctx.chrome(tr.t("users-title")),
         q: text.clone(),
         rows,
-        pager: Pager {
-            summary: tr.f(
-                "pager-summary",
-                &[
-                    ("page", n(page.page)),
-                    ("pages", n(pages as f64)),
-                    ("total", n(list.total as f64)),
-                ],
-            ),
-            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
-            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
-        },
+        pager: Pager::new(&tr, page.page, pages, list.total, href),
         can_create: user.0.has(Permission::UsersManage),
         setup: setup && is_sys,
         duty_choices,
@@ -790,18 +779,7 @@ async fn audit_page(
         filters,
         export: format!("/admin/audit/export.csv?{fq}"),
         rows,
-        pager: Pager {
-            summary: tr.f(
-                "pager-summary",
-                &[
-                    ("page", n(page.page)),
-                    ("pages", n(pages as f64)),
-                    ("total", n(list.total as f64)),
-                ],
-            ),
-            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
-            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
-        },
+        pager: Pager::new(&tr, page.page, pages, list.total, href),
         verification,
         intact,
     })

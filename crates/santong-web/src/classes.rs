@@ -22,7 +22,7 @@ use crate::admin::actor;
 use crate::auth::{User, check_csrf};
 use crate::error::AppError;
 use crate::i18n::Tr;
-use crate::schools::{FormState, Params, audited, p};
+use crate::schools::{FormState, Params, audited, p, parse_on};
 use crate::shell::Ctx;
 use crate::views::{Chrome, private_page as html};
 
@@ -39,13 +39,6 @@ fn parse_id(raw: &str) -> Result<Uuid, AppError> {
 
 fn bad(field: &str) -> AppError {
     AppError::bad_params(vec![FieldError::new(field, FieldErrorKind::InvalidValue)])
-}
-
-fn parse_on(q: &Params) -> Result<NaiveDate, AppError> {
-    match p(q, "on") {
-        "" => Ok(today()),
-        d => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| bad("on")),
-    }
 }
 
 fn parse_year(q: &Params) -> Result<SchoolYear, AppError> {

@@ -25,7 +25,7 @@ use crate::AppState;
 use crate::admin::actor;
 use crate::auth::User;
 use crate::error::AppError;
-use crate::i18n::{Tr, n};
+use crate::i18n::Tr;
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, percent_encode, private_page as html};
 
@@ -39,6 +39,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 pub(crate) type Params = HashMap<String, String>;
+
+/// The `on` parameter of a page that shows a day (default today in China).
+pub(crate) fn parse_on(q: &Params) -> Result<chrono::NaiveDate, AppError> {
+    match p(q, "on") {
+        "" => Ok(santong_storage::registry::today()),
+        d => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+            AppError::bad_params(vec![FieldError::new(
+                "on",
+                santong_domain::paging::FieldErrorKind::InvalidValue,
+            )])
+        }),
+    }
+}
 
 pub(crate) fn p<'a>(q: &'a Params, k: &str) -> &'a str {
     q.get(k).map(String::as_str).unwrap_or("").trim()
@@ -216,28 +229,9 @@ async fn list(
             .map(|s| (s.as_str(), status_label(&tr, s.as_str())))
             .collect(),
         rows,
-        pager: Pager {
-            summary: tr.f(
-                "pager-summary",
-                &[
-                    ("page", n(page.page)),
-                    ("pages", n(pages as f64)),
-                    ("total", n(list.total as f64)),
-                ],
-            ),
-            prev: (page.page > 1).then(|| {
-                (
-                    keep(&format!("&page={}", page.page - 1)),
-                    tr.t("pager-prev"),
-                )
-            }),
-            next: (u64::from(page.page) < pages).then(|| {
-                (
-                    keep(&format!("&page={}", page.page + 1)),
-                    tr.t("pager-next"),
-                )
-            }),
-        },
+        pager: Pager::new(&tr, page.page, pages, list.total, |n| {
+            keep(&format!("&page={n}"))
+        }),
         can_create: may_create(&user),
     })
 }

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use santong_domain::identity::Permission;
-use santong_domain::paging::{FieldError, FieldErrorKind, parse_page};
+use santong_domain::paging::parse_page;
 use santong_domain::registry::Ethnicity;
 use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::students::{Correction, NewStudent, Placed, Students};
@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::admin::actor;
 use crate::auth::User;
 use crate::error::AppError;
-use crate::i18n::{Tr, n};
+use crate::i18n::Tr;
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, private_page as html};
 
@@ -34,19 +34,10 @@ pub fn routes() -> Router<AppState> {
         .route("/students/{id}/corrections", post(correct))
 }
 
-use crate::schools::{FormState, Params, audited, p};
+use crate::schools::{FormState, Params, audited, p, parse_on};
 
 fn today() -> NaiveDate {
     santong_storage::registry::today()
-}
-
-fn parse_on(q: &Params) -> Result<NaiveDate, AppError> {
-    match p(q, "on") {
-        "" => Ok(today()),
-        d => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-            AppError::bad_params(vec![FieldError::new("on", FieldErrorKind::InvalidValue)])
-        }),
-    }
 }
 
 fn sex_label(tr: &Tr, code: &str) -> String {
@@ -126,18 +117,7 @@ async fn roster(
         school: school.name,
         on: on.to_string(),
         rows,
-        pager: Pager {
-            summary: tr.f(
-                "pager-summary",
-                &[
-                    ("page", n(page.page)),
-                    ("pages", n(pages as f64)),
-                    ("total", n(list.total as f64)),
-                ],
-            ),
-            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
-            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
-        },
+        pager: Pager::new(&tr, page.page, pages, list.total, href),
         can_enrol: user
             .0
             .scope(Permission::RegistryManage)

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::NaiveDate;
+
 use santong_domain::identity::Permission;
-use santong_domain::paging::{FieldError, FieldErrorKind, parse_page};
+use santong_domain::paging::parse_page;
 use santong_domain::registry::Ethnicity;
 use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES};
-use santong_storage::registry::{Registry, RegistryError, today};
+use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::teachers::{NewTeacher, StaffRow, Teachers};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -22,8 +22,8 @@ use crate::AppState;
 use crate::admin::actor;
 use crate::auth::User;
 use crate::error::AppError;
-use crate::i18n::{Tr, n};
-use crate::schools::{FormState, Params, audited, p};
+use crate::i18n::Tr;
+use crate::schools::{FormState, Params, audited, p, parse_on};
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, private_page as html};
 
@@ -33,15 +33,6 @@ pub fn routes() -> Router<AppState> {
         .route("/schools/{code}/teachers/new", get(new_form))
         .route("/teachers/{id}", get(detail))
         .route("/teachers/{id}/leave", post(leave))
-}
-
-fn parse_on(q: &Params) -> Result<NaiveDate, AppError> {
-    match p(q, "on") {
-        "" => Ok(today()),
-        d => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-            AppError::bad_params(vec![FieldError::new("on", FieldErrorKind::InvalidValue)])
-        }),
-    }
 }
 
 fn label(tr: &Tr, kind: &str, code: &str) -> String {
@@ -119,18 +110,7 @@ async fn list(
         school: school.name.clone(),
         on: on.to_string(),
         rows: staff.items.iter().map(|t| row_of(t, &tr)).collect(),
-        pager: Pager {
-            summary: tr.f(
-                "pager-summary",
-                &[
-                    ("page", n(page.page)),
-                    ("pages", n(pages as f64)),
-                    ("total", n(staff.total as f64)),
-                ],
-            ),
-            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
-            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
-        },
+        pager: Pager::new(&tr, page.page, pages, staff.total, href),
         manage: user
             .0
             .scope(Permission::RegistryManage)

@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::admin::actor;
 use crate::auth::User;
 use crate::error::AppError;
-use crate::i18n::{Tr, n};
+use crate::i18n::Tr;
 use crate::schools::{FormState, Params, audited, p};
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, private_page as html};
@@ -127,18 +127,7 @@ async fn list(
         c: ctx.chrome(tr.t("transfers-title")),
         inbox: which == TransferBox::Inbox,
         rows: list.items.iter().map(|t| row_of(t, &tr)).collect(),
-        pager: Pager {
-            summary: tr.f(
-                "pager-summary",
-                &[
-                    ("page", n(page.page)),
-                    ("pages", n(pages as f64)),
-                    ("total", n(list.total as f64)),
-                ],
-            ),
-            prev: (page.page > 1).then(|| (href(page.page - 1), tr.t("pager-prev"))),
-            next: (u64::from(page.page) < pages).then(|| (href(page.page + 1), tr.t("pager-next"))),
-        },
+        pager: Pager::new(&tr, page.page, pages, list.total, href),
         can_start: user.0.user.home_school.is_some() && user.0.has(Permission::RegistryManage),
     })
 }

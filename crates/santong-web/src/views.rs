@@ -130,6 +130,24 @@ pub struct Pager {
     pub next: Option<(String, String)>,
 }
 
+impl Pager {
+    /// A list's pager: "page p of n (total)", with previous and next links made by `href`.
+    pub fn new(tr: &Tr, page: u32, pages: u64, total: u64, href: impl Fn(u32) -> String) -> Pager {
+        Pager {
+            summary: tr.f(
+                "pager-summary",
+                &[
+                    ("page", crate::i18n::n(page)),
+                    ("pages", crate::i18n::n(pages as f64)),
+                    ("total", crate::i18n::n(total as f64)),
+                ],
+            ),
+            prev: (page > 1).then(|| (href(page - 1), tr.t("pager-prev"))),
+            next: (u64::from(page) < pages).then(|| (href(page + 1), tr.t("pager-next"))),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
