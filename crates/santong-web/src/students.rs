@@ -40,6 +40,27 @@ fn today() -> NaiveDate {
     santong_storage::registry::today()
 }
 
+/// An ethnic group's name in the page's language (romanised in English).
+pub(crate) fn ethnicity_label(ctx: &Ctx, code: &str) -> String {
+    Ethnicity::parse(code)
+        .map(|e| {
+            if ctx.lang.tag() == "en" {
+                e.name_roman().to_owned()
+            } else {
+                e.name_zh().to_owned()
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// The GB/T 3304 choices of a form: (code, "code 汉字 romanised").
+pub(crate) fn ethnicity_choices() -> Vec<(String, String)> {
+    Ethnicity::all()
+        .iter()
+        .map(|(c, name, roman)| (c.clone(), format!("{c} {name} {roman}")))
+        .collect()
+}
+
 fn sex_label(tr: &Tr, code: &str) -> String {
     tr.t(&format!("sex-{code}"))
 }
@@ -156,10 +177,7 @@ fn render_new(
         c: ctx.chrome(tr.t("students-enrol")),
         code: code.to_owned(),
         form,
-        ethnicities: Ethnicity::all()
-            .iter()
-            .map(|(c, name, roman)| (c.clone(), format!("{c} {name} {roman}")))
-            .collect(),
+        ethnicities: ethnicity_choices(),
     })?;
     *res.status_mut() = status;
     Ok(res)
@@ -307,15 +325,7 @@ pub(crate) async fn render_detail(
     let mut res = html(&DetailPage {
         c: ctx.chrome(s.student.name.clone()),
         sex: sex_label(&tr, &s.student.sex),
-        ethnicity: Ethnicity::parse(&s.student.ethnicity)
-            .map(|e| {
-                if ctx.lang.tag() == "en" {
-                    e.name_roman().to_owned()
-                } else {
-                    e.name_zh().to_owned()
-                }
-            })
-            .unwrap_or_default(),
+        ethnicity: ethnicity_label(ctx, &s.student.ethnicity),
         number,
         id_number,
         phone,

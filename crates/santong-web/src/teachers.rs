@@ -10,7 +10,6 @@ use axum::{Json, Router};
 
 use santong_domain::identity::Permission;
 use santong_domain::paging::parse_page;
-use santong_domain::registry::Ethnicity;
 use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES};
 use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::teachers::{NewTeacher, StaffRow, Teachers};
@@ -147,10 +146,7 @@ fn render_new(
         c: ctx.chrome(tr.t("teachers-appoint")),
         code: code.to_owned(),
         form,
-        ethnicities: Ethnicity::all()
-            .iter()
-            .map(|(c, name, roman)| (c.clone(), format!("{c} {name} {roman}")))
-            .collect(),
+        ethnicities: crate::students::ethnicity_choices(),
         qualifications: choices("qualification", &QUALIFICATIONS),
         titles: choices("title", &TITLES),
         posts: choices("post", &POSTS),
@@ -243,15 +239,7 @@ async fn render_detail(
         since: t.since.to_string(),
         on_staff: t.kind == "appoint",
         qualification: label(&tr, "qualification", &t.qualification),
-        ethnicity: Ethnicity::parse(&t.ethnicity)
-            .map(|e| {
-                if ctx.lang.tag() == "en" {
-                    e.name_roman().to_owned()
-                } else {
-                    e.name_zh().to_owned()
-                }
-            })
-            .unwrap_or_default(),
+        ethnicity: crate::students::ethnicity_label(ctx, &t.ethnicity),
         birth: t.birth_date.to_string(),
         manage: user
             .0
