@@ -40,6 +40,21 @@ pub fn routes() -> Router<AppState> {
 
 pub(crate) type Params = HashMap<String, String>;
 
+/// The `page` and `size` parameters of a list, refused together when wrong.
+pub(crate) fn page_of(q: &Params) -> Result<santong_domain::paging::PageRequest, AppError> {
+    let mut errors = vec![];
+    let page = santong_domain::paging::parse_page(
+        q.get("page").map(String::as_str),
+        q.get("size").map(String::as_str),
+        &mut errors,
+    );
+    if errors.is_empty() {
+        Ok(page)
+    } else {
+        Err(AppError::bad_params(errors))
+    }
+}
+
 /// The `on` parameter of a page that shows a day (default today in China).
 pub(crate) fn parse_on(q: &Params) -> Result<chrono::NaiveDate, AppError> {
     match p(q, "on") {

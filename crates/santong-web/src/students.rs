@@ -9,7 +9,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use santong_domain::identity::Permission;
-use santong_domain::paging::parse_page;
 use santong_domain::registry::Ethnicity;
 use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::students::{Correction, NewStudent, Placed, Students};
@@ -34,7 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/students/{id}/corrections", post(correct))
 }
 
-use crate::schools::{FormState, Params, audited, p, parse_on};
+use crate::schools::{FormState, Params, audited, p, page_of, parse_on};
 
 fn today() -> NaiveDate {
     santong_storage::registry::today()
@@ -103,15 +102,7 @@ async fn roster(
         .await?
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
-    let mut errors = vec![];
-    let page = parse_page(
-        q.get("page").map(String::as_str),
-        q.get("size").map(String::as_str),
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(AppError::bad_params(errors));
-    }
+    let page = page_of(&q)?;
     let tr = ctx.tr();
     let list = Students(&state.db)
         .roster(&scope, &code, on, page.limit(), page.offset())
@@ -516,15 +507,7 @@ pub async fn api_roster(
         .await?
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
-    let mut errors = vec![];
-    let page = parse_page(
-        q.get("page").map(String::as_str),
-        q.get("size").map(String::as_str),
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(AppError::bad_params(errors));
-    }
+    let page = page_of(&q)?;
     let list = Students(&state.db)
         .roster(&scope, &code, on, page.limit(), page.offset())
         .await?;

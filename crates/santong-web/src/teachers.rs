@@ -9,7 +9,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use santong_domain::identity::Permission;
-use santong_domain::paging::parse_page;
 use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES};
 use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::teachers::{NewTeacher, StaffRow, Teachers};
@@ -22,7 +21,7 @@ use crate::admin::actor;
 use crate::auth::User;
 use crate::error::AppError;
 use crate::i18n::Tr;
-use crate::schools::{FormState, Params, audited, p, parse_on};
+use crate::schools::{FormState, Params, audited, p, page_of, parse_on};
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, private_page as html};
 
@@ -88,15 +87,7 @@ async fn list(
         .await?
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
-    let mut errors = vec![];
-    let page = parse_page(
-        q.get("page").map(String::as_str),
-        q.get("size").map(String::as_str),
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(AppError::bad_params(errors));
-    }
+    let page = page_of(&q)?;
     let tr = ctx.tr();
     let staff = Teachers(&state.db)
         .staff(&scope, &code, on, page.limit(), page.offset())
@@ -400,15 +391,7 @@ pub async fn api_list(
         .await?
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
-    let mut errors = vec![];
-    let page = parse_page(
-        q.get("page").map(String::as_str),
-        q.get("size").map(String::as_str),
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(AppError::bad_params(errors));
-    }
+    let page = page_of(&q)?;
     let staff = Teachers(&state.db)
         .staff(&scope, &code, on, page.limit(), page.offset())
         .await?;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use santong_domain::identity::Permission;
-use santong_domain::paging::{FieldErrorKind, parse_page};
+use santong_domain::paging::FieldErrorKind;
 use santong_storage::registry::RegistryError;
 use santong_storage::transfers::{
     NewTransfer, StepRow, TransferBox, TransferDetail, TransferRow, Transfers,
@@ -22,7 +22,7 @@ use crate::admin::actor;
 use crate::auth::User;
 use crate::error::AppError;
 use crate::i18n::Tr;
-use crate::schools::{FormState, Params, audited, p};
+use crate::schools::{FormState, Params, audited, p, page_of};
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, private_page as html};
 
@@ -96,15 +96,7 @@ async fn list(
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryView)?;
     let which = box_of(&q);
-    let mut errors = vec![];
-    let page = parse_page(
-        q.get("page").map(String::as_str),
-        q.get("size").map(String::as_str),
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(AppError::bad_params(errors));
-    }
+    let page = page_of(&q)?;
     let tr = ctx.tr();
     let a = actor(&user, &ctx);
     let list = Transfers(&state.db)
@@ -481,15 +473,7 @@ pub async fn api_list(
     Query(q): Query<Params>,
 ) -> Result<Json<TransferList>, AppError> {
     user.require(Permission::RegistryView)?;
-    let mut errors = vec![];
-    let page = parse_page(
-        q.get("page").map(String::as_str),
-        q.get("size").map(String::as_str),
-        &mut errors,
-    );
-    if !errors.is_empty() {
-        return Err(AppError::bad_params(errors));
-    }
+    let page = page_of(&q)?;
     let list = Transfers(&state.db)
         .list(
             &actor(&user, &ctx),
