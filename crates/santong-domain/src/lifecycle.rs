@@ -65,10 +65,12 @@ pub enum EventKind {
     Graduate,
     /// 撤销: a compensating event that cancels an earlier one made by mistake.
     Undo,
+    /// 重复学籍合并: a second record of the same child ends, merged into the first.
+    Merge,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Enrol,
         EventKind::Promote,
         EventKind::Repeat,
@@ -82,6 +84,7 @@ impl EventKind {
         EventKind::Abroad,
         EventKind::Graduate,
         EventKind::Undo,
+        EventKind::Merge,
     ];
 
     /// What a person can record by hand on a student's page (promotion too, for the student the
@@ -113,6 +116,7 @@ impl EventKind {
             EventKind::Abroad => "abroad",
             EventKind::Graduate => "graduate",
             EventKind::Undo => "undo",
+            EventKind::Merge => "merge",
         }
     }
 
@@ -136,6 +140,7 @@ impl EventKind {
             EventKind::Abroad => "71",
             EventKind::Graduate => "60",
             EventKind::Undo => "90",
+            EventKind::Merge => "91",
         }
     }
 
@@ -152,7 +157,7 @@ impl EventKind {
                 from == Status::Suspended
                     || (from == Status::Out && matches!(last_kind, K::DropOut | K::Abroad))
             }
-            K::DropOut | K::Abroad => from != Status::Out,
+            K::DropOut | K::Abroad | K::Merge => from != Status::Out,
             K::Death => from != Status::Out || matches!(last_kind, K::DropOut | K::Abroad),
             // Only a student who is in school can move (not while suspended: national rule).
             K::TransferIn => from == Status::In,
@@ -171,7 +176,7 @@ impl EventKind {
             | K::TransferIn
             | K::Progress => Status::In,
             K::Suspend => Status::Suspended,
-            K::DropOut | K::Death | K::Abroad | K::Graduate => Status::Out,
+            K::DropOut | K::Death | K::Abroad | K::Graduate | K::Merge => Status::Out,
             // Undo rows carry the status of what they undid; it is never read from them.
             K::Undo => Status::Out,
         }

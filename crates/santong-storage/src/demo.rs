@@ -23,6 +23,8 @@ pub struct DemoReport {
     pub classes: usize,
     /// Transfers started now (0 when there were some already).
     pub transfers: usize,
+    /// Duplicate cases opened now (0 when the demo's was there already).
+    pub duplicates: usize,
 }
 
 /// The demo enrols one student for every this many of an average school's real enrolment, so a
@@ -300,6 +302,7 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
     let students = seed_students(db, code).await?;
     let classes = seed_classes(db, code).await?;
     let transfers = seed_transfers(db).await?;
+    let duplicates = seed_duplicate(db).await?;
     Ok(DemoReport {
         regions_loaded,
         county_set,
@@ -307,6 +310,7 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
         students,
         classes,
         transfers,
+        duplicates,
     })
 }
 
@@ -526,6 +530,85 @@ async fn seed_transfers(db: &Db) -> crate::Result<usize> {
         }
     }
     Ok(started)
+}
+
+/// The demo's duplicate record: a boy enrolled at the sending school who turns up at a school of
+/// the demo county, enrolled there again with the same ID number (so he gets a temporary number
+/// and a case opens for both schools). The ID number's sequence 999 is one the numbering keeps
+/// for people over a hundred, so it cannot be a real child's.
+async fn seed_duplicate(db: &Db) -> crate::Result<usize> {
+    use crate::db_query;
+    use crate::identity::Actor;
+    use crate::registry::{Registry, RegistryError, SchoolFilter};
+    use crate::students::{NewStudent, Students};
+    use santong_domain::registry::SchoolKind;
+    let body = "430582201601159990";
+    let id = format!(
+        "{}{}",
+        &body[..17],
+        char::from(santong_domain::registry::id_check_char(
+            &body.as_bytes()[..17]
+        ))
+    );
+    let known: i64 = db_query!(db, read, |sql, ex| {
+        sqlx::query_scalar(sql("SELECT COUNT(*) FROM student WHERE id_number = $1"))
+            .bind(&id)
+            .fetch_one(ex)
+            .await?
+    });
+    let all = santong_domain::identity::Scope::everything();
+    let Some(receiving) = Registry(db)
+        .list_schools(
+            &all,
+            &SchoolFilter {
+                region: RegionCode::parse(DEMO_COUNTY).ok(),
+                kind: SchoolKind::parse("211"),
+                ..Default::default()
+            },
+            1,
+            0,
+        )
+        .await?
+        .items
+        .into_iter()
+        .next()
+    else {
+        return Ok(0);
+    };
+    if known > 0
+        || Registry(db)
+            .school(&all, DEMO_SENDING_SCHOOL)
+            .await?
+            .is_none()
+    {
+        return Ok(0);
+    }
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let year = santong_domain::registry::SchoolYear::of_date(today).0;
+    let input = NewStudent {
+        name: "邓浩然".into(),
+        sex: "1".into(),
+        birth_date: "2016-01-15".into(),
+        ethnicity: "01".into(),
+        id_number: id,
+        guardian_name: "邓家长".into(),
+        guardian_relation: "父亲".into(),
+        guardian_phone: "19000000001".into(),
+        grade: "4".into(),
+        enrolled_on: format!("{year}-09-01"),
+        ..Default::default()
+    };
+    for school in [DEMO_SENDING_SCHOOL, receiving.code.as_str()] {
+        match Students(db).enrol(Actor::Cli, school, &input).await {
+            Ok(_) => {}
+            Err(RegistryError::Storage(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "demo duplicate refused");
+                return Ok(0);
+            }
+        }
+    }
+    Ok(1)
 }
 
 /// The demo county, when demo data has been seeded.

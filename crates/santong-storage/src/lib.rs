@@ -9,6 +9,7 @@ pub mod audit;
 pub mod classes;
 pub mod db;
 pub mod demo;
+pub mod duplicates;
 mod dynsql;
 pub mod identity;
 pub mod jobs;

@@ -344,6 +344,10 @@ impl Students<'_> {
         if last.kind == EventKind::TransferIn.as_str() {
             return Err(refused("event", "student-undo-transfer"));
         }
+        // A merge is undone from its duplicate case, which reopens with it.
+        if last.kind == EventKind::Merge.as_str() {
+            return Err(refused("event", "student-undo-merge"));
+        }
         let undo_id = Uuid::now_v7();
         let now = Utc::now();
         let w = Write {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::duplicates::{Clash, clash_of, temporary_number};
 use crate::dynsql::DynQuery;
 use crate::identity::Actor;
 use crate::registry::{Registry, RegistryError, SchoolRow, refused, rule, today};
@@ -152,15 +153,22 @@ pub(crate) const PLACED_COLUMNS: &str =
 /// effective by then that no later event undid (undo events themselves never are). Whether it
 /// leaves the student in school is `e.status`; rosters add [`ON_ROSTER`].
 pub(crate) fn push_placing(q: &mut DynQuery, on: NaiveDate) {
-    q.push(
-        " e.id = (SELECT e2.id FROM student_event e2 WHERE e2.student_id = st.id \
-        AND e2.effective_on <= ",
-    )
-    .bind(on)
-    .push(
-        " AND e2.undone_by IS NULL AND e2.kind <> 'undo' \
+    push_placing_of(q, on, "e", "st");
+}
+
+/// [`push_placing`] for event alias `e` and student alias `st` of the caller's choosing (a query
+/// that places two students at once).
+pub(crate) fn push_placing_of(q: &mut DynQuery, on: NaiveDate, e: &'static str, st: &'static str) {
+    q.push(" ")
+        .push(e)
+        .push(".id = (SELECT e2.id FROM student_event e2 WHERE e2.student_id = ")
+        .push(st)
+        .push(".id AND e2.effective_on <= ")
+        .bind(on)
+        .push(
+            " AND e2.undone_by IS NULL AND e2.kind <> 'undo' \
         ORDER BY e2.effective_on DESC, e2.recorded_at DESC, e2.id DESC LIMIT 1)",
-    );
+        );
 }
 
 /// Students who hold a place at the school: in school or suspended (休学 keeps the place).
@@ -306,14 +314,38 @@ impl Students<'_> {
         let sid = Uuid::now_v7();
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
+        // An ID number on a record that holds a place elsewhere: this record is temporary and a
+        // duplicate case opens; on records that all left school, the child is not enrolled anew.
+        let mut clash = match &c.id {
+            Some(id) => clash_of(&mut tx, id.as_str(), self.0.is_postgres()).await?,
+            None => Clash::None,
+        };
         // A J-number takes the next free sequence of its prefix. Of two enrolments racing for
         // the same one (PostgreSQL), the loser tries the next.
         let mut attempt = 0;
         let mut tried: Option<u16> = None;
         loop {
-            let number = match &c.id {
-                Some(id) => StudentNumber::official(id),
-                None => {
+            if let Clash::Left(existing) = clash {
+                drop(tx);
+                // Audited against the existing record (never by the number).
+                audit::record(
+                    self.0,
+                    &actor.entry(
+                        "student.duplicate",
+                        &existing.to_string(),
+                        "denied",
+                        &school.node(),
+                    ),
+                )
+                .await?;
+                return Err(refused("id_number", "student-already-enrolled"));
+            }
+            let number = match (&c.id, &clash) {
+                (Some(_), Clash::Active(_)) => {
+                    temporary_number(&school.county, c.birth).ok_or(RegistryError::NotFound)?
+                }
+                (Some(id), _) => StudentNumber::official(id),
+                (None, _) => {
                     let (n, seq) = next_j_number(&mut tx, &school.county, c.birth, tried).await?;
                     tried = Some(seq);
                     n
@@ -351,23 +383,14 @@ impl Students<'_> {
             if inserted == 1 {
                 break;
             }
-            if c.id.is_some() {
-                drop(tx);
-                // Someone tried to enrol an ID that has a record already: audited against that
-                // record (never by the number), and left for the duplicate queue.
-                let existing: Option<Uuid> = db_query!(self.0, read, |sql, ex| {
-                    sqlx::query_scalar(sql("SELECT id FROM student WHERE student_number = $1"))
-                        .bind(number.as_str())
-                        .fetch_optional(ex)
-                        .await?
-                });
-                let target = existing.map(|u| u.to_string()).unwrap_or_default();
-                audit::record(
-                    self.0,
-                    &actor.entry("student.duplicate", &target, "denied", &school.node()),
-                )
-                .await?;
-                return Err(refused("id_number", "student-already-enrolled"));
+            // The official number was taken meanwhile (PostgreSQL): judged again against the
+            // record that took it.
+            if let (Some(id), Clash::None) = (&c.id, &clash) {
+                clash = clash_of(&mut tx, id.as_str(), self.0.is_postgres()).await?;
+                if matches!(clash, Clash::None) {
+                    return Err(RegistryError::Stale);
+                }
+                continue;
             }
             attempt += 1;
             if attempt > 20 {
@@ -398,6 +421,9 @@ impl Students<'_> {
             &actor.entry("student.enrol", &sid.to_string(), "success", &school.node()),
         )
         .await?;
+        if let Clash::Active(other) = clash {
+            crate::duplicates::open(&mut tx, sid, other, &actor, &school.node(), now).await?;
+        }
         tx.commit().await?;
         self.student(&Scope::everything(), sid)
             .await?
@@ -700,7 +726,12 @@ impl Students<'_> {
         };
         let c = self.check(&school, &merged, today()).await?;
         let new_id = c.id.as_ref().map(|i| i.as_str().to_owned());
+        // A temporary number stays while its ID number is unchanged: it becomes official when the
+        // duplicate case it came from is resolved.
         let new_number = match &c.id {
+            Some(_) if new_id == st.id_number && st.student_number.starts_with('L') => {
+                st.student_number.clone()
+            }
             Some(i) => StudentNumber::official(i).as_str().to_owned(),
             None => st.student_number.clone(),
         };
@@ -768,27 +799,17 @@ impl Students<'_> {
             return Err(refused("id_number", "student-already-enrolled"));
         }
         let who = actor.name();
-        crate::dynsql::insert_batched(
-            &mut tx,
-            "INSERT INTO student_correction (id, student_id, field, old_value, new_value, reason, \
-            actor, recorded_at) VALUES ",
-            "",
-            &changes,
-            |(field, old, new)| {
-                use crate::dynsql::Val;
-                vec![
-                    Val::Uuid(Uuid::now_v7()),
-                    Val::Uuid(id),
-                    Val::Text((*field).to_owned()),
-                    Val::OptText(old.clone()),
-                    Val::OptText(new.clone()),
-                    Val::Text(reason.to_owned()),
-                    Val::Text(who.clone()),
-                    Val::Time(now),
-                ]
-            },
-        )
-        .await?;
+        crate::duplicates::lineage(&mut tx, id, &changes, reason, &who, now).await?;
+        if new_id != st.id_number {
+            let change = crate::duplicates::IdChange {
+                student: id,
+                old_id_number: st.id_number.as_deref(),
+                old_number: &st.student_number,
+                new_number: &new_number,
+                reason,
+            };
+            crate::duplicates::after_correction(&mut tx, &change, &who, now).await?;
+        }
         // The fields, never their values: those may be an ID number.
         let mut e = actor.entry(
             "student.correct",

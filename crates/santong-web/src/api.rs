@@ -68,6 +68,16 @@ pub fn routes() -> Router<AppState> {
             "/transfers/{id}/decide",
             axum::routing::post(crate::transfers::api_decide),
         )
+        .route("/duplicates", get(crate::duplicates::api_list))
+        .route("/duplicates/{id}", get(crate::duplicates::api_detail))
+        .route(
+            "/duplicates/{id}/merge",
+            axum::routing::post(crate::duplicates::api_merge),
+        )
+        .route(
+            "/duplicates/{id}/undo",
+            axum::routing::post(crate::duplicates::api_undo),
+        )
         .route(
             "/schools/{code}/classes",
             get(crate::classes::api_list).post(crate::classes::api_create),
@@ -132,6 +142,10 @@ pub fn routes() -> Router<AppState> {
         crate::transfers::api_start,
         crate::transfers::api_detail,
         crate::transfers::api_decide,
+        crate::duplicates::api_list,
+        crate::duplicates::api_detail,
+        crate::duplicates::api_merge,
+        crate::duplicates::api_undo,
         crate::classes::api_list,
         crate::classes::api_create,
         crate::classes::api_detail,
@@ -177,6 +191,10 @@ pub fn routes() -> Router<AppState> {
         crate::transfers::TransferList,
         crate::transfers::NewTransferDto,
         crate::transfers::DecisionDto,
+        crate::duplicates::CaseRecordDto,
+        crate::duplicates::CaseDto,
+        crate::duplicates::CaseList,
+        crate::duplicates::CaseActionDto,
         crate::classes::ClassDto,
         crate::classes::MemberDto,
         crate::classes::ClassDetailDto,

@@ -13,6 +13,7 @@ pub mod assets;
 pub mod auth;
 pub mod classes;
 pub mod clients;
+pub mod duplicates;
 pub mod error;
 pub mod i18n;
 pub mod lifecycle;
@@ -107,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(students::routes())
         .merge(lifecycle::routes())
         .merge(transfers::routes())
+        .merge(duplicates::routes())
         .merge(classes::routes())
         .merge(teachers::routes())
         .nest(

@@ -247,6 +247,8 @@ struct DetailPage {
     /// Corrections: (field label, before, after, reason, when, who).
     corrections: Vec<(String, String, String, String, String, String)>,
     correct_form: FormState,
+    /// Open duplicate cases this record is part of.
+    duplicates: Vec<String>,
 }
 
 /// How the student page is shown: masked or full, and any refusal to show at its form.
@@ -295,6 +297,12 @@ pub(crate) async fn render_detail(
             )
         })
         .collect();
+    let duplicates = santong_storage::duplicates::Duplicates(&state.db)
+        .open_of(&user.0.scope(Permission::RegistryView), s.student.id)
+        .await?
+        .iter()
+        .map(Uuid::to_string)
+        .collect();
     let class = santong_storage::classes::Classes(&state.db)
         .class_of(s.student.id, &s.school_code, today())
         .await?
@@ -334,6 +342,7 @@ pub(crate) async fn render_detail(
         class,
         corrections,
         correct_form,
+        duplicates,
         s,
     })?;
     *res.status_mut() = status;

@@ -444,7 +444,7 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             let db = open_db(&settings).await?;
             let report = demo::seed(&db).await?;
             println!(
-                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled, {} classes opened and {} transfers started now",
+                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled, {} classes opened, {} transfers started and {} duplicate cases opened now",
                 demo::DEMO_COUNTY,
                 if report.county_set {
                     "set now"
@@ -454,7 +454,8 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
                 report.schools,
                 report.students,
                 report.classes,
-                report.transfers
+                report.transfers,
+                report.duplicates
             );
             db.close().await;
         }

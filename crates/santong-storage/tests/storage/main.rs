@@ -2,6 +2,7 @@
 //! (`SANTONG_TEST_PG_URL`). One test binary for the crate.
 
 mod classes;
+mod duplicates;
 mod identity;
 mod jobs;
 mod lifecycle;

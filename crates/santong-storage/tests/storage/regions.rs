@@ -181,6 +181,19 @@ async fn demo_is_idempotent(t: TestDb) {
     assert!(first.classes > 300, "{}", first.classes);
     // Four transfers from the other province's demo school: three waiting, one done.
     assert_eq!(first.transfers, 4);
+    // One child enrolled at the sending school and again in the county: one open case.
+    assert_eq!(first.duplicates, 1);
+    let cases = santong_storage::duplicates::Duplicates(&t.db)
+        .list(
+            &santong_domain::identity::Scope::everything(),
+            santong_storage::duplicates::CaseFilter::Open,
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cases.total, 1);
+    assert!(cases.items[0].student.is_temporary());
     let all = santong_storage::transfers::Transfers(&t.db)
         .list(
             &santong_storage::identity::Actor::Cli,
@@ -215,7 +228,8 @@ async fn demo_is_idempotent(t: TestDb) {
             schools: 0,
             students: 0,
             classes: 0,
-            transfers: 0
+            transfers: 0,
+            duplicates: 0
         }
     );
     let points = santong_storage::registry::Registry(&t.db)

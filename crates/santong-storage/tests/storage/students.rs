@@ -1,7 +1,7 @@
 use santong_domain::identity::{Node, Permission, Role, SchoolCode, Scope};
 use santong_domain::paging::FieldErrorKind;
 use santong_domain::region::RegionCode;
-use santong_domain::registry::id_check_char;
+use santong_domain::registry::{StudentNumber, id_check_char};
 use santong_storage::identity::{Actor, Identity, Login, NewUser, Principal};
 use santong_storage::registry::{Registry, RegistryError, SchoolInput};
 use santong_storage::students::{NewStudent, Students};
@@ -152,30 +152,24 @@ async fn students_are_enrolled_with_every_field_checked(t: TestDb) {
         .await
         .unwrap();
     assert!(old.student.id_region_retired);
-    // The same ID twice.
-    let got = problems(
-        s.enrol(
+    // The same ID twice, while the first record holds its place: the second record gets a
+    // temporary L-number (area, birth date, four digits) and a duplicate case opens.
+    let twice = s
+        .enrol(
             Actor::Cli,
             "1144030502",
             &pupil("李明", "2018-03-05", id("440305", "20180305", 11), "1"),
         )
         .await
-        .unwrap_err(),
-    );
-    assert_eq!(
-        got,
-        vec![("id_number".to_string(), "student-already-enrolled")]
-    );
-    // The attempt is audited against the existing record, by its id.
+        .unwrap();
+    let n = &twice.student.student_number;
+    assert!(n.starts_with("L44030520180305") && n.len() == 19, "{n}");
+    assert!(StudentNumber::parse(n).is_some_and(|n| n.is_temporary()));
     let audit = santong_storage::audit::search(&t.db, &Default::default(), 50, 0)
         .await
         .unwrap();
-    let dup = audit
-        .items
-        .iter()
-        .find(|e| e.event == "student.duplicate")
-        .expect("audited");
-    assert_eq!(dup.target, a.student.id.to_string());
+    assert!(audit.items.iter().any(|e| e.event == "duplicate.open"));
+    let _ = a;
     // A region code that never existed is refused.
     let got = problems(
         s.enrol(

@@ -3,6 +3,7 @@
 
 mod api;
 mod classes;
+mod duplicates;
 mod identity;
 mod lifecycle;
 mod oidc;
