@@ -139,6 +139,52 @@ async fn latest_event(
     }))
 }
 
+/// Locks the person's record (PostgreSQL) and reads their latest event: (kind, school, date).
+pub(crate) async fn lock_latest(
+    tx: &mut Tx,
+    teacher: Uuid,
+) -> crate::Result<Option<(String, String, NaiveDate)>> {
+    lock_by_id(tx, teacher).await?;
+    latest_event(tx, teacher).await
+}
+
+/// The last approval of a staff move: the person, still on `from`'s staff, is appointed at `to`
+/// today (which takes them off the old staff). Returns the appointment's event id.
+pub(crate) async fn appoint_on_move(
+    tx: &mut Tx,
+    actor: &Actor<'_>,
+    teacher: Uuid,
+    from: &str,
+    to: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Uuid, RegistryError> {
+    let Some((kind, school, since)) = lock_latest(tx, teacher).await? else {
+        return Err(RegistryError::NotFound);
+    };
+    if kind != "appoint" || school != from {
+        return Err(refused("step", "move-teacher-changed"));
+    }
+    let event = Uuid::now_v7();
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "INSERT INTO teacher_event (id, teacher_id, kind, school_code, effective_on, \
+            recorded_at, actor, reason) VALUES ($1, $2, 'appoint', $3, $4, $5, $6, $7)",
+        ))
+        .bind(event)
+        .bind(teacher)
+        .bind(to)
+        .bind(today().max(since))
+        .bind(now)
+        .bind(actor.name())
+        .bind(reason)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(event)
+}
+
 pub struct Teachers<'a>(pub &'a Db);
 
 impl Teachers<'_> {

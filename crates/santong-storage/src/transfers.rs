@@ -3,6 +3,9 @@
 //! with a reason; on the last approval the student gets a `transfer_in` event at the new school
 //! and the whole history travels with them.
 //!
+//! Staff moves (教师调动) go along the same chain ([`Subject::Staff`]): the receiving school names
+//! the person by staff number and name, and the last approval appoints them at the new school.
+//!
 //! Each step is decided by someone holding `registry_manage` *at that step's node* (the school,
 //! the county or the province itself): a superior sees the transfer but does not sign for the
 //! level below. Decisions read and change the transfer inside one transaction (PostgreSQL locks
@@ -22,7 +25,7 @@ use crate::audit;
 use crate::dynsql::{DynQuery, Val, insert_batched};
 use crate::identity::Actor;
 use crate::lifecycle::{Write, in_force, lock_student, write_events};
-use crate::registry::{Registry, RegistryError, refused, rule, today};
+use crate::registry::{Registry, RegistryError, SchoolRow, refused, rule, today};
 use crate::students::mask_number;
 use crate::{Db, Page, Tx, db_query};
 
@@ -30,7 +33,64 @@ fn province_of(county: &str) -> String {
     format!("{}0000", county.get(..2).unwrap_or("00"))
 }
 
-/// A transfer as lists and pages show it (the student number masked).
+/// What goes along an approval chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// 转学: a student changes school.
+    Student,
+    /// 调动: a member of staff changes school.
+    Staff,
+}
+
+impl Subject {
+    fn table(self) -> &'static str {
+        match self {
+            Subject::Student => "transfer",
+            Subject::Staff => "staff_move",
+        }
+    }
+
+    fn steps(self) -> &'static str {
+        match self {
+            Subject::Student => "transfer_step",
+            Subject::Staff => "staff_move_step",
+        }
+    }
+
+    /// The steps' column naming their chain.
+    fn key(self) -> &'static str {
+        match self {
+            Subject::Student => "transfer_id",
+            Subject::Staff => "move_id",
+        }
+    }
+
+    fn select(self) -> &'static str {
+        match self {
+            Subject::Student => TRANSFER_SELECT,
+            Subject::Staff => MOVE_SELECT,
+        }
+    }
+
+    /// The audit event of `action` (start, lookup, approve, reject, complete).
+    fn audit(self, action: &str) -> &'static str {
+        match (self, action) {
+            (Subject::Student, "start") => "transfer.start",
+            (Subject::Student, "lookup") => "transfer.lookup",
+            (Subject::Student, "approve") => "transfer.approve",
+            (Subject::Student, "reject") => "transfer.reject",
+            (Subject::Student, _) => "transfer.complete",
+            (Subject::Staff, "start") => "staff_move.start",
+            (Subject::Staff, "lookup") => "staff_move.lookup",
+            (Subject::Staff, "approve") => "staff_move.approve",
+            (Subject::Staff, "reject") => "staff_move.reject",
+            (Subject::Staff, _) => "staff_move.complete",
+        }
+    }
+}
+
+/// A transfer as lists and pages show it (the student number masked). For a staff move the
+/// `student_*` fields are the person's record, name and staff number, and `grade` is 0.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TransferRow {
     pub id: Uuid,
@@ -117,6 +177,18 @@ pub struct NewTransfer {
     pub reason: String,
 }
 
+/// A staff move as asked for by the receiving school: raw text, checked by
+/// [`Transfers::start_move`].
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct NewMove {
+    /// 教职工编号 (T…).
+    pub teacher_number: String,
+    /// The person's name, which must match the record.
+    pub name: String,
+    pub to_school: String,
+    pub reason: String,
+}
+
 /// Which transfers a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferBox {
@@ -133,6 +205,14 @@ const TRANSFER_SELECT: &str = "SELECT t.id, t.student_id, st.name AS student_nam
     FROM transfer t JOIN student st ON st.id = t.student_id \
     JOIN school fs ON fs.code = t.from_school JOIN school ts ON ts.code = t.to_school \
     LEFT JOIN transfer_step cs ON cs.transfer_id = t.id AND cs.seq = t.current_step";
+
+const MOVE_SELECT: &str = "SELECT t.id, t.teacher_id AS student_id, tc.name AS student_name, \
+    tc.teacher_number AS student_number, t.from_school, fs.name AS from_name, t.from_county, \
+    t.to_school, ts.name AS to_name, t.to_county, 0 AS grade, t.reason, t.status, \
+    t.current_step, cs.role AS step_role, cs.due_on AS step_due, t.created_at, t.created_by, \
+    t.decided_at FROM staff_move t JOIN teacher tc ON tc.id = t.teacher_id \
+    JOIN school fs ON fs.code = t.from_school JOIN school ts ON ts.code = t.to_school \
+    LEFT JOIN staff_move_step cs ON cs.move_id = t.id AND cs.seq = t.current_step";
 
 /// The nodes where the actor signs transfer steps: where they hold `registry_manage` by a grant
 /// of their own (`None`: anywhere, for the command line).
@@ -161,6 +241,104 @@ fn push_involving(q: &mut DynQuery, scope: &Scope) {
     q.push(")");
 }
 
+/// The checks every start shares: the actor signs the receiving school's own step (its people
+/// start, not a superior, who would then sign two steps of the chain); a reason; an open school.
+/// Returns the field errors so far and the trimmed reason.
+fn start_checks<'r>(
+    actor: &Actor<'_>,
+    to: &SchoolRow,
+    reason: &'r str,
+) -> Result<(Vec<santong_domain::paging::FieldError>, &'r str), RegistryError> {
+    let own = match signing_nodes(actor) {
+        None => true,
+        Some(nodes) => nodes.iter().any(|n| *n == to.node() || *n == Node::Nation),
+    };
+    if !own {
+        return Err(RegistryError::Forbidden);
+    }
+    let mut errors = vec![];
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        errors.push(rule("reason", "transfer-reason-required"));
+    }
+    if to.status() != Some(SchoolStatus::Open) {
+        errors.push(rule("to_school", "registry-not-open"));
+    }
+    Ok((errors, reason))
+}
+
+/// Writes the chain of a new transfer or move `id` from `from` to `to`: the receiving school's
+/// own step signed by the starter, the next one open with its deadline, the rest waiting.
+async fn insert_chain(
+    tx: &mut Tx,
+    subject: Subject,
+    id: Uuid,
+    from: &SchoolRow,
+    to: &SchoolRow,
+    actor: &Actor<'_>,
+    now: DateTime<Utc>,
+) -> crate::Result<()> {
+    let day = today();
+    let cross = from.county.get(..2) != to.county.get(..2);
+    let steps: Vec<(i32, TransferStep, String, Option<String>)> = TransferStep::chain(cross)
+        .into_iter()
+        .zip(0..)
+        .map(|(s, seq)| {
+            let (region, school) = match s {
+                TransferStep::ReceivingSchool => (to.county.clone(), Some(to.code.clone())),
+                TransferStep::ReceivingCounty => (to.county.clone(), None),
+                TransferStep::ReceivingProvince => (province_of(&to.county), None),
+                TransferStep::SendingProvince => (province_of(&from.county), None),
+                TransferStep::SendingSchool => (from.county.clone(), Some(from.code.clone())),
+                TransferStep::SendingCounty => (from.county.clone(), None),
+            };
+            (seq, s, region, school)
+        })
+        .collect();
+    let who = actor.name();
+    let head = format!(
+        "INSERT INTO {} ({}, seq, role, region, school_code, opened_on, due_on, decision, \
+            decided_at, decided_by, note) VALUES ",
+        subject.steps(),
+        subject.key()
+    );
+    insert_batched(tx, &head, "", &steps, |(seq, role, region, school)| {
+        // Starting is the receiving school's own step; the next one opens now.
+        let (opened, due, decision, at, by) = match seq {
+            0 => (
+                Some(day),
+                Some(day),
+                Some("approved".to_owned()),
+                Some(now),
+                Some(who.clone()),
+            ),
+            1 => (
+                Some(day),
+                Some(add_working_days(day, TRANSFER_STEP_WORKING_DAYS)),
+                None,
+                None,
+                None,
+            ),
+            _ => (None, None, None, None, None),
+        };
+        vec![
+            Val::Uuid(id),
+            Val::Int(*seq),
+            Val::Text(role.as_str().into()),
+            Val::Text(region.clone()),
+            Val::OptText(school.clone()),
+            Val::OptDate(opened),
+            Val::OptDate(due),
+            Val::OptText(decision),
+            Val::OptTime(at),
+            Val::OptText(by),
+            Val::Text(String::new()),
+        ]
+    })
+    .await?;
+    Ok(())
+}
+
 pub struct Transfers<'a>(pub &'a Db);
 
 impl Transfers<'_> {
@@ -178,23 +356,7 @@ impl Transfers<'_> {
         let Some(to) = to.filter(|s| actor.may(Permission::RegistryView, &s.node())) else {
             return Err(refused("to_school", "transfer-bad-school"));
         };
-        // Starting is the receiving school's own step: its people start it, not a superior
-        // (who would then sign two steps of the chain).
-        let own = match signing_nodes(&actor) {
-            None => true,
-            Some(nodes) => nodes.iter().any(|n| *n == to.node() || *n == Node::Nation),
-        };
-        if !own {
-            return Err(RegistryError::Forbidden);
-        }
-        let mut errors = vec![];
-        let reason = input.reason.trim();
-        if reason.is_empty() || reason.chars().count() > 200 {
-            errors.push(rule("reason", "transfer-reason-required"));
-        }
-        if to.status() != Some(SchoolStatus::Open) {
-            errors.push(rule("to_school", "registry-not-open"));
-        }
+        let (mut errors, reason) = start_checks(&actor, &to, &input.reason)?;
         let number = input.student_number.trim().to_uppercase();
         let number = if number.len() == 18 && !number.starts_with(['G', 'J', 'L']) {
             format!("G{number}")
@@ -273,7 +435,6 @@ impl Transfers<'_> {
         }
         let id = Uuid::now_v7();
         let now = Utc::now();
-        let day = today();
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "INSERT INTO transfer (id, student_id, from_school, from_county, to_school, \
@@ -294,64 +455,7 @@ impl Transfers<'_> {
             .await?
             .rows_affected()
         });
-        let cross = from.county.get(..2) != to.county.get(..2);
-        let steps: Vec<(i32, TransferStep, String, Option<String>)> = TransferStep::chain(cross)
-            .into_iter()
-            .zip(0..)
-            .map(|(s, seq)| {
-                let (region, school) = match s {
-                    TransferStep::ReceivingSchool => (to.county.clone(), Some(to.code.clone())),
-                    TransferStep::ReceivingCounty => (to.county.clone(), None),
-                    TransferStep::ReceivingProvince => (province_of(&to.county), None),
-                    TransferStep::SendingProvince => (province_of(&from.county), None),
-                    TransferStep::SendingSchool => (from.county.clone(), Some(from.code.clone())),
-                    TransferStep::SendingCounty => (from.county.clone(), None),
-                };
-                (seq, s, region, school)
-            })
-            .collect();
-        let who = actor.name();
-        insert_batched(
-            &mut tx,
-            "INSERT INTO transfer_step (transfer_id, seq, role, region, school_code, opened_on, \
-            due_on, decision, decided_at, decided_by, note) VALUES ",
-            "",
-            &steps,
-            |(seq, role, region, school)| {
-                // Starting is the receiving school's own step; the next one opens now.
-                let (opened, due, decision, at, by) = match seq {
-                    0 => (
-                        Some(day),
-                        Some(day),
-                        Some("approved".to_owned()),
-                        Some(now),
-                        Some(who.clone()),
-                    ),
-                    1 => (
-                        Some(day),
-                        Some(add_working_days(day, TRANSFER_STEP_WORKING_DAYS)),
-                        None,
-                        None,
-                        None,
-                    ),
-                    _ => (None, None, None, None, None),
-                };
-                vec![
-                    Val::Uuid(id),
-                    Val::Int(*seq),
-                    Val::Text(role.as_str().into()),
-                    Val::Text(region.clone()),
-                    Val::OptText(school.clone()),
-                    Val::OptDate(opened),
-                    Val::OptDate(due),
-                    Val::OptText(decision),
-                    Val::OptTime(at),
-                    Val::OptText(by),
-                    Val::Text(String::new()),
-                ]
-            },
-        )
-        .await?;
+        insert_chain(&mut tx, Subject::Student, id, &from, &to, &actor, now).await?;
         audit::append(
             &mut tx,
             &actor.entry("transfer.start", &id.to_string(), "success", &to.node()),
@@ -363,10 +467,130 @@ impl Transfers<'_> {
             .ok_or(RegistryError::NotFound)
     }
 
+    /// Starts a staff move into `to_school` (needs `registry_manage` there, as for a transfer).
+    /// The person is found by staff number *and* name; the lookup is audited.
+    pub async fn start_move(
+        &self,
+        actor: Actor<'_>,
+        input: &NewMove,
+    ) -> Result<TransferDetail, RegistryError> {
+        let to = Registry(self.0)
+            .school(&Scope::everything(), input.to_school.trim())
+            .await?;
+        let Some(to) = to.filter(|s| actor.may(Permission::RegistryView, &s.node())) else {
+            return Err(refused("to_school", "transfer-bad-school"));
+        };
+        let (mut errors, reason) = start_checks(&actor, &to, &input.reason)?;
+        let number = input.teacher_number.trim().to_uppercase();
+        let found: Option<(Uuid, String)> = db_query!(self.0, read, |sql, ex| {
+            sqlx::query_as(sql(
+                "SELECT id, name FROM teacher WHERE teacher_number = $1",
+            ))
+            .bind(&number)
+            .fetch_optional(ex)
+            .await?
+        });
+        let teacher = found
+            .filter(|(_, name)| name == input.name.trim())
+            .map(|(id, _)| id);
+        audit::record(
+            self.0,
+            &actor.entry(
+                Subject::Staff.audit("lookup"),
+                &teacher.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                if teacher.is_some() {
+                    "success"
+                } else {
+                    "denied"
+                },
+                &to.node(),
+            ),
+        )
+        .await?;
+        let Some(teacher) = teacher else {
+            errors.push(rule("teacher_number", "move-no-teacher"));
+            return Err(RegistryError::Fields(errors));
+        };
+        if !errors.is_empty() {
+            return Err(RegistryError::Fields(errors));
+        }
+        let mut tx = self.0.begin().await?;
+        let Some((kind, school, _)) = crate::teachers::lock_latest(&mut tx, teacher).await? else {
+            return Err(RegistryError::NotFound);
+        };
+        if kind != "appoint" {
+            return Err(refused("teacher_number", "move-not-on-staff"));
+        }
+        if school == to.code {
+            return Err(refused("to_school", "transfer-same-school"));
+        }
+        let from = Registry(self.0)
+            .school(&Scope::everything(), &school)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let pending: i64 = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT COUNT(*) FROM staff_move WHERE teacher_id = $1 AND status = 'pending'",
+            ))
+            .bind(teacher)
+            .fetch_one(ex)
+            .await?
+        });
+        if pending > 0 {
+            return Err(refused("teacher_number", "move-pending"));
+        }
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "INSERT INTO staff_move (id, teacher_id, from_school, from_county, to_school, \
+                to_county, reason, status, current_step, created_at, created_by) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 1, $8, $9)",
+            ))
+            .bind(id)
+            .bind(teacher)
+            .bind(&from.code)
+            .bind(&from.county)
+            .bind(&to.code)
+            .bind(&to.county)
+            .bind(reason)
+            .bind(now)
+            .bind(actor.name())
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+        insert_chain(&mut tx, Subject::Staff, id, &from, &to, &actor, now).await?;
+        audit::append(
+            &mut tx,
+            &actor.entry(
+                Subject::Staff.audit("start"),
+                &id.to_string(),
+                "success",
+                &to.node(),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        self.detail_of(Subject::Staff, &Scope::everything(), id)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+
     /// A transfer and its chain, if either school is in `scope`.
     pub async fn detail(&self, scope: &Scope, id: Uuid) -> crate::Result<Option<TransferDetail>> {
+        self.detail_of(Subject::Student, scope, id).await
+    }
+
+    /// A transfer or staff move and its chain, if either school is in `scope`.
+    pub async fn detail_of(
+        &self,
+        subject: Subject,
+        scope: &Scope,
+        id: Uuid,
+    ) -> crate::Result<Option<TransferDetail>> {
         let mut q = DynQuery::for_db(self.0);
-        q.push(TRANSFER_SELECT)
+        q.push(subject.select())
             .push(" WHERE t.id = ")
             .bind(id)
             .push(" AND");
@@ -374,15 +598,18 @@ impl Transfers<'_> {
         let Some(transfer) = q.fetch_all::<TransferRow>(self.0).await?.into_iter().next() else {
             return Ok(None);
         };
-        let steps = db_query!(self.0, read, |sql, ex| {
-            sqlx::query_as(sql(
-                "SELECT seq, role, region, school_code, opened_on, due_on, decision, decided_at, \
-                decided_by, note FROM transfer_step WHERE transfer_id = $1 ORDER BY seq",
-            ))
-            .bind(id)
-            .fetch_all(ex)
-            .await?
-        });
+        let mut q = DynQuery::for_db(self.0);
+        q.push(
+            "SELECT seq, role, region, school_code, opened_on, due_on, decision, decided_at, \
+            decided_by, note FROM ",
+        )
+        .push(subject.steps())
+        .push(" WHERE ")
+        .push(subject.key())
+        .push(" = ")
+        .bind(id)
+        .push(" ORDER BY seq");
+        let steps = q.fetch_all(self.0).await?;
         Ok(Some(TransferDetail { transfer, steps }))
     }
 
@@ -390,6 +617,20 @@ impl Transfers<'_> {
     /// that involve their schools and regions.
     pub async fn list(
         &self,
+        actor: &Actor<'_>,
+        scope: &Scope,
+        which: TransferBox,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<TransferRow>> {
+        self.list_of(Subject::Student, actor, scope, which, limit, offset)
+            .await
+    }
+
+    /// [`Transfers::list`] of transfers or of staff moves.
+    pub async fn list_of(
+        &self,
+        subject: Subject,
         actor: &Actor<'_>,
         scope: &Scope,
         which: TransferBox,
@@ -433,7 +674,7 @@ impl Transfers<'_> {
             }
         };
         let mut q = DynQuery::for_db(self.0);
-        q.push(TRANSFER_SELECT);
+        q.push(subject.select());
         filter(&mut q);
         q.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -441,10 +682,13 @@ impl Transfers<'_> {
             .bind(i64::try_from(offset).unwrap_or(i64::MAX));
         let items = q.fetch_all(self.0).await?;
         let mut c = DynQuery::for_db(self.0);
-        c.push(
-            "SELECT COUNT(*) FROM transfer t \
-            LEFT JOIN transfer_step cs ON cs.transfer_id = t.id AND cs.seq = t.current_step",
-        );
+        c.push("SELECT COUNT(*) FROM ")
+            .push(subject.table())
+            .push(" t LEFT JOIN ")
+            .push(subject.steps())
+            .push(" cs ON cs.")
+            .push(subject.key())
+            .push(" = t.id AND cs.seq = t.current_step");
         filter(&mut c);
         let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
         Ok(Page { items, total })
@@ -462,8 +706,25 @@ impl Transfers<'_> {
         approve: bool,
         note: &str,
     ) -> Result<TransferDetail, RegistryError> {
+        self.decide_of(Subject::Student, actor, scope, id, seq, approve, note)
+            .await
+    }
+
+    /// [`Transfers::decide`] for a transfer or a staff move; the last approval of a move
+    /// appoints the person at the new school.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_of(
+        &self,
+        subject: Subject,
+        actor: Actor<'_>,
+        scope: &Scope,
+        id: Uuid,
+        seq: i32,
+        approve: bool,
+        note: &str,
+    ) -> Result<TransferDetail, RegistryError> {
         let before = self
-            .detail(scope, id)
+            .detail_of(subject, scope, id)
             .await?
             .ok_or(RegistryError::NotFound)?;
         let note = note.trim();
@@ -474,7 +735,7 @@ impl Transfers<'_> {
             return Err(refused("note", "transfer-note-long"));
         }
         let mut tx = self.0.begin().await?;
-        let current = lock_transfer(&mut tx, id).await?;
+        let current = lock_transfer(&mut tx, subject, id).await?;
         let Some((status, current)) = current else {
             return Err(RegistryError::NotFound);
         };
@@ -491,51 +752,79 @@ impl Transfers<'_> {
             return Err(RegistryError::Forbidden);
         }
         let now = Utc::now();
-        let decided = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "UPDATE transfer_step SET decision = $1, decided_at = $2, decided_by = $3, \
-                note = $4 WHERE transfer_id = $5 AND seq = $6 AND decision IS NULL",
-            ))
+        let mut q = DynQuery::new(self.0.is_postgres());
+        q.push("UPDATE ")
+            .push(subject.steps())
+            .push(" SET decision = ")
             .bind(if approve { "approved" } else { "rejected" })
+            .push(", decided_at = ")
             .bind(now)
+            .push(", decided_by = ")
             .bind(actor.name())
+            .push(", note = ")
             .bind(note)
+            .push(" WHERE ")
+            .push(subject.key())
+            .push(" = ")
             .bind(id)
-            .bind(seq)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
+            .push(" AND seq = ")
+            .bind_val(Val::Int(seq))
+            .push(" AND decision IS NULL");
+        let decided = q.execute_in(&mut tx).await?;
         if decided == 0 {
             return Err(refused("step", "transfer-changed"));
         }
         let t = &before.transfer;
         let last = before.steps.iter().map(|s| s.seq).max() == Some(seq);
+        let pg = self.0.is_postgres();
         let event = if !approve {
-            set_transfer(&mut tx, id, "rejected", None, now, None).await?;
-            "transfer.reject"
+            set_transfer(&mut tx, subject, id, "rejected", None, now, None).await?;
+            subject.audit("reject")
         } else if !last {
             let day = today();
-            db_query!(&mut tx, tx, |sql, ex| {
-                sqlx::query(sql("UPDATE transfer_step SET opened_on = $1, due_on = $2 \
-                    WHERE transfer_id = $3 AND seq = $4"))
+            let mut q = DynQuery::new(pg);
+            q.push("UPDATE ")
+                .push(subject.steps())
+                .push(" SET opened_on = ")
                 .bind(day)
+                .push(", due_on = ")
                 .bind(add_working_days(day, TRANSFER_STEP_WORKING_DAYS))
+                .push(" WHERE ")
+                .push(subject.key())
+                .push(" = ")
                 .bind(id)
-                .bind(seq + 1)
-                .execute(ex)
+                .push(" AND seq = ")
+                .bind_val(Val::Int(seq + 1));
+            q.execute_in(&mut tx).await?;
+            let mut q = DynQuery::new(pg);
+            q.push("UPDATE ")
+                .push(subject.table())
+                .push(" SET current_step = ")
+                .bind_val(Val::Int(seq + 1))
+                .push(" WHERE id = ")
+                .bind(id);
+            q.execute_in(&mut tx).await?;
+            subject.audit("approve")
+        } else if subject == Subject::Staff {
+            let to = Registry(self.0)
+                .school(&Scope::everything(), &t.to_school)
                 .await?
-                .rows_affected()
-            });
-            db_query!(&mut tx, tx, |sql, ex| {
-                sqlx::query(sql("UPDATE transfer SET current_step = $1 WHERE id = $2"))
-                    .bind(seq + 1)
-                    .bind(id)
-                    .execute(ex)
-                    .await?
-                    .rows_affected()
-            });
-            "transfer.approve"
+                .ok_or(RegistryError::NotFound)?;
+            if to.status() != Some(SchoolStatus::Open) {
+                return Err(refused("step", "registry-not-open"));
+            }
+            let event = crate::teachers::appoint_on_move(
+                &mut tx,
+                &actor,
+                t.student_id,
+                &t.from_school,
+                &t.to_school,
+                &t.reason,
+                now,
+            )
+            .await?;
+            set_transfer(&mut tx, subject, id, "completed", None, now, Some(event)).await?;
+            subject.audit("complete")
         } else {
             // The last signature: the student must still be where the transfer found them.
             lock_student(&mut tx, t.student_id).await?;
@@ -585,14 +874,14 @@ impl Transfers<'_> {
                 .await?
                 .rows_affected()
             });
-            set_transfer(&mut tx, id, "completed", None, now, Some(w.id)).await?;
-            "transfer.complete"
+            set_transfer(&mut tx, subject, id, "completed", None, now, Some(w.id)).await?;
+            subject.audit("complete")
         };
         let mut e = actor.entry(event, &id.to_string(), "success", &node);
         e.detail = format!("step={}", step.role);
         audit::append(&mut tx, &e).await?;
         tx.commit().await?;
-        self.detail(&Scope::everything(), id)
+        self.detail_of(subject, &Scope::everything(), id)
             .await?
             .ok_or(RegistryError::NotFound)
     }
@@ -609,45 +898,46 @@ impl Transfers<'_> {
     }
 }
 
-/// Reads (and on PostgreSQL locks) a transfer's status and current step.
-async fn lock_transfer(tx: &mut Tx, id: Uuid) -> crate::Result<Option<(String, Option<i32>)>> {
-    Ok(match tx {
-        Tx::Sqlite(t) => {
-            sqlx::query_as("SELECT status, current_step FROM transfer WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut **t)
-                .await?
-        }
-        Tx::Postgres(t) => {
-            sqlx::query_as("SELECT status, current_step FROM transfer WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut **t)
-                .await?
-        }
-    })
+/// Reads (and on PostgreSQL locks) a transfer's or move's status and current step.
+async fn lock_transfer(
+    tx: &mut Tx,
+    subject: Subject,
+    id: Uuid,
+) -> crate::Result<Option<(String, Option<i32>)>> {
+    let pg = matches!(tx, Tx::Postgres(_));
+    let mut q = DynQuery::new(pg);
+    q.push("SELECT status, current_step FROM ")
+        .push(subject.table())
+        .push(" WHERE id = ")
+        .bind(id);
+    if pg {
+        q.push(" FOR UPDATE");
+    }
+    Ok(q.fetch_all_in(tx).await?.into_iter().next())
 }
 
 async fn set_transfer(
     tx: &mut Tx,
+    subject: Subject,
     id: Uuid,
     status: &str,
     step: Option<i32>,
     at: DateTime<Utc>,
     event: Option<Uuid>,
 ) -> crate::Result<()> {
-    db_query!(tx, tx, |sql, ex| {
-        sqlx::query(sql(
-            "UPDATE transfer SET status = $1, current_step = $2, decided_at = $3, event_id = $4 \
-            WHERE id = $5",
-        ))
+    let mut q = DynQuery::new(matches!(tx, Tx::Postgres(_)));
+    q.push("UPDATE ")
+        .push(subject.table())
+        .push(" SET status = ")
         .bind(status)
-        .bind(step)
+        .push(", current_step = ")
+        .bind_val(Val::OptInt(step))
+        .push(", decided_at = ")
         .bind(at)
-        .bind(event)
-        .bind(id)
-        .execute(ex)
-        .await?
-        .rows_affected()
-    });
+        .push(", event_id = ")
+        .bind_val(Val::OptUuid(event))
+        .push(" WHERE id = ")
+        .bind(id);
+    q.execute_in(tx).await?;
     Ok(())
 }

@@ -721,3 +721,21 @@ duplicate-case-banner = This record shares its ID number with another record: a 
 duplicate-case-link = See the case
 event-kind-merge = Merged duplicate
 student-undo-merge = A merge is undone from its duplicate case.
+
+# Staff moves
+nav-moves = Staff moves
+transfers-item = Transfer
+moves-title = Staff moves
+moves-item = Staff move
+moves-inbox = Waiting for me
+moves-all = All involving me
+moves-inbox-empty = No staff moves are waiting for your decision.
+moves-none = No staff moves.
+moves-new = Start a staff move (into my school)
+moves-new-help = Started by the receiving school: enter the staff number and name, which must match the record. Like a transfer, the request goes to the receiving county, (across provinces: the receiving and sending provinces,) the sending school and the sending county, each within 10 working days; on the last approval the person joins the receiving school's staff and leaves the old one.
+moves-name = Name
+moves-record = Open the staff record
+move-no-teacher = No member of staff has this staff number and name; check both.
+move-not-on-staff = This person is on no school's staff now; appoint them directly.
+move-pending = This person already has a staff move in approval.
+move-teacher-changed = This person's post has changed (for example they left); the move cannot complete. Reject it with a note.

@@ -718,3 +718,21 @@ duplicate-case-banner = 此学籍与另一条学籍的身份证件号相同，�
 duplicate-case-link = 查看案件
 event-kind-merge = 重复学籍合并
 student-undo-merge = 合并记录需在重复学籍案件中撤销。
+
+# 教师调动
+nav-moves = 教师调动
+transfers-item = 转学申请
+moves-title = 教师调动
+moves-item = 调动申请
+moves-inbox = 待我审批
+moves-all = 全部相关
+moves-inbox-empty = 没有等待您审批的调动申请。
+moves-none = 没有调动申请。
+moves-new = 发起调动（调入）
+moves-new-help = 由调入学校发起：填写教职工号和姓名，两者须与教职工档案一致。申请与转学一样，依次经调入县、（跨省时调入省、调出省、）调出学校、调出县审批，每步限 10 个工作日；全部同意后，该教职工在调入学校到岗，在原学校离岗。
+moves-name = 姓名
+moves-record = 查看教职工档案
+move-no-teacher = 没有找到教职工号与姓名都相符的教职工，请核对。
+move-not-on-staff = 该教职工目前不在任何学校在岗，请直接聘任。
+move-pending = 该教职工已有一份审批中的调动申请。
+move-teacher-changed = 该教职工的在岗情况已变化（例如已离岗），不能完成调动；请不同意并说明原因。

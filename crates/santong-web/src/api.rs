@@ -68,6 +68,15 @@ pub fn routes() -> Router<AppState> {
             "/transfers/{id}/decide",
             axum::routing::post(crate::transfers::api_decide),
         )
+        .route(
+            "/moves",
+            get(crate::transfers::api_move_list).post(crate::transfers::api_move_start),
+        )
+        .route("/moves/{id}", get(crate::transfers::api_move_detail))
+        .route(
+            "/moves/{id}/decide",
+            axum::routing::post(crate::transfers::api_move_decide),
+        )
         .route("/duplicates", get(crate::duplicates::api_list))
         .route("/duplicates/{id}", get(crate::duplicates::api_detail))
         .route(
@@ -142,6 +151,10 @@ pub fn routes() -> Router<AppState> {
         crate::transfers::api_start,
         crate::transfers::api_detail,
         crate::transfers::api_decide,
+        crate::transfers::api_move_list,
+        crate::transfers::api_move_start,
+        crate::transfers::api_move_detail,
+        crate::transfers::api_move_decide,
         crate::duplicates::api_list,
         crate::duplicates::api_detail,
         crate::duplicates::api_merge,
@@ -191,6 +204,7 @@ pub fn routes() -> Router<AppState> {
         crate::transfers::TransferList,
         crate::transfers::NewTransferDto,
         crate::transfers::DecisionDto,
+        crate::transfers::NewMoveDto,
         crate::duplicates::CaseRecordDto,
         crate::duplicates::CaseDto,
         crate::duplicates::CaseList,

@@ -1,5 +1,6 @@
 //! Transfers on the pages and in the API: the inbox of steps waiting for the user, every transfer
 //! involving their schools and regions, starting one at the receiving school, and deciding a step.
+//! Staff moves (调动) use the same pages and chain under `/moves`.
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
@@ -11,7 +12,7 @@ use santong_domain::identity::Permission;
 use santong_domain::paging::FieldErrorKind;
 use santong_storage::registry::RegistryError;
 use santong_storage::transfers::{
-    NewTransfer, StepRow, TransferBox, TransferDetail, TransferRow, Transfers,
+    NewMove, NewTransfer, StepRow, Subject, TransferBox, TransferDetail, TransferRow, Transfers,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,6 +33,98 @@ pub fn routes() -> Router<AppState> {
         .route("/transfers/new", get(new_form))
         .route("/transfers/{id}", get(detail))
         .route("/transfers/{id}/decide", post(decide))
+        .route("/moves", get(list).post(start))
+        .route("/moves/new", get(new_form))
+        .route("/moves/{id}", get(detail))
+        .route("/moves/{id}/decide", post(decide))
+}
+
+/// What the pages say and link for a kind of chain.
+pub(crate) struct Kind {
+    subject: Subject,
+    /// `/transfers` or `/moves`.
+    base: &'static str,
+    title: String,
+    item: String,
+    inbox: String,
+    all: String,
+    inbox_empty: String,
+    none: String,
+    new: String,
+    new_help: String,
+    number_field: &'static str,
+    number_label: String,
+    name_label: String,
+    /// The record's page once the chain is complete (`/students/` or `/teachers/`).
+    record: &'static str,
+    record_label: String,
+    audit_start: &'static str,
+    audit_decide: &'static str,
+    /// Students change school in their grade; staff have none.
+    grade: bool,
+}
+
+impl Kind {
+    fn of(subject: Subject, tr: &Tr) -> Kind {
+        let (base, p, number_field, number_label, name_label, record, record_label) = match subject
+        {
+            Subject::Student => (
+                "/transfers",
+                "transfers",
+                "student_number",
+                "student-number",
+                "student-name",
+                "/students/",
+                "transfer-dossier",
+            ),
+            Subject::Staff => (
+                "/moves",
+                "moves",
+                "teacher_number",
+                "teacher-number",
+                "moves-name",
+                "/teachers/",
+                "moves-record",
+            ),
+        };
+        let t = |k: &str| tr.t(&format!("{p}-{k}"));
+        Kind {
+            subject,
+            base,
+            title: t("title"),
+            item: t("item"),
+            inbox: t("inbox"),
+            all: t("all"),
+            inbox_empty: t("inbox-empty"),
+            none: t("none"),
+            new: t("new"),
+            new_help: t("new-help"),
+            number_field,
+            number_label: tr.t(number_label),
+            name_label: tr.t(name_label),
+            record,
+            record_label: tr.t(record_label),
+            audit_start: match subject {
+                Subject::Student => "transfer.start",
+                Subject::Staff => "staff_move.start",
+            },
+            audit_decide: match subject {
+                Subject::Student => "transfer.decide",
+                Subject::Staff => "staff_move.decide",
+            },
+            grade: subject == Subject::Student,
+        }
+    }
+
+    /// The kind a page path belongs to.
+    fn at(path: &str, tr: &Tr) -> Kind {
+        let subject = if path.starts_with("/moves") || path.starts_with("/api/v1/moves") {
+            Subject::Staff
+        } else {
+            Subject::Student
+        };
+        Kind::of(subject, tr)
+    }
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, AppError> {
@@ -82,6 +175,7 @@ fn row_of(t: &TransferRow, tr: &Tr) -> Row {
 #[template(path = "transfers.html")]
 struct ListPage {
     c: Chrome,
+    k: Kind,
     inbox: bool,
     rows: Vec<Row>,
     pager: Pager,
@@ -92,15 +186,18 @@ async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
     user: User,
+    uri: axum::http::Uri,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryView)?;
     let which = box_of(&q);
     let page = page_of(&q)?;
     let tr = ctx.tr();
+    let k = Kind::at(uri.path(), &tr);
     let a = actor(&user, &ctx);
     let list = Transfers(&state.db)
-        .list(
+        .list_of(
+            k.subject,
             &a,
             &user.0.scope(Permission::RegistryView),
             which,
@@ -114,9 +211,11 @@ async fn list(
     } else {
         "inbox"
     };
-    let href = |n: u32| format!("/transfers?box={b}&page={n}");
+    let base = k.base;
+    let href = |n: u32| format!("{base}?box={b}&page={n}");
     html(&ListPage {
-        c: ctx.chrome(tr.t("transfers-title")),
+        c: ctx.chrome(k.title.clone()),
+        k,
         inbox: which == TransferBox::Inbox,
         rows: list.items.iter().map(|t| row_of(t, &tr)).collect(),
         pager: Pager::new(&tr, page.page, pages, list.total, href),
@@ -128,26 +227,33 @@ async fn list(
 #[template(path = "transfer_new.html")]
 struct NewPage {
     c: Chrome,
+    k: Kind,
     form: FormState,
 }
 
-fn render_new(ctx: &Ctx, form: FormState, status: StatusCode) -> Result<Response, AppError> {
+fn render_new(
+    ctx: &Ctx,
+    k: Kind,
+    form: FormState,
+    status: StatusCode,
+) -> Result<Response, AppError> {
     let mut res = html(&NewPage {
-        c: ctx.chrome(ctx.tr().t("transfers-new")),
+        c: ctx.chrome(k.new.clone()),
+        k,
         form,
     })?;
     *res.status_mut() = status;
     Ok(res)
 }
 
-async fn new_form(ctx: Ctx, user: User) -> Result<Response, AppError> {
+async fn new_form(ctx: Ctx, user: User, uri: axum::http::Uri) -> Result<Response, AppError> {
     user.require(Permission::RegistryManage)?;
     let mut form = FormState::default();
     form.v.insert(
         "to_school".into(),
         user.0.user.home_school.clone().unwrap_or_default(),
     );
-    render_new(&ctx, form, StatusCode::OK)
+    render_new(&ctx, Kind::at(uri.path(), &ctx.tr()), form, StatusCode::OK)
 }
 
 fn input_of(f: &Params) -> NewTransfer {
@@ -159,24 +265,37 @@ fn input_of(f: &Params) -> NewTransfer {
     }
 }
 
+fn move_of(f: &Params) -> NewMove {
+    NewMove {
+        teacher_number: p(f, "teacher_number").into(),
+        name: p(f, "name").into(),
+        to_school: p(f, "to_school").into(),
+        reason: p(f, "reason").into(),
+    }
+}
+
 async fn start(
     State(state): State<AppState>,
     ctx: Ctx,
     user: User,
+    uri: axum::http::Uri,
     Form(f): Form<Params>,
 ) -> Result<Response, AppError> {
     user.check_form(&f)?;
     user.require(Permission::RegistryManage)?;
-    match Transfers(&state.db)
-        .start(actor(&user, &ctx), &input_of(&f))
-        .await
-    {
-        Ok(d) => Ok(Redirect::to(&format!("/transfers/{}", d.transfer.id)).into_response()),
+    let k = Kind::at(uri.path(), &ctx.tr());
+    let t = Transfers(&state.db);
+    let started = match k.subject {
+        Subject::Student => t.start(actor(&user, &ctx), &input_of(&f)).await,
+        Subject::Staff => t.start_move(actor(&user, &ctx), &move_of(&f)).await,
+    };
+    match started {
+        Ok(d) => Ok(Redirect::to(&format!("{}/{}", k.base, d.transfer.id)).into_response()),
         Err(RegistryError::Fields(errors)) => {
             let form = FormState::with_errors(&f, &ctx.tr(), &errors);
-            render_new(&ctx, form, StatusCode::BAD_REQUEST)
+            render_new(&ctx, k, form, StatusCode::BAD_REQUEST)
         }
-        Err(e) => Err(audited(&state, &ctx, &user, "transfer.start", p(&f, "to_school"), e).await),
+        Err(e) => Err(audited(&state, &ctx, &user, k.audit_start, p(&f, "to_school"), e).await),
     }
 }
 
@@ -214,6 +333,7 @@ fn step_of(s: &StepRow, tr: &Tr) -> StepView {
 #[template(path = "transfer.html")]
 struct DetailPage {
     c: Chrome,
+    k: Kind,
     t: Row,
     reason: String,
     from_code: String,
@@ -230,13 +350,14 @@ async fn render_detail(
     state: &AppState,
     ctx: &Ctx,
     user: &User,
+    k: Kind,
     id: Uuid,
     form: FormState,
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let tr = ctx.tr();
     let d: TransferDetail = Transfers(&state.db)
-        .detail(&user.0.scope(Permission::RegistryView), id)
+        .detail_of(k.subject, &user.0.scope(Permission::RegistryView), id)
         .await?
         .ok_or_else(AppError::not_found)?;
     let a = actor(user, ctx);
@@ -247,22 +368,28 @@ async fn render_detail(
         .and_then(|seq| d.steps.iter().find(|s| s.seq == seq))
         .filter(|s| Transfers::may_sign(&a, s))
         .map(|s| s.seq);
+    let scope = user.0.scope(Permission::RegistryView);
+    // The record is linked for those who can open it (the new school, not the old one).
+    let completed = d.transfer.status == "completed"
+        && match k.subject {
+            Subject::Student => santong_storage::students::Students(&state.db)
+                .student(&scope, d.transfer.student_id)
+                .await?
+                .is_some(),
+            Subject::Staff => santong_storage::teachers::Teachers(&state.db)
+                .teacher(&scope, d.transfer.student_id)
+                .await?
+                .is_some(),
+        };
     let mut res = html(&DetailPage {
-        c: ctx.chrome(tr.t("transfer-title")),
+        c: ctx.chrome(k.item.clone()),
+        k,
         t: row_of(&d.transfer, &tr),
         reason: d.transfer.reason.clone(),
         from_code: d.transfer.from_school.clone(),
         to_code: d.transfer.to_school.clone(),
         student_id: d.transfer.student_id.to_string(),
-        // The record is linked for those who can open it (the new school, not the old one).
-        completed: d.transfer.status == "completed"
-            && santong_storage::students::Students(&state.db)
-                .student(
-                    &user.0.scope(Permission::RegistryView),
-                    d.transfer.student_id,
-                )
-                .await?
-                .is_some(),
+        completed,
         steps: d.steps.iter().map(|s| step_of(s, &tr)).collect(),
         sign,
         form,
@@ -275,13 +402,16 @@ async fn detail(
     State(state): State<AppState>,
     ctx: Ctx,
     user: User,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryView)?;
+    let k = Kind::at(uri.path(), &ctx.tr());
     render_detail(
         &state,
         &ctx,
         &user,
+        k,
         parse_id(&id)?,
         FormState::default(),
         StatusCode::OK,
@@ -293,16 +423,19 @@ async fn decide(
     State(state): State<AppState>,
     ctx: Ctx,
     user: User,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
     Form(f): Form<Params>,
 ) -> Result<Response, AppError> {
     user.check_form(&f)?;
     user.require(Permission::RegistryView)?;
+    let k = Kind::at(uri.path(), &ctx.tr());
     let id = parse_id(&id)?;
     let seq = p(&f, "seq").parse::<i32>().unwrap_or(-1);
     let approve = p(&f, "decision") == "approve";
     match Transfers(&state.db)
-        .decide(
+        .decide_of(
+            k.subject,
             actor(&user, &ctx),
             &user.0.scope(Permission::RegistryView),
             id,
@@ -312,7 +445,7 @@ async fn decide(
         )
         .await
     {
-        Ok(_) => Ok(Redirect::to(&format!("/transfers/{id}")).into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("{}/{id}", k.base)).into_response()),
         Err(RegistryError::Fields(errors)) => {
             let form = FormState::with_errors(&f, &ctx.tr(), &errors);
             let status = if errors.iter().any(|e| e.field == "step") {
@@ -320,9 +453,9 @@ async fn decide(
             } else {
                 StatusCode::BAD_REQUEST
             };
-            render_detail(&state, &ctx, &user, id, form, status).await
+            render_detail(&state, &ctx, &user, k, id, form, status).await
         }
-        Err(e) => Err(audited(&state, &ctx, &user, "transfer.decide", &id.to_string(), e).await),
+        Err(e) => Err(audited(&state, &ctx, &user, k.audit_decide, &id.to_string(), e).await),
     }
 }
 
@@ -460,22 +593,18 @@ pub struct DecisionDto {
     pub note: String,
 }
 
-/// Transfers waiting for the caller (`box=inbox`, default) or all involving their schools and
-/// regions (`box=all`), newest first.
-#[utoipa::path(get, path = "/transfers", tag = "registry", security(("token" = [])),
-    params(("box" = Option<String>, Query), ("page" = Option<u32>, Query),
-           ("size" = Option<u32>, Query)),
-    responses((status = 200, body = TransferList)))]
-pub async fn api_list(
-    State(state): State<AppState>,
+async fn list_api(
+    state: AppState,
     ctx: Ctx,
     user: User,
-    Query(q): Query<Params>,
+    q: Params,
+    subject: Subject,
 ) -> Result<Json<TransferList>, AppError> {
     user.require(Permission::RegistryView)?;
     let page = page_of(&q)?;
     let list = Transfers(&state.db)
-        .list(
+        .list_of(
+            subject,
             &actor(&user, &ctx),
             &user.0.scope(Permission::RegistryView),
             box_of(&q),
@@ -490,6 +619,84 @@ pub async fn api_list(
         size: page.size,
         total: list.total,
     }))
+}
+
+async fn detail_api(
+    state: AppState,
+    user: User,
+    id: String,
+    subject: Subject,
+) -> Result<Json<TransferDetailDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    Transfers(&state.db)
+        .detail_of(
+            subject,
+            &user.0.scope(Permission::RegistryView),
+            parse_id(&id)?,
+        )
+        .await?
+        .map(|d| Json(d.into()))
+        .ok_or_else(AppError::not_found)
+}
+
+async fn decide_api(
+    state: AppState,
+    ctx: Ctx,
+    user: User,
+    id: String,
+    b: DecisionDto,
+    subject: Subject,
+) -> Result<Json<TransferDetailDto>, AppError> {
+    user.require(Permission::RegistryView)?;
+    let id = parse_id(&id)?;
+    let missing =
+        |f: &str| santong_domain::paging::FieldError::new(f, FieldErrorKind::InvalidValue);
+    let (seq, approve) = match (b.seq, b.approve) {
+        (Some(s), Some(a)) => (s, a),
+        (s, a) => {
+            let mut errors = vec![];
+            if s.is_none() {
+                errors.push(missing("seq"));
+            }
+            if a.is_none() {
+                errors.push(missing("approve"));
+            }
+            return Err(AppError::bad_params(errors));
+        }
+    };
+    match Transfers(&state.db)
+        .decide_of(
+            subject,
+            actor(&user, &ctx),
+            &user.0.scope(Permission::RegistryView),
+            id,
+            seq,
+            approve,
+            &b.note,
+        )
+        .await
+    {
+        Ok(d) => Ok(Json(d.into())),
+        Err(e) => {
+            let k = Kind::of(subject, &ctx.tr());
+            Err(audited(&state, &ctx, &user, k.audit_decide, &id.to_string(), e).await)
+        }
+    }
+}
+
+/// Transfers waiting for the caller (`box=inbox`, default) or all involving their schools and
+/// regions (`box=all`), newest first.
+#[utoipa::path(get, path = "/transfers", tag = "registry", security(("token" = [])),
+    params(("box" = Option<String>, Query), ("page" = Option<u32>, Query),
+           ("size" = Option<u32>, Query)),
+    responses((status = 200, body = TransferList)))]
+pub async fn api_list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<Params>,
+) -> Result<Json<TransferList>, AppError> {
+    list_api(state, ctx, user, q, Subject::Student).await
 }
 
 /// Starts a transfer into `to_school` (needs `registry_manage` there).
@@ -527,12 +734,7 @@ pub async fn api_detail(
     user: User,
     Path(id): Path<String>,
 ) -> Result<Json<TransferDetailDto>, AppError> {
-    user.require(Permission::RegistryView)?;
-    Transfers(&state.db)
-        .detail(&user.0.scope(Permission::RegistryView), parse_id(&id)?)
-        .await?
-        .map(|d| Json(d.into()))
-        .ok_or_else(AppError::not_found)
+    detail_api(state, user, id, Subject::Student).await
 }
 
 /// Decides the waiting step (approve, or reject with a note). A step that moved on meanwhile
@@ -550,35 +752,95 @@ pub async fn api_decide(
     Path(id): Path<String>,
     Json(b): Json<DecisionDto>,
 ) -> Result<Json<TransferDetailDto>, AppError> {
-    user.require(Permission::RegistryView)?;
-    let id = parse_id(&id)?;
-    let missing =
-        |f: &str| santong_domain::paging::FieldError::new(f, FieldErrorKind::InvalidValue);
-    let (seq, approve) = match (b.seq, b.approve) {
-        (Some(s), Some(a)) => (s, a),
-        (s, a) => {
-            let mut errors = vec![];
-            if s.is_none() {
-                errors.push(missing("seq"));
-            }
-            if a.is_none() {
-                errors.push(missing("approve"));
-            }
-            return Err(AppError::bad_params(errors));
-        }
+    decide_api(state, ctx, user, id, b, Subject::Student).await
+}
+
+/// A staff move into the caller's school.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewMoveDto {
+    /// 教职工号 (T…).
+    #[serde(default)]
+    pub teacher_number: String,
+    /// Must match the record.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub to_school: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Staff moves (调动) waiting for the caller (`box=inbox`, default) or all involving their
+/// schools and regions (`box=all`), newest first. `student_*` fields name the person.
+#[utoipa::path(get, path = "/moves", tag = "registry", security(("token" = [])),
+    params(("box" = Option<String>, Query), ("page" = Option<u32>, Query),
+           ("size" = Option<u32>, Query)),
+    responses((status = 200, body = TransferList)))]
+pub async fn api_move_list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Query(q): Query<Params>,
+) -> Result<Json<TransferList>, AppError> {
+    list_api(state, ctx, user, q, Subject::Staff).await
+}
+
+/// Starts a staff move into `to_school` (needs `registry_manage` there); the chain is a
+/// transfer's.
+#[utoipa::path(post, path = "/moves", tag = "registry", security(("token" = [])),
+    request_body = NewMoveDto,
+    responses((status = 201, body = TransferDetailDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_move_start(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Json(b): Json<NewMoveDto>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryManage)?;
+    let input = NewMove {
+        teacher_number: b.teacher_number,
+        name: b.name,
+        to_school: b.to_school,
+        reason: b.reason,
     };
     match Transfers(&state.db)
-        .decide(
-            actor(&user, &ctx),
-            &user.0.scope(Permission::RegistryView),
-            id,
-            seq,
-            approve,
-            &b.note,
-        )
+        .start_move(actor(&user, &ctx), &input)
         .await
     {
-        Ok(d) => Ok(Json(d.into())),
-        Err(e) => Err(audited(&state, &ctx, &user, "transfer.decide", &id.to_string(), e).await),
+        Ok(d) => Ok((StatusCode::CREATED, Json(TransferDetailDto::from(d))).into_response()),
+        Err(e) => Err(audited(&state, &ctx, &user, "staff_move.start", &input.to_school, e).await),
     }
+}
+
+/// A staff move with its chain (404 unless it involves the caller's schools or regions).
+#[utoipa::path(get, path = "/moves/{id}", tag = "registry", security(("token" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = TransferDetailDto),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_move_detail(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Json<TransferDetailDto>, AppError> {
+    detail_api(state, user, id, Subject::Staff).await
+}
+
+/// Decides the waiting step of a staff move; the last approval appoints the person at the new
+/// school.
+#[utoipa::path(post, path = "/moves/{id}/decide", tag = "registry", security(("token" = [])),
+    params(("id" = Uuid, Path)), request_body = DecisionDto,
+    responses((status = 200, body = TransferDetailDto),
+              (status = 400, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 403, body = crate::api::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
+pub async fn api_move_decide(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Json(b): Json<DecisionDto>,
+) -> Result<Json<TransferDetailDto>, AppError> {
+    decide_api(state, ctx, user, id, b, Subject::Staff).await
 }

@@ -52,6 +52,7 @@ impl Chrome {
                 if p.has(Permission::RegistryView) {
                     admin.push(("/schools", t.t("nav-schools")));
                     admin.push(("/transfers", t.t("nav-transfers")));
+                    admin.push(("/moves", t.t("nav-moves")));
                     admin.push(("/duplicates", t.t("nav-duplicates")));
                 }
                 if p.has(Permission::RegistryManage) {

@@ -13,6 +13,7 @@ use super::students::{node, person, problems, pupil};
 santong_testkit::conformance!(
     a_cross_province_transfer_goes_through_every_step,
     transfers_are_refused_rejected_and_raced_cleanly,
+    a_staff_move_goes_through_the_same_chain,
 );
 
 async fn schools(t: &TestDb) {
@@ -434,4 +435,232 @@ async fn transfers_are_refused_rejected_and_raced_cleanly(t: TestDb) {
     tr.start(who(&head_b), &ask(&sixth, "吴六", "1144030502"))
         .await
         .unwrap();
+}
+
+async fn a_staff_move_goes_through_the_same_chain(t: TestDb) {
+    use santong_storage::teachers::{NewTeacher, Teachers};
+    use santong_storage::transfers::{NewMove, Subject};
+    schools(&t).await;
+    let tt = Teachers(&t.db);
+    let hire = |name: &str, seq: u32| NewTeacher {
+        name: name.into(),
+        sex: "2".into(),
+        birth_date: "1988-05-12".into(),
+        ethnicity: "01".into(),
+        id_number: super::students::id("440305", "19880512", seq),
+        qualification: "primary".into(),
+        title: "first".into(),
+        subjects: "数学".into(),
+        post: "teaching".into(),
+        appointed_on: "2020-09-01".into(),
+    };
+    let wang = tt
+        .appoint(Actor::Cli, "1144030501", &hire("王老师", 2))
+        .await
+        .unwrap();
+    let li = tt
+        .appoint(Actor::Cli, "1144030501", &hire("李老师", 4))
+        .await
+        .unwrap();
+    let head_to = person(
+        &t,
+        "head.bj",
+        Role::SchoolAdmin,
+        node("1111010501", "110105"),
+    )
+    .await;
+    let head_from = person(
+        &t,
+        "head.a",
+        Role::SchoolAdmin,
+        node("1144030501", "440305"),
+    )
+    .await;
+    let head_other = person(
+        &t,
+        "head.b",
+        Role::SchoolAdmin,
+        node("1144030502", "440305"),
+    )
+    .await;
+    let county_to = person(
+        &t,
+        "edu.bj",
+        Role::Official,
+        Node::Region(RegionCode::parse("110105").unwrap()),
+    )
+    .await;
+    let who = |p| Actor::User {
+        principal: p,
+        ip: "10.0.0.7",
+    };
+    let m = Transfers(&t.db);
+    let ask = |number: &str, name: &str| NewMove {
+        teacher_number: number.into(),
+        name: name.into(),
+        to_school: "1111010501".into(),
+        reason: "夫妻团聚".into(),
+    };
+    // Number and name must both match; the county does not start for its school.
+    let got = m
+        .start_move(who(&head_to), &ask(&wang.teacher_number, "王老帅"))
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("teacher_number".into(), "move-no-teacher")]
+    );
+    let got = m
+        .start_move(who(&county_to), &ask(&wang.teacher_number, "王老师"))
+        .await;
+    assert!(matches!(got, Err(RegistryError::Forbidden)), "{got:?}");
+    let d = m
+        .start_move(who(&head_to), &ask(&wang.teacher_number, "王老师"))
+        .await
+        .unwrap();
+    let id = d.transfer.id;
+    // Across provinces: six steps, the receiving school's own signed, the county's open.
+    let roles: Vec<&str> = d.steps.iter().map(|s| s.role.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "receiving_school",
+            "receiving_county",
+            "receiving_province",
+            "sending_province",
+            "sending_school",
+            "sending_county"
+        ]
+    );
+    assert_eq!(d.transfer.current_step, Some(1));
+    assert_eq!(
+        d.steps[1].due_on,
+        Some(add_working_days(today(), TRANSFER_STEP_WORKING_DAYS))
+    );
+    let got = m
+        .start_move(who(&head_to), &ask(&wang.teacher_number, "王老师"))
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("teacher_number".into(), "move-pending")]
+    );
+    // The sending school sees it; a school that is neither side does not.
+    for (p, seen) in [(&head_from, 1), (&head_other, 0)] {
+        let all = m
+            .list_of(
+                Subject::Staff,
+                &who(p),
+                &p.scope(Permission::RegistryView),
+                TransferBox::All,
+                10,
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(all.total, seen, "{}", p.user.username);
+    }
+    assert!(
+        m.detail_of(
+            Subject::Staff,
+            &head_other.scope(Permission::RegistryView),
+            id
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+    // Students' transfers are another list.
+    assert_eq!(
+        m.list(&Actor::Cli, &Scope::everything(), TransferBox::All, 10, 0)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    // Only the step's own node signs; two at once: one wins.
+    let scope_to = county_to.scope(Permission::RegistryView);
+    let got = m
+        .decide_of(
+            Subject::Staff,
+            who(&head_from),
+            &head_from.scope(Permission::RegistryView),
+            id,
+            1,
+            true,
+            "",
+        )
+        .await;
+    assert!(matches!(got, Err(RegistryError::Forbidden)), "{got:?}");
+    let (x, y) = tokio::join!(
+        m.decide_of(Subject::Staff, who(&county_to), &scope_to, id, 1, true, ""),
+        m.decide_of(Subject::Staff, who(&county_to), &scope_to, id, 1, true, ""),
+    );
+    assert!(x.is_ok() != y.is_ok(), "{x:?} {y:?}");
+    let all = Scope::everything();
+    for seq in 2..=5 {
+        m.decide_of(Subject::Staff, Actor::Cli, &all, id, seq, true, "")
+            .await
+            .unwrap();
+    }
+    let done = m
+        .detail_of(Subject::Staff, &all, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.transfer.status, "completed");
+    // The person is on the new staff from today and was on the old one until then.
+    let staff = |school: &'static str, d: chrono::NaiveDate| {
+        let tt = &tt;
+        let all = &all;
+        async move {
+            tt.staff(all, school, d, 50, 0)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(staff("1111010501", today()).await, ["王老师"]);
+    assert_eq!(staff("1144030501", today()).await, ["李老师"]);
+    let before = today().pred_opt().unwrap();
+    assert!(
+        staff("1144030501", before)
+            .await
+            .contains(&"王老师".to_string())
+    );
+    // A rejection leaves the person where they are.
+    let d = m
+        .start_move(who(&head_to), &ask(&li.teacher_number, "李老师"))
+        .await
+        .unwrap();
+    let got = m
+        .decide_of(
+            Subject::Staff,
+            who(&county_to),
+            &scope_to,
+            d.transfer.id,
+            1,
+            false,
+            " ",
+        )
+        .await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("note".into(), "transfer-reject-reason")]
+    );
+    let r = m
+        .decide_of(
+            Subject::Staff,
+            who(&county_to),
+            &scope_to,
+            d.transfer.id,
+            1,
+            false,
+            "编制已满",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.transfer.status, "rejected");
+    assert_eq!(staff("1144030501", today()).await, ["李老师"]);
 }
