@@ -25,6 +25,8 @@ pub struct DemoReport {
     pub transfers: usize,
     /// Duplicate cases opened now (0 when the demo's was there already).
     pub duplicates: usize,
+    /// Teachers appointed now (0 when the county had some already).
+    pub teachers: usize,
 }
 
 /// The demo enrols one student for every this many of an average school's real enrolment, so a
@@ -34,16 +36,27 @@ pub const DEMO_STUDENT_SCALE: f64 = 50.0;
 /// Average students per primary, junior and senior school of a province (latest year with all
 /// figures).
 fn province_students_per_school(province: &str) -> Option<(f64, f64, f64)> {
+    province_per_school(province, "enrolment_10k")
+}
+
+/// Average full-time teachers per primary, junior and senior school of a province.
+fn province_teachers_per_school(province: &str) -> Option<(f64, f64, f64)> {
+    province_per_school(province, "fulltime_teachers_10k")
+}
+
+/// Average `<level>_<measure>` (a figure in ten thousands) per school of each level of a
+/// province, in the latest year with all six figures.
+fn province_per_school(province: &str, measure: &str) -> Option<(f64, f64, f64)> {
     let mut rdr = csv::Reader::from_reader(PROVINCE_K12_CSV.as_bytes());
     let headers = rdr.headers().ok()?.clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let cols = [
         col("primary_schools")?,
-        col("primary_enrolment_10k")?,
+        col(&format!("primary_{measure}"))?,
         col("junior_schools")?,
-        col("junior_enrolment_10k")?,
+        col(&format!("junior_{measure}"))?,
         col("senior_schools")?,
-        col("senior_enrolment_10k")?,
+        col(&format!("senior_{measure}"))?,
     ];
     let (pc, year) = (col("province_code")?, col("year")?);
     rdr.records()
@@ -303,6 +316,7 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
     let classes = seed_classes(db, code).await?;
     let transfers = seed_transfers(db).await?;
     let duplicates = seed_duplicate(db).await?;
+    let teachers = seed_teachers(db, code).await?;
     Ok(DemoReport {
         regions_loaded,
         county_set,
@@ -311,7 +325,110 @@ pub async fn seed(db: &Db) -> crate::Result<DemoReport> {
         classes,
         transfers,
         duplicates,
+        teachers,
     })
+}
+
+/// Appoints full-time teachers at every school of the county, by level in the province's
+/// proportions at the same 1/[`DEMO_STUDENT_SCALE`] as the students (at least one per school).
+/// Made-up names; the ID numbers use the sequences 996–999, which the numbering keeps for people
+/// over a hundred, so none can be a real teacher's.
+async fn seed_teachers(db: &Db, county: RegionCode) -> crate::Result<usize> {
+    use crate::db_query;
+    use crate::identity::Actor;
+    use crate::registry::{Registry, RegistryError, SchoolFilter};
+    use crate::teachers::{NewTeacher, Teachers};
+    use santong_domain::registry::SchoolKind;
+    let county_code = county.to_string();
+    let known: i64 = db_query!(db, read, |sql, ex| {
+        sqlx::query_scalar(sql(
+            "SELECT COUNT(*) FROM teacher_event e JOIN school s ON s.code = e.school_code \
+            WHERE s.county = $1",
+        ))
+        .bind(&county_code)
+        .fetch_one(ex)
+        .await?
+    });
+    let province = format!("{}0000", &county_code[..2]);
+    let Some((primary, junior, senior)) = province_teachers_per_school(&province) else {
+        return Ok(0);
+    };
+    if known > 0 {
+        return Ok(0);
+    }
+    let all = santong_domain::identity::Scope::everything();
+    let schools = Registry(db)
+        .list_schools(
+            &all,
+            &SchoolFilter {
+                region: Some(county),
+                ..Default::default()
+            },
+            1000,
+            0,
+        )
+        .await?;
+    const NAMES: &[&str] = &[
+        "王丽", "李军", "张敏", "刘洋", "陈静", "杨帆", "黄芳", "赵磊", "吴霞", "周涛", "徐娟",
+        "孙强", "马燕", "朱伟", "胡琳", "郭勇", "何萍", "林峰", "罗慧", "梁斌",
+    ];
+    const SUBJECTS: &[&str] = &[
+        "语文",
+        "数学",
+        "英语",
+        "科学",
+        "道德与法治",
+        "体育",
+        "音乐",
+        "美术",
+    ];
+    let mut n = 0usize;
+    let mut appointed = 0usize;
+    for school in schools.items {
+        let Some(kind) = school.kind() else { continue };
+        let (per_school, qualification) = match kind {
+            SchoolKind::TeachingPoint => (primary / 5.0, "primary"),
+            SchoolKind::Primary | SchoolKind::AttachedPrimaryClasses => (primary, "primary"),
+            SchoolKind::JuniorSecondary => (junior, "junior"),
+            SchoolKind::NineYear => ((primary + junior) / 2.0, "junior"),
+            SchoolKind::SeniorSecondary | SchoolKind::CompleteSecondary => (senior, "senior"),
+            _ => continue,
+        };
+        let count = (per_school / DEMO_STUDENT_SCALE).round().max(1.0) as usize;
+        for _ in 0..count {
+            let seq = 996 + (n % 4);
+            let k = n / 4;
+            let (year, month, day) = (1970 + k % 28, 1 + (k / 28) % 12, 1 + (k / 336) % 28);
+            let body = format!("{county_code}{year:04}{month:02}{day:02}{seq:03}");
+            let id_number = format!(
+                "{body}{}",
+                char::from(santong_domain::registry::id_check_char(body.as_bytes()))
+            );
+            let input = NewTeacher {
+                name: NAMES[n % NAMES.len()].into(),
+                sex: if seq.is_multiple_of(2) { "2" } else { "1" }.into(),
+                birth_date: format!("{year:04}-{month:02}-{day:02}"),
+                ethnicity: "01".into(),
+                id_number,
+                qualification: qualification.into(),
+                title: ["second", "first", "senior"][n % 3].into(),
+                subjects: SUBJECTS[n % SUBJECTS.len()].into(),
+                post: "teaching".into(),
+                // At 23, or when the school opened if later.
+                appointed_on: format!(
+                    "{}-09-01",
+                    (year as i32 + 23).max(chrono::Datelike::year(&school.opened_on))
+                ),
+            };
+            n += 1;
+            match Teachers(db).appoint(Actor::Cli, &school.code, &input).await {
+                Ok(_) => appointed += 1,
+                Err(RegistryError::Storage(e)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, school = %school.code, "demo teacher refused"),
+            }
+        }
+    }
+    Ok(appointed)
 }
 
 /// Opens one class per grade of every school of the county for the current school year (the

@@ -60,6 +60,8 @@ pub struct CaseRecord {
     pub birth_date: NaiveDate,
     pub school_code: String,
     pub school_name: String,
+    #[serde(skip)]
+    pub school_county: String,
     pub grade: i32,
     /// `in`, `suspended` or `out`.
     pub status: String,
@@ -68,6 +70,21 @@ pub struct CaseRecord {
 }
 
 impl CaseRecord {
+    /// The record's school as a node, to tell whether a viewer's scope covers this side.
+    pub fn node(&self) -> Option<santong_domain::identity::Node> {
+        Some(santong_domain::identity::Node::School {
+            code: santong_domain::identity::SchoolCode::parse(&self.school_code)?,
+            county: RegionCode::parse(&self.school_county).ok()?,
+        })
+    }
+
+    /// The name with all but its first character hidden, for a viewer from the other side.
+    pub fn name_masked(&self) -> String {
+        let mut c = self.name.chars();
+        let first: String = c.next().into_iter().collect();
+        format!("{first}{}", "*".repeat(c.count()))
+    }
+
     /// The national student number masked as in lists.
     pub fn number_masked(&self) -> String {
         mask_number(&self.number)
@@ -88,6 +105,7 @@ macro_rules! side_from_row {
             birth_date: $row.try_get(concat!($p, "_birth"))?,
             school_code: $row.try_get(concat!($p, "_school"))?,
             school_name: $row.try_get(concat!($p, "_school_name"))?,
+            school_county: $row.try_get(concat!($p, "_county"))?,
             grade: $row.try_get(concat!($p, "_grade"))?,
             status: $row.try_get(concat!($p, "_status"))?,
             kind: $row.try_get(concat!($p, "_kind"))?,
@@ -161,10 +179,12 @@ fn push_cases(q: &mut DynQuery, scope: &Scope) {
 const CASE_COLUMNS: &str = "SELECT c.id, c.status, c.opened_at, c.opened_by, c.resolved_at, \
     c.resolved_by, c.merge_event, c.corrected_id, \
     a.id AS a_id, a.name AS a_name, a.student_number AS a_number, a.birth_date AS a_birth, \
-    ea.school_code AS a_school, sa.name AS a_school_name, ea.grade AS a_grade, \
+    ea.school_code AS a_school, sa.name AS a_school_name, sa.county AS a_county, \
+    ea.grade AS a_grade, \
     ea.status AS a_status, ea.kind AS a_kind, \
     b.id AS b_id, b.name AS b_name, b.student_number AS b_number, b.birth_date AS b_birth, \
-    eb.school_code AS b_school, sb.name AS b_school_name, eb.grade AS b_grade, \
+    eb.school_code AS b_school, sb.name AS b_school_name, sb.county AS b_county, \
+    eb.grade AS b_grade, \
     eb.status AS b_status, eb.kind AS b_kind";
 
 /// Who else holds an ID number, as enrolment needs to know.
@@ -180,6 +200,15 @@ pub(crate) enum Clash {
 /// Reads, inside the enrolling transaction, the records that carry `id_number` and where they
 /// are today. A record with the official number is preferred as the one to clash with.
 pub(crate) async fn clash_of(tx: &mut Tx, id_number: &str, pg: bool) -> crate::Result<Clash> {
+    clash_of_locked(tx, id_number, pg, false).await
+}
+
+async fn clash_of_locked(
+    tx: &mut Tx,
+    id_number: &str,
+    pg: bool,
+    locked: bool,
+) -> crate::Result<Clash> {
     #[derive(sqlx::FromRow)]
     struct Holder {
         id: Uuid,
@@ -197,6 +226,19 @@ pub(crate) async fn clash_of(tx: &mut Tx, id_number: &str, pg: bool) -> crate::R
     q.push(" ORDER BY st.created_at, st.id");
     let holders: Vec<Holder> = q.fetch_all_in(tx).await?;
     let active = |h: &&Holder| h.status != Status::Out.as_str();
+    let chosen = holders
+        .iter()
+        .filter(active)
+        .find(|h| h.student_number.starts_with('G'))
+        .or_else(|| holders.iter().find(active));
+    // The record clashed with is locked, and read again under the lock: a correction of its ID
+    // number committed meanwhile must not leave a case between two different numbers.
+    if let Some(h) = chosen
+        && !locked
+    {
+        lock_student(tx, h.id).await?;
+        return Box::pin(clash_of_locked(tx, id_number, pg, true)).await;
+    }
     Ok(
         match holders
             .iter()
@@ -290,13 +332,16 @@ pub(crate) struct IdChange<'a> {
     pub(crate) reason: &'a str,
 }
 
-/// Inside a correction's transaction: closes the open cases of the corrected record whose two
-/// records no longer share an ID number, and gives a temporary record whose ID number is now its
-/// own the official G-number (with a lineage row).
+/// Inside a correction's transaction: settles the open cases of the corrected record whose two
+/// records no longer share an ID number. If the temporary record's ID number still sits on
+/// another record holding a place (three records of one child), the case turns to that record,
+/// or closes when a case between the two is open already. Otherwise it closes, and a temporary
+/// record whose ID number is now its own gets the official G-number (with a lineage row).
 pub(crate) async fn after_correction(
     tx: &mut Tx,
     change: &IdChange<'_>,
-    who: &str,
+    actor: &Actor<'_>,
+    node: &santong_domain::identity::Node,
     now: DateTime<Utc>,
 ) -> crate::Result<usize> {
     #[derive(sqlx::FromRow)]
@@ -305,6 +350,8 @@ pub(crate) async fn after_correction(
         student_id: Uuid,
         other_id: Uuid,
     }
+    let who = actor.name();
+    let pg = matches!(tx, Tx::Postgres(_));
     let pairs: Vec<Pair> = db_query!(tx, tx, |sql, ex| {
         sqlx::query_as(sql(
             "SELECT id, student_id, other_id FROM duplicate_case WHERE status = 'open' \
@@ -314,8 +361,15 @@ pub(crate) async fn after_correction(
         .fetch_all(ex)
         .await?
     });
-    let mut closed = 0;
+    let mut settled = 0;
     for pair in pairs {
+        // Students before the case row, as merge and undo lock them.
+        let partner = if pair.student_id == change.student {
+            pair.other_id
+        } else {
+            pair.student_id
+        };
+        lock_student(tx, partner).await?;
         let ids = identity_of(tx, &[pair.student_id, pair.other_id]).await?;
         let id_of = |s: Uuid| ids.iter().find(|r| r.id == s);
         let (Some(a), Some(b)) = (id_of(pair.student_id), id_of(pair.other_id)) else {
@@ -324,69 +378,201 @@ pub(crate) async fn after_correction(
         if a.id_number.is_some() && a.id_number == b.id_number {
             continue;
         }
-        // The temporary record of the case, if the correction left its ID number to itself.
-        let mut upgraded: Option<(Uuid, String)> = None;
-        if a.id != change.student
-            && a.student_number.starts_with('L')
-            && let Some(idn) = a
-                .id_number
-                .as_deref()
-                .and_then(|i| ResidentId::parse(i).ok())
-        {
-            let official = StudentNumber::official(&idn);
-            let n = db_query!(tx, tx, |sql, ex| {
-                sqlx::query(sql(
-                    "UPDATE student SET student_number = $1 WHERE id = $2 AND student_number = $3 \
-                    AND NOT EXISTS (SELECT 1 FROM student o WHERE o.student_number = $1)",
-                ))
-                .bind(official.as_str())
+        // Who else, holding a place, still has the temporary record's ID number?
+        let still = match a.id_number.as_deref() {
+            Some(n) if a.id != change.student => other_holder(tx, n, a.id).await?,
+            _ => None,
+        };
+        if let Some(holder) = still {
+            let mut q = DynQuery::new(pg);
+            q.push("SELECT COUNT(*) FROM duplicate_case WHERE status = 'open' AND id <> ")
+                .bind(pair.id)
+                .push(" AND ((student_id = ")
                 .bind(a.id)
-                .bind(&a.student_number)
-                .execute(ex)
-                .await?
-                .rows_affected()
-            });
-            if n == 1 {
-                lineage(
-                    tx,
-                    a.id,
-                    &[(
-                        "student_number",
-                        Some(a.student_number.clone()),
-                        Some(official.as_str().to_owned()),
-                    )],
-                    change.reason,
-                    who,
-                    now,
-                )
-                .await?;
-                upgraded = Some((a.id, a.student_number.clone()));
+                .push(" AND other_id = ")
+                .bind(holder)
+                .push(") OR (student_id = ")
+                .bind(holder)
+                .push(" AND other_id = ")
+                .bind(a.id)
+                .push("))");
+            let covered: Vec<(i64,)> = q.fetch_all_in(tx).await?;
+            if covered.first().is_none_or(|c| c.0 == 0) {
+                let n = db_query!(tx, tx, |sql, ex| {
+                    sqlx::query(sql(
+                        "UPDATE duplicate_case SET other_id = $1 WHERE id = $2 AND status = 'open'",
+                    ))
+                    .bind(holder)
+                    .bind(pair.id)
+                    .execute(ex)
+                    .await?
+                    .rows_affected()
+                });
+                if n == 1 {
+                    step(tx, pair.id, "repoint", &who, change.reason, now).await?;
+                }
+                continue;
             }
         }
-        db_query!(tx, tx, |sql, ex| {
+        // Compare-and-set first: a case merged or settled meanwhile is left alone.
+        let closed = db_query!(tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "UPDATE duplicate_case SET status = 'corrected', resolved_at = $1, \
                 resolved_by = $2, corrected_id = $3, corrected_old_id_number = $4, \
-                corrected_old_number = $5, corrected_new_number = $6, upgraded_id = $7, \
-                upgraded_old_number = $8 WHERE id = $9 AND status = 'open'",
+                corrected_old_number = $5, corrected_new_number = $6 \
+                WHERE id = $7 AND status = 'open'",
             ))
             .bind(now)
-            .bind(who)
+            .bind(&who)
             .bind(change.student)
             .bind(change.old_id_number)
             .bind(change.old_number)
             .bind(change.new_number)
-            .bind(upgraded.as_ref().map(|u| u.0))
-            .bind(upgraded.as_ref().map(|u| u.1.clone()))
             .bind(pair.id)
             .execute(ex)
             .await?
             .rows_affected()
         });
-        step(tx, pair.id, "correct", who, change.reason, now).await?;
-        closed += 1;
+        if closed == 0 {
+            continue;
+        }
+        if still.is_none() && a.id != change.student {
+            upgrade(tx, pair.id, a, change.reason, &who, now).await?;
+        }
+        step(tx, pair.id, "correct", &who, change.reason, now).await?;
+        audit::append(
+            tx,
+            &actor.entry("duplicate.correct", &pair.id.to_string(), "success", node),
+        )
+        .await?;
+        settled += 1;
     }
-    Ok(closed)
+    Ok(settled)
+}
+
+/// Another record than `except` holding a place with `id_number` today, the oldest first.
+async fn other_holder(tx: &mut Tx, id_number: &str, except: Uuid) -> crate::Result<Option<Uuid>> {
+    let mut q = DynQuery::new(matches!(tx, Tx::Postgres(_)));
+    q.push(
+        "SELECT st.id FROM student st JOIN student_event e ON e.student_id = st.id \
+        WHERE st.id_number = ",
+    )
+    .bind(id_number.to_owned())
+    .push(" AND st.id <> ")
+    .bind(except)
+    .push(" AND e.status <> 'out' AND");
+    push_placing_of(&mut q, today(), "e", "st");
+    q.push(" ORDER BY st.created_at, st.id");
+    let rows: Vec<(Uuid,)> = q.fetch_all_in(tx).await?;
+    Ok(rows.first().map(|r| r.0))
+}
+
+/// Gives a temporary record whose ID number is now its own the official G-number (L upgraded to
+/// G), with a lineage row, and notes it on `case` so that undoing the case gives it back.
+async fn upgrade(
+    tx: &mut Tx,
+    case: Uuid,
+    r: &Identity,
+    reason: &str,
+    who: &str,
+    now: DateTime<Utc>,
+) -> crate::Result<()> {
+    let Some(idn) = r
+        .id_number
+        .as_deref()
+        .and_then(|i| ResidentId::parse(i).ok())
+        .filter(|_| r.student_number.starts_with('L'))
+    else {
+        return Ok(());
+    };
+    let official = StudentNumber::official(&idn);
+    let n = db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "UPDATE student SET student_number = $1 WHERE id = $2 AND student_number = $3 \
+            AND NOT EXISTS (SELECT 1 FROM student o WHERE o.student_number = $1)",
+        ))
+        .bind(official.as_str())
+        .bind(r.id)
+        .bind(&r.student_number)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    if n == 1 {
+        lineage(
+            tx,
+            r.id,
+            &[(
+                "student_number",
+                Some(r.student_number.clone()),
+                Some(official.as_str().to_owned()),
+            )],
+            reason,
+            who,
+            now,
+        )
+        .await?;
+        db_query!(tx, tx, |sql, ex| {
+            sqlx::query(sql(
+                "UPDATE duplicate_case SET upgraded_id = $1, upgraded_old_number = $2 WHERE id = $3",
+            ))
+            .bind(r.id)
+            .bind(&r.student_number)
+            .bind(case)
+            .execute(ex)
+            .await?
+            .rows_affected()
+        });
+    }
+    Ok(())
+}
+
+/// Undoes [`upgrade`]: the record gives its official number back, if it is still as the upgrade
+/// left it (its ID number `id_number`, its number G + that). False when it changed since.
+async fn downgrade(
+    tx: &mut Tx,
+    r: &Identity,
+    id_number: Option<&str>,
+    old_number: String,
+    reason: &str,
+    who: &str,
+    now: DateTime<Utc>,
+) -> crate::Result<bool> {
+    let as_left = id_number.is_some()
+        && r.id_number.as_deref() == id_number
+        && id_number.map(|i| format!("G{i}")).as_deref() == Some(r.student_number.as_str());
+    if !as_left {
+        return Ok(false);
+    }
+    let n = db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "UPDATE student SET student_number = $1 WHERE id = $2 AND student_number = $3 \
+            AND NOT EXISTS (SELECT 1 FROM student o WHERE o.student_number = $1)",
+        ))
+        .bind(&old_number)
+        .bind(r.id)
+        .bind(&r.student_number)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    if n != 1 {
+        return Ok(false);
+    }
+    lineage(
+        tx,
+        r.id,
+        &[(
+            "student_number",
+            Some(r.student_number.clone()),
+            Some(old_number),
+        )],
+        reason,
+        who,
+        now,
+    )
+    .await?;
+    Ok(true)
 }
 
 #[derive(sqlx::FromRow)]
@@ -446,6 +632,10 @@ fn check_reason(reason: &str) -> Result<&str, RegistryError> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 100 {
         return Err(refused("reason", "student-event-reason"));
+    }
+    // Both schools read the case's history.
+    if crate::registry::holds_number(reason) {
+        return Err(refused("reason", "student-reason-no-numbers"));
     }
     Ok(reason)
 }
@@ -540,7 +730,8 @@ impl Duplicates<'_> {
     }
 
     /// Merges the temporary record into the other one (needs `registry_manage` at the temporary
-    /// record's school): a `merge` event ends it today; its class place ends too.
+    /// record's school): a `merge` event ends it today. Refused unless the other record still
+    /// holds a place with the same ID number.
     pub async fn merge(
         &self,
         actor: Actor<'_>,
@@ -556,7 +747,11 @@ impl Duplicates<'_> {
         let now = Utc::now();
         let who = actor.name();
         let mut tx = self.0.begin().await?;
-        lock_student(&mut tx, student).await?;
+        let mut pair = [student, case.other.id];
+        pair.sort();
+        for s in pair {
+            lock_student(&mut tx, s).await?;
+        }
         if !set_status(&mut tx, id, "open", "merged", Some((now, &who))).await? {
             return Err(refused("case", "duplicate-not-open"));
         }
@@ -565,6 +760,18 @@ impl Duplicates<'_> {
             .ok_or(RegistryError::NotFound)?;
         if last.school_code != school.code {
             return Err(RegistryError::Stale);
+        }
+        // The kept record must still hold a place and the same ID number: merging into a record
+        // that left would end the child's only record.
+        let other = in_force(&mut tx, case.other.id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        if other.status == Status::Out.as_str() {
+            return Err(refused("case", "duplicate-other-left"));
+        }
+        let ids = identity_of(&mut tx, &pair).await?;
+        if ids.len() != 2 || ids[0].id_number.is_none() || ids[0].id_number != ids[1].id_number {
+            return Err(refused("case", "duplicate-ids-differ"));
         }
         let last_kind = EventKind::parse(&last.kind).unwrap_or(EventKind::Enrol);
         let status = Status::parse(&last.status).unwrap_or(Status::Out);
@@ -586,18 +793,16 @@ impl Duplicates<'_> {
             undoes: None,
             batch_id: None,
         };
+        // The class place is left as it is (class lists show only students who hold a place), so
+        // undoing the merge puts the child back in their class.
         write_events(&mut tx, std::slice::from_ref(&w), now, &actor).await?;
-        db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "UPDATE class_member SET until_on = CASE WHEN from_on < $1 THEN $1 \
-                ELSE from_on END WHERE student_id = $2 AND (until_on IS NULL OR until_on > $1)",
-            ))
-            .bind(w.effective_on)
-            .bind(student)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
+        // The kept record's temporary number becomes official once nobody else holds its ID.
+        if let Some(kept) = ids.iter().find(|r| r.id == case.other.id)
+            && let Some(n) = kept.id_number.as_deref()
+            && other_holder(&mut tx, n, kept.id).await?.is_none()
+        {
+            upgrade(&mut tx, id, kept, reason, &who, now).await?;
+        }
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "UPDATE duplicate_case SET merge_event = $1 WHERE id = $2",
@@ -662,9 +867,46 @@ impl Duplicates<'_> {
         let now = Utc::now();
         let who = actor.name();
         let mut tx = self.0.begin().await?;
-        lock_student(&mut tx, student).await?;
+        let mut pair = [student, case.other.id];
+        pair.sort();
+        for s in pair {
+            lock_student(&mut tx, s).await?;
+        }
+        // Read before reopening clears it: the kept record the merge gave its official number.
+        let upgraded: Option<(Option<Uuid>, Option<String>)> = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query_as(sql(
+                "SELECT upgraded_id, upgraded_old_number FROM duplicate_case WHERE id = $1",
+            ))
+            .bind(id)
+            .fetch_optional(ex)
+            .await?
+        });
         if !set_status(&mut tx, id, "merged", "open", None).await? {
             return Err(refused("case", "duplicate-not-resolved"));
+        }
+        if let Some((Some(up), Some(old_number))) = upgraded {
+            let ids = identity_of(&mut tx, &pair).await?;
+            let merged_id = ids
+                .iter()
+                .find(|r| r.id == student)
+                .and_then(|r| r.id_number.clone());
+            let kept = ids
+                .iter()
+                .find(|r| r.id == up)
+                .ok_or(RegistryError::NotFound)?;
+            if !downgrade(
+                &mut tx,
+                kept,
+                merged_id.as_deref(),
+                old_number,
+                reason,
+                &who,
+                now,
+            )
+            .await?
+            {
+                return Err(refused("case", "duplicate-undo-changed"));
+            }
         }
         let last = in_force(&mut tx, student)
             .await?
@@ -783,33 +1025,9 @@ impl Duplicates<'_> {
         // The upgraded record gives its official number back first: it is the one restored.
         if let (Some(up), Some(up_old)) = (upgraded_id, upgraded_old_number) {
             let r = current(up).ok_or(RegistryError::NotFound)?;
-            let n = db_query!(&mut tx, tx, |sql, ex| {
-                sqlx::query(sql(
-                    "UPDATE student SET student_number = $1 WHERE id = $2 AND student_number = $3",
-                ))
-                .bind(&up_old)
-                .bind(up)
-                .bind(&r.student_number)
-                .execute(ex)
-                .await?
-                .rows_affected()
-            });
-            if n != 1 || !r.student_number.starts_with('G') {
+            if !downgrade(&mut tx, r, old_id.as_deref(), up_old, reason, &who, now).await? {
                 return Err(refused("case", "duplicate-undo-changed"));
             }
-            lineage(
-                &mut tx,
-                up,
-                &[(
-                    "student_number",
-                    Some(r.student_number.clone()),
-                    Some(up_old),
-                )],
-                reason,
-                &who,
-                now,
-            )
-            .await?;
         }
         let retired = match &old {
             Some(i) => match RegionCode::parse(i.region_prefix()) {
@@ -884,7 +1102,8 @@ async fn set_status(
     let n = db_query!(tx, tx, |sql, ex| {
         sqlx::query(sql(
             "UPDATE duplicate_case SET status = $1, resolved_at = $2, resolved_by = $3, \
-            merge_event = NULL WHERE id = $4 AND status = $5",
+            merge_event = NULL, upgraded_id = NULL, upgraded_old_number = NULL \
+            WHERE id = $4 AND status = $5",
         ))
         .bind(to)
         .bind(resolved.map(|r| r.0))

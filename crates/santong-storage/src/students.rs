@@ -174,15 +174,49 @@ pub(crate) fn push_placing_of(q: &mut DynQuery, on: NaiveDate, e: &'static str, 
 /// Students who hold a place at the school: in school or suspended (休学 keeps the place).
 pub(crate) const ON_ROSTER: &str = " AND e.status <> 'out'";
 
+/// How a roster is ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RosterSort {
+    /// By grade, then name.
+    #[default]
+    Grade,
+    Name,
+    Birth,
+}
+
+/// A roster's filters and order.
+#[derive(Debug, Clone, Default)]
+pub struct RosterFilter {
+    pub grade: Option<i32>,
+    /// Part of the name, or a whole national student number.
+    pub text: Option<String>,
+    pub sort: RosterSort,
+    pub descending: bool,
+}
+
 pub struct Students<'a>(pub &'a Db);
 
 impl Students<'_> {
-    /// The students at `school` on `on`, by name.
+    /// The students at `school` on `on`, by grade and name.
     pub async fn roster(
         &self,
         scope: &Scope,
         school: &str,
         on: NaiveDate,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<Placed>> {
+        self.roster_filtered(scope, school, on, &RosterFilter::default(), limit, offset)
+            .await
+    }
+
+    /// [`Students::roster`] filtered by grade and name or number, in the order asked for.
+    pub async fn roster_filtered(
+        &self,
+        scope: &Scope,
+        school: &str,
+        on: NaiveDate,
+        f: &RosterFilter,
         limit: u64,
         offset: u64,
     ) -> crate::Result<Page<Placed>> {
@@ -194,13 +228,31 @@ impl Students<'_> {
             push_placing(q, on);
             q.push(ON_ROSTER);
             q.push(" AND e.school_code = ").bind(school.to_owned());
+            if let Some(g) = f.grade {
+                q.push(" AND e.grade = ")
+                    .bind_val(crate::dynsql::Val::Int(g));
+            }
+            if let Some(text) = f.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                let pattern = format!("%{}%", crate::identity::like_escape(text));
+                q.push(" AND (st.name LIKE ").bind(pattern);
+                q.push(" ESCAPE '\\' OR st.student_number = ")
+                    .bind(text.to_uppercase())
+                    .push(")");
+            }
             q.push(" AND");
             crate::scope::push(q, scope, "s.county", "s.code");
         };
         let mut q = DynQuery::for_db(self.0);
         q.push("SELECT ").push(STUDENT_COLUMNS).push(PLACED_COLUMNS);
         filter(&mut q);
-        q.push(" ORDER BY e.grade, st.name, st.id LIMIT ")
+        let dir = if f.descending { " DESC" } else { "" };
+        q.push(" ORDER BY ");
+        match f.sort {
+            RosterSort::Grade => q.push("e.grade").push(dir).push(", st.name"),
+            RosterSort::Name => q.push("st.name").push(dir),
+            RosterSort::Birth => q.push("st.birth_date").push(dir).push(", st.name"),
+        };
+        q.push(", st.id LIMIT ")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .push(" OFFSET ")
             .bind(i64::try_from(offset).unwrap_or(i64::MAX));
@@ -266,12 +318,7 @@ impl Students<'_> {
             return Err(refused("purpose", "student-purpose-required"));
         }
         // The purpose goes into the audit log: an ID number pasted into it must not.
-        let longest_run = purpose
-            .split(|c: char| !(c.is_ascii_digit() || c == 'X' || c == 'x'))
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        if longest_run >= 11 {
+        if crate::registry::holds_number(purpose) {
             return Err(refused("purpose", "student-purpose-no-numbers"));
         }
         let placed = self
@@ -701,6 +748,10 @@ impl Students<'_> {
         if reason.is_empty() || reason.chars().count() > 100 {
             return Err(refused("reason", "student-event-reason"));
         }
+        // The reason is shown with the lineage and to the other school of a duplicate case.
+        if crate::registry::holds_number(reason) {
+            return Err(refused("reason", "student-reason-no-numbers"));
+        }
         let st = &placed.student;
         let or = |v: &str, current: &str| {
             if v.trim().is_empty() {
@@ -808,7 +859,8 @@ impl Students<'_> {
                 new_number: &new_number,
                 reason,
             };
-            crate::duplicates::after_correction(&mut tx, &change, &who, now).await?;
+            crate::duplicates::after_correction(&mut tx, &change, &actor, &school.node(), now)
+                .await?;
         }
         // The fields, never their values: those may be an ID number.
         let mut e = actor.entry(

@@ -62,7 +62,14 @@ struct Side {
     linked: bool,
 }
 
-fn side_of(r: &CaseRecord, tr: &Tr, linked: bool) -> Side {
+/// Whether the viewer's scope covers this side of a case. The other side is shown only as far
+/// as coordinating needs (school, masked name and number): entering someone's ID number must not
+/// reveal who and where the child is.
+fn covers(scope: &Scope, r: &CaseRecord) -> bool {
+    r.node().is_some_and(|n| scope.contains(&n))
+}
+
+fn side_of(r: &CaseRecord, tr: &Tr, linked: bool, covered: bool) -> Side {
     let status = if r.kind == "merge" {
         tr.t("duplicate-merged-record")
     } else {
@@ -70,9 +77,17 @@ fn side_of(r: &CaseRecord, tr: &Tr, linked: bool) -> Side {
     };
     Side {
         id: r.id.to_string(),
-        name: r.name.clone(),
+        name: if covered {
+            r.name.clone()
+        } else {
+            r.name_masked()
+        },
         number: r.number_masked(),
-        birth: r.birth_date.to_string(),
+        birth: if covered {
+            r.birth_date.to_string()
+        } else {
+            "—".into()
+        },
         school: r.school_name.clone(),
         school_code: r.school_code.clone(),
         grade: r.grade,
@@ -96,14 +111,14 @@ fn local(t: chrono::DateTime<chrono::Utc>) -> String {
         .to_string()
 }
 
-fn row_of(c: &CaseRow, tr: &Tr, linked: (bool, bool)) -> Row {
+fn row_of(c: &CaseRow, tr: &Tr, scope: &Scope, linked: (bool, bool)) -> Row {
     Row {
         id: c.id.to_string(),
         status: tr.t(&format!("duplicate-status-{}", c.status)),
         open: c.status == "open",
         opened: local(c.opened_at),
-        student: side_of(&c.student, tr, linked.0),
-        other: side_of(&c.other, tr, linked.1),
+        student: side_of(&c.student, tr, linked.0, covers(scope, &c.student)),
+        other: side_of(&c.other, tr, linked.1, covers(scope, &c.other)),
     }
 }
 
@@ -142,7 +157,7 @@ async fn list(
         rows: list
             .items
             .iter()
-            .map(|c| row_of(c, &tr, (false, false)))
+            .map(|c| row_of(c, &tr, &view(&user), (false, false)))
             .collect(),
         pager: Pager::new(&tr, page.page, pages, list.total, href),
     })
@@ -217,7 +232,7 @@ async fn render_detail(
     };
     let mut res = html(&DetailPage {
         c: ctx.chrome(tr.t("duplicate-title")),
-        r: row_of(&c, &tr, linked),
+        r: row_of(&c, &tr, &view(user), linked),
         can_merge,
         can_undo,
         resolved,
@@ -321,9 +336,11 @@ async fn undo(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CaseRecordDto {
     pub id: Uuid,
+    /// Masked but for the first character when the record is outside the caller's scope.
     pub name: String,
     pub student_number: String,
-    pub birth_date: String,
+    /// Absent when the record is outside the caller's scope.
+    pub birth_date: Option<String>,
     pub school_code: String,
     pub school_name: String,
     pub grade: i32,
@@ -333,13 +350,23 @@ pub struct CaseRecordDto {
     pub kind: String,
 }
 
-impl From<&CaseRecord> for CaseRecordDto {
-    fn from(r: &CaseRecord) -> Self {
+impl CaseRecordDto {
+    /// One side as the viewer may see it (see [`covers`]).
+    fn of(r: &CaseRecord, scope: &Scope) -> Self {
+        let covered = covers(scope, r);
         CaseRecordDto {
             id: r.id,
-            name: r.name.clone(),
+            name: if covered {
+                r.name.clone()
+            } else {
+                r.name_masked()
+            },
             student_number: r.number_masked(),
-            birth_date: r.birth_date.to_string(),
+            birth_date: if covered {
+                Some(r.birth_date.to_string())
+            } else {
+                None
+            },
             school_code: r.school_code.clone(),
             school_name: r.school_name.clone(),
             grade: r.grade,
@@ -367,8 +394,8 @@ pub struct CaseDto {
     pub corrected_id: Option<Uuid>,
 }
 
-impl From<&CaseRow> for CaseDto {
-    fn from(c: &CaseRow) -> Self {
+impl CaseDto {
+    fn of(c: &CaseRow, scope: &Scope) -> Self {
         CaseDto {
             id: c.id,
             status: c.status.clone(),
@@ -376,8 +403,8 @@ impl From<&CaseRow> for CaseDto {
             opened_by: c.opened_by.clone(),
             resolved_at: c.resolved_at.map(|t| t.to_rfc3339()),
             resolved_by: c.resolved_by.clone(),
-            student: (&c.student).into(),
-            other: (&c.other).into(),
+            student: CaseRecordDto::of(&c.student, scope),
+            other: CaseRecordDto::of(&c.other, scope),
             corrected_id: c.corrected_id,
         }
     }
@@ -416,7 +443,11 @@ pub async fn api_list(
         .await?;
     Ok(Json(CaseList {
         pages: page.page_count(list.total),
-        items: list.items.iter().map(CaseDto::from).collect(),
+        items: list
+            .items
+            .iter()
+            .map(|c| CaseDto::of(c, &view(&user)))
+            .collect(),
         page: page.page,
         size: page.size,
         total: list.total,
@@ -437,7 +468,7 @@ pub async fn api_detail(
     Duplicates(&state.db)
         .case(&view(&user), parse_id(&id)?)
         .await?
-        .map(|c| Json((&c).into()))
+        .map(|c| Json(CaseDto::of(&c, &view(&user))))
         .ok_or_else(AppError::not_found)
 }
 
@@ -463,7 +494,7 @@ pub async fn api_merge(
         .merge(actor(&user, &ctx), &view(&user), id, &b.reason)
         .await
     {
-        Ok(c) => Ok(Json((&c).into())),
+        Ok(c) => Ok(Json(CaseDto::of(&c, &view(&user)))),
         Err(e) => Err(audited(&state, &ctx, &user, "duplicate.merge", &id.to_string(), e).await),
     }
 }
@@ -488,7 +519,7 @@ pub async fn api_undo(
         .undo(actor(&user, &ctx), &view(&user), id, &b.reason)
         .await
     {
-        Ok(c) => Ok(Json((&c).into())),
+        Ok(c) => Ok(Json(CaseDto::of(&c, &view(&user)))),
         Err(e) => Err(audited(&state, &ctx, &user, "duplicate.undo", &id.to_string(), e).await),
     }
 }

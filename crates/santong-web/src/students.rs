@@ -11,7 +11,9 @@ use chrono::NaiveDate;
 use santong_domain::identity::Permission;
 use santong_domain::registry::Ethnicity;
 use santong_storage::registry::{Registry, RegistryError};
-use santong_storage::students::{Correction, NewStudent, Placed, Students};
+use santong_storage::students::{
+    Correction, NewStudent, Placed, RosterFilter, RosterSort, Students,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -83,9 +85,48 @@ struct RosterPage {
     code: String,
     school: String,
     on: String,
+    grade: String,
+    q: String,
+    sort: String,
+    sorts: Vec<(&'static str, String)>,
     rows: Vec<RosterRow>,
     pager: Pager,
     can_enrol: bool,
+}
+
+/// A roster's filters from the query: `grade`, `q` (part of a name, or a whole number) and
+/// `sort` (`grade`, `name`, `birth`; `-` first for descending).
+fn roster_filter_of(q: &Params) -> Result<RosterFilter, AppError> {
+    use santong_domain::paging::{FieldError, FieldErrorKind, parse_sort};
+    let mut errors = vec![];
+    let grade = match p(q, "grade").trim() {
+        "" => None,
+        g => match g.parse::<i32>().ok().filter(|g| (1..=12).contains(g)) {
+            Some(g) => Some(g),
+            None => {
+                errors.push(FieldError::new("grade", FieldErrorKind::InvalidValue));
+                None
+            }
+        },
+    };
+    let sort = parse_sort(
+        q.get("sort").map(String::as_str),
+        &[
+            ("grade", RosterSort::Grade),
+            ("name", RosterSort::Name),
+            ("birth", RosterSort::Birth),
+        ],
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    Ok(RosterFilter {
+        grade,
+        text: Some(p(q, "q").trim().to_owned()).filter(|t| !t.is_empty()),
+        sort: sort.map(|s| s.field).unwrap_or_default(),
+        descending: sort.is_some_and(|s| s.descending),
+    })
 }
 
 async fn roster(
@@ -103,12 +144,21 @@ async fn roster(
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
     let page = page_of(&q)?;
+    let filter = roster_filter_of(&q)?;
     let tr = ctx.tr();
     let list = Students(&state.db)
-        .roster(&scope, &code, on, page.limit(), page.offset())
+        .roster_filtered(&scope, &code, on, &filter, page.limit(), page.offset())
         .await?;
     let pages = page.page_count(list.total);
-    let href = |n: u32| format!("/schools/{code}/students?on={on}&page={n}");
+    let (grade, text, sort) = (p(&q, "grade"), p(&q, "q"), p(&q, "sort"));
+    let href = |n: u32| {
+        format!(
+            "/schools/{code}/students?on={on}&grade={}&q={}&sort={}&page={n}",
+            crate::views::percent_encode(grade),
+            crate::views::percent_encode(text),
+            crate::views::percent_encode(sort)
+        )
+    };
     let rows = list
         .items
         .iter()
@@ -128,6 +178,19 @@ async fn roster(
         code: code.clone(),
         school: school.name,
         on: on.to_string(),
+        grade: grade.to_owned(),
+        q: text.to_owned(),
+        sort: sort.to_owned(),
+        sorts: [
+            ("grade", "students-sort-grade"),
+            ("name", "students-sort-name"),
+            ("-name", "students-sort-name-desc"),
+            ("birth", "students-sort-birth"),
+            ("-birth", "students-sort-birth-desc"),
+        ]
+        .into_iter()
+        .map(|(v, k)| (v, tr.t(k)))
+        .collect(),
         rows,
         pager: Pager::new(&tr, page.page, pages, list.total, href),
         can_enrol: user
@@ -500,6 +563,9 @@ pub struct NewStudentDto {
 /// The school's students on a date (default today), by grade and name.
 #[utoipa::path(get, path = "/schools/{code}/students", tag = "registry", security(("token" = [])),
     params(("code" = String, Path), ("on" = Option<String>, Query, description = "YYYY-MM-DD"),
+           ("grade" = Option<u32>, Query), ("q" = Option<String>, Query,
+            description = "part of the name, or a whole national student number"),
+           ("sort" = Option<String>, Query, description = "grade, name or birth; - for descending"),
            ("page" = Option<u32>, Query), ("size" = Option<u32>, Query)),
     responses((status = 200, body = StudentList),
               (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
@@ -517,8 +583,9 @@ pub async fn api_roster(
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
     let page = page_of(&q)?;
+    let filter = roster_filter_of(&q)?;
     let list = Students(&state.db)
-        .roster(&scope, &code, on, page.limit(), page.offset())
+        .roster_filtered(&scope, &code, on, &filter, page.limit(), page.offset())
         .await?;
     Ok(Json(StudentList {
         pages: page.page_count(list.total),

@@ -444,7 +444,7 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             let db = open_db(&settings).await?;
             let report = demo::seed(&db).await?;
             println!(
-                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled, {} classes opened, {} transfers started and {} duplicate cases opened now",
+                "demo data ready: demo county {} ({}); {} schools opened, {} students enrolled, {} classes opened, {} transfers started, {} duplicate cases opened and {} teachers appointed now",
                 demo::DEMO_COUNTY,
                 if report.county_set {
                     "set now"
@@ -455,7 +455,8 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
                 report.students,
                 report.classes,
                 report.transfers,
-                report.duplicates
+                report.duplicates,
+                report.teachers
             );
             db.close().await;
         }

@@ -14,6 +14,7 @@ santong_testkit::conformance!(
     a_second_record_of_an_id_opens_a_case_seen_by_both_sides_only,
     a_case_merges_and_the_merge_is_undone,
     a_case_closes_by_correction_upgrades_the_temporary_number_and_is_undone,
+    three_records_of_one_child_stay_in_one_case_until_merged,
 );
 
 fn who(p: &Principal) -> Actor<'_> {
@@ -413,4 +414,81 @@ async fn a_case_closes_by_correction_upgrades_the_temporary_number_and_is_undone
         .map(|s| s.action)
         .collect();
     assert_eq!(steps, ["open", "correct", "undo", "correct"]);
+}
+
+async fn three_records_of_one_child_stay_in_one_case_until_merged(t: TestDb) {
+    ready(&t).await;
+    other_county_school(&t).await;
+    let idn = id("440305", "20160301", 13);
+    let (first, second, case1) = twice(&t, &idn).await;
+    let s = Students(&t.db);
+    let d = Duplicates(&t.db);
+    let all = Scope::everything();
+    let third = s
+        .enrol(
+            Actor::Cli,
+            "1144030401",
+            &pupil("张三", "2016-03-01", idn.clone(), "3"),
+        )
+        .await
+        .unwrap()
+        .student
+        .id;
+    let case2 = d.open_of(&all, third).await.unwrap()[0];
+    // The first record's ID was wrong. The other two still share theirs: one case stays open
+    // between them, the other closes.
+    s.correct(
+        Actor::Cli,
+        &all,
+        first,
+        &Correction {
+            id_number: id("440305", "20160301", 53),
+            reason: "身份证件号录入错误".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let c1 = d.case(&all, case1).await.unwrap().unwrap();
+    assert_eq!((c1.status.as_str(), c1.other.id), ("open", third));
+    assert_eq!(
+        d.case(&all, case2).await.unwrap().unwrap().status,
+        "corrected"
+    );
+    let number = |id| {
+        let s = &s;
+        let all = &all;
+        async move {
+            s.student(all, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .student
+                .student_number
+        }
+    };
+    assert!(number(second).await.starts_with('L') && number(third).await.starts_with('L'));
+    // No ID or phone number goes into a reason both schools read.
+    let got = d.merge(Actor::Cli, &all, case1, &format!("即{idn}")).await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("reason".into(), "student-reason-no-numbers")]
+    );
+    // Merged: the kept record is the only one with the ID now and gets its official number.
+    d.merge(Actor::Cli, &all, case1, "同一人").await.unwrap();
+    assert_eq!(number(third).await, format!("G{idn}"));
+    // Undone: the number goes back, the case is open again.
+    d.undo(Actor::Cli, &all, case1, "需再核实").await.unwrap();
+    assert!(number(third).await.starts_with('L'));
+    assert_eq!(d.case(&all, case1).await.unwrap().unwrap().status, "open");
+    // A record that left cannot be merged into.
+    s.record(Actor::Cli, &all, third, &ev("drop_out", "", "外出"))
+        .await
+        .unwrap();
+    let got = d.merge(Actor::Cli, &all, case1, "同一人").await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("case".into(), "duplicate-other-left")]
+    );
+    assert_eq!(d.case(&all, case1).await.unwrap().unwrap().status, "open");
 }

@@ -183,6 +183,9 @@ async fn demo_is_idempotent(t: TestDb) {
     assert_eq!(first.transfers, 4);
     // One child enrolled at the sending school and again in the county: one open case.
     assert_eq!(first.duplicates, 1);
+    // 广东省 2019 full-time teachers per school (primary about 53, junior about 88, senior about
+    // 148) at 1/50: one to three per school, at least one everywhere.
+    assert!((128..400).contains(&first.teachers), "{}", first.teachers);
     let cases = santong_storage::duplicates::Duplicates(&t.db)
         .list(
             &santong_domain::identity::Scope::everything(),
@@ -229,7 +232,8 @@ async fn demo_is_idempotent(t: TestDb) {
             students: 0,
             classes: 0,
             transfers: 0,
-            duplicates: 0
+            duplicates: 0,
+            teachers: 0
         }
     );
     let points = santong_storage::registry::Registry(&t.db)

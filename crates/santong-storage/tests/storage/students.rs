@@ -13,6 +13,7 @@ santong_testkit::conformance!(
     students_are_enrolled_with_every_field_checked,
     rosters_answer_for_any_date_within_scope,
     the_full_record_is_shown_for_a_purpose_and_audited,
+    rosters_filter_by_grade_and_name_and_sort,
 );
 
 /// A valid ID number: region, birth date, sequence (odd = male), check character.
@@ -428,5 +429,75 @@ async fn the_full_record_is_shown_for_a_purpose_and_audited(t: TestDb) {
             .items
             .iter()
             .all(|e| !e.detail.contains(&idn) && !e.target.contains(&idn[..17]))
+    );
+}
+
+async fn rosters_filter_by_grade_and_name_and_sort(t: TestDb) {
+    use santong_storage::students::{RosterFilter, RosterSort};
+    ready(&t).await;
+    let s = Students(&t.db);
+    for (name, birth, grade) in [
+        ("王小明", "2017-05-01", "2"),
+        ("李小红", "2016-04-01", "3"),
+        ("王大力", "2016-09-01", "3"),
+        ("赵六", "2017-01-01", "2"),
+    ] {
+        s.enrol(
+            Actor::Cli,
+            "1144030501",
+            &pupil(name, birth, String::new(), grade),
+        )
+        .await
+        .unwrap();
+    }
+    let all = Scope::everything();
+    let on = santong_storage::registry::today();
+    let names = |f: RosterFilter| {
+        let s = &s;
+        let all = &all;
+        async move {
+            s.roster_filtered(all, "1144030501", on, &f, 50, 0)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|p| p.student.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    let by = |grade: Option<i32>, text: &str, sort: RosterSort, descending: bool| RosterFilter {
+        grade,
+        text: Some(text.to_owned()).filter(|t| !t.is_empty()),
+        sort,
+        descending,
+    };
+    assert_eq!(
+        names(by(Some(3), "", RosterSort::Birth, false)).await,
+        ["李小红", "王大力"]
+    );
+    assert_eq!(
+        names(by(None, "王", RosterSort::Birth, true)).await,
+        ["王小明", "王大力"]
+    );
+    // LIKE wildcards are taken literally.
+    assert!(
+        names(by(None, "%", RosterSort::Grade, false))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        names(by(Some(1), "", RosterSort::Name, false)).await.len(),
+        0
+    );
+    // A whole number finds its student.
+    let number = s.roster(&all, "1144030501", on, 50, 0).await.unwrap().items[0]
+        .student
+        .student_number
+        .clone();
+    assert_eq!(
+        names(by(None, &number, RosterSort::Grade, false))
+            .await
+            .len(),
+        1
     );
 }

@@ -113,16 +113,22 @@ async fn duplicates_are_seen_by_both_sides_and_merged_on_the_pages(app: TestApp)
     // Both schools and the county see it in their queue; nobody sees the ID number.
     for who in [&head_a, &head_b, &edu] {
         let q = app.get_as(who, "/duplicates").await;
-        assert!(
-            q.body.contains("孙悦") && q.body.contains(&page),
-            "{}",
-            who.username
-        );
+        assert!(q.body.contains(&page), "{}", who.username);
         assert!(!q.body.contains(&idn));
         let d = app.get_as(who, &page).await;
         assert_eq!(d.status, 200);
         assert!(!d.body.contains(&idn));
     }
+    // Each school reads the other side's name masked, and no birth date: entering someone's ID
+    // number does not tell who and where the child is. The county sees both.
+    let seen_by_a = app.get_as(&head_a, &page).await.body;
+    assert!(seen_by_a.contains("孙*") && seen_by_a.contains("孙悦"));
+    let listed = app.get_as(&head_a, "/api/v1/duplicates").await.json();
+    assert_eq!(listed["items"][0]["student"]["name"], "孙*");
+    assert!(listed["items"][0]["student"]["birth_date"].is_null());
+    assert_eq!(listed["items"][0]["other"]["name"], "孙悦");
+    let by_county = app.get_as(&edu, "/api/v1/duplicates").await.json();
+    assert_eq!(by_county["items"][0]["student"]["name"], "孙悦");
     // Only the second school (or its superiors) may merge its record away.
     assert!(
         !app.get_as(&head_a, &page)

@@ -134,6 +134,33 @@ async fn students_change_status_and_years_end_on_the_pages(app: TestApp) {
     assert!(shown.body.contains("休学") && shown.body.contains("南教〔2025〕3号"));
     let roster = app.get_as(&head, "/schools/1144030501/students").await;
     assert!(roster.body.contains("李小红") && roster.body.contains("休学"));
+    // The roster filters by name (kept in the pager and form) and refuses a grade it cannot have.
+    let found = app
+        .get_as(
+            &head,
+            "/schools/1144030501/students?q=%E5%B0%8F%E7%BA%A2&sort=-name",
+        )
+        .await;
+    assert!(found.body.contains("李小红") && found.body.contains("value=\"小红\""));
+    let none = app
+        .get_as(
+            &head,
+            "/schools/1144030501/students?q=%E6%97%A0%E6%AD%A4%E4%BA%BA",
+        )
+        .await;
+    assert!(!none.body.contains("李小红"));
+    let api = app
+        .get_as(
+            &head,
+            "/api/v1/schools/1144030501/students?q=%E5%B0%8F%E7%BA%A2",
+        )
+        .await
+        .json();
+    assert_eq!(api["total"], 1);
+    let bad = app
+        .get_as(&head, "/schools/1144030501/students?grade=99&sort=height")
+        .await;
+    assert_eq!(bad.status, 400);
     // A teacher reads the history but records nothing.
     let seen = app.get_as(&teacher, &page).await;
     assert!(seen.body.contains("休学") && !seen.body.contains("登记学籍变动"));
