@@ -382,6 +382,7 @@ async fn seed_teachers(db: &Db, county: RegionCode) -> crate::Result<usize> {
         "音乐",
         "美术",
     ];
+    let today = crate::registry::today();
     let mut n = 0usize;
     let mut appointed = 0usize;
     for school in schools.items {
@@ -414,11 +415,11 @@ async fn seed_teachers(db: &Db, county: RegionCode) -> crate::Result<usize> {
                 title: ["second", "first", "senior"][n % 3].into(),
                 subjects: SUBJECTS[n % SUBJECTS.len()].into(),
                 post: "teaching".into(),
-                // At 23, or when the school opened if later.
-                appointed_on: format!(
-                    "{}-09-01",
-                    (year as i32 + 23).max(chrono::Datelike::year(&school.opened_on))
-                ),
+                // At 23, or when the school opened if later (never after today).
+                appointed_on: chrono::NaiveDate::from_ymd_opt(year as i32 + 23, 9, 1)
+                    .map_or(school.opened_on, |d| d.max(school.opened_on))
+                    .min(today)
+                    .to_string(),
             };
             n += 1;
             match Teachers(db).appoint(Actor::Cli, &school.code, &input).await {

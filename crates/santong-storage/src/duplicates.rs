@@ -78,6 +78,18 @@ impl CaseRecord {
         })
     }
 
+    /// The number as the other side sees it: letter and area, the rest hidden but the last four
+    /// (a J- or L-number holds the birth date, a G-number the ID number).
+    pub fn number_for_other(&self) -> String {
+        let n: Vec<char> = self.number.chars().collect();
+        if n.len() < 11 {
+            return "*".repeat(n.len());
+        }
+        let head: String = n[..7].iter().collect();
+        let tail: String = n[n.len() - 4..].iter().collect();
+        format!("{head}{}{tail}", "*".repeat(n.len() - 11))
+    }
+
     /// The name with all but its first character hidden, for a viewer from the other side.
     pub fn name_masked(&self) -> String {
         let mut c = self.name.chars();
@@ -363,13 +375,7 @@ pub(crate) async fn after_correction(
     });
     let mut settled = 0;
     for pair in pairs {
-        // Students before the case row, as merge and undo lock them.
-        let partner = if pair.student_id == change.student {
-            pair.other_id
-        } else {
-            pair.student_id
-        };
-        lock_student(tx, partner).await?;
+        // The correction locked both records (and every other holder of the ID) already.
         let ids = identity_of(tx, &[pair.student_id, pair.other_id]).await?;
         let id_of = |s: Uuid| ids.iter().find(|r| r.id == s);
         let (Some(a), Some(b)) = (id_of(pair.student_id), id_of(pair.other_id)) else {
@@ -410,6 +416,11 @@ pub(crate) async fn after_correction(
                 });
                 if n == 1 {
                     step(tx, pair.id, "repoint", &who, change.reason, now).await?;
+                    audit::append(
+                        tx,
+                        &actor.entry("duplicate.repoint", &pair.id.to_string(), "success", node),
+                    )
+                    .await?;
                 }
                 continue;
             }
@@ -448,6 +459,27 @@ pub(crate) async fn after_correction(
         settled += 1;
     }
     Ok(settled)
+}
+
+/// The records a correction of `student` may touch besides it: the other records of its open
+/// cases, and the records with its ID number (`id_number`), for locking in id order.
+pub(crate) async fn related(
+    tx: &mut Tx,
+    student: Uuid,
+    id_number: Option<&str>,
+) -> crate::Result<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = db_query!(tx, tx, |sql, ex| {
+        sqlx::query_as(sql(
+            "SELECT CASE WHEN student_id = $1 THEN other_id ELSE student_id END \
+            FROM duplicate_case WHERE status = 'open' AND (student_id = $1 OR other_id = $1) \
+            UNION SELECT id FROM student WHERE id_number = $2 AND id <> $1",
+        ))
+        .bind(student)
+        .bind(id_number)
+        .fetch_all(ex)
+        .await?
+    });
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Another record than `except` holding a place with `id_number` today, the oldest first.

@@ -188,7 +188,7 @@ pub enum RosterSort {
 #[derive(Debug, Clone, Default)]
 pub struct RosterFilter {
     pub grade: Option<i32>,
-    /// Part of the name, or a whole national student number.
+    /// Part of the name.
     pub text: Option<String>,
     pub sort: RosterSort,
     pub descending: bool,
@@ -232,12 +232,12 @@ impl Students<'_> {
                 q.push(" AND e.grade = ")
                     .bind_val(crate::dynsql::Val::Int(g));
             }
+            // By name only: a number in a link or a log line may be an ID number.
             if let Some(text) = f.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
                 let pattern = format!("%{}%", crate::identity::like_escape(text));
-                q.push(" AND (st.name LIKE ").bind(pattern);
-                q.push(" ESCAPE '\\' OR st.student_number = ")
-                    .bind(text.to_uppercase())
-                    .push(")");
+                q.push(" AND st.name LIKE ")
+                    .bind(pattern)
+                    .push(" ESCAPE '\\'");
             }
             q.push(" AND");
             crate::scope::push(q, scope, "s.county", "s.code");
@@ -814,7 +814,15 @@ impl Students<'_> {
         }
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
-        crate::lifecycle::lock_student(&mut tx, id).await?;
+        // The record, the records of its open duplicate cases and the others with its ID number
+        // (a case may turn to one of them), locked in id order like every writer of students.
+        let mut lock = crate::duplicates::related(&mut tx, id, st.id_number.as_deref()).await?;
+        lock.push(id);
+        lock.sort();
+        lock.dedup();
+        for s in lock {
+            crate::lifecycle::lock_student(&mut tx, s).await?;
+        }
         let updated = db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "UPDATE student SET name = $1, sex = $2, birth_date = $3, ethnicity = $4, \

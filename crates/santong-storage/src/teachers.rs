@@ -185,6 +185,16 @@ pub(crate) async fn appoint_on_move(
     Ok(event)
 }
 
+/// A staff list's filter and order.
+#[derive(Debug, Clone, Default)]
+pub struct StaffFilter {
+    /// Part of the name or of the subjects, or a whole staff number.
+    pub text: Option<String>,
+    /// By staff number instead of by name.
+    pub by_number: bool,
+    pub descending: bool,
+}
+
 pub struct Teachers<'a>(pub &'a Db);
 
 impl Teachers<'_> {
@@ -197,20 +207,49 @@ impl Teachers<'_> {
         limit: u64,
         offset: u64,
     ) -> crate::Result<Page<StaffRow>> {
+        self.staff_filtered(scope, school, on, &StaffFilter::default(), limit, offset)
+            .await
+    }
+
+    /// [`Teachers::staff`] filtered by name, subject or number, in the order asked for.
+    pub async fn staff_filtered(
+        &self,
+        scope: &Scope,
+        school: &str,
+        on: NaiveDate,
+        f: &StaffFilter,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<Page<StaffRow>> {
         let filter = |q: &mut DynQuery| {
             push_latest(q, on);
             q.push(" AND e.kind = 'appoint' AND e.school_code = ")
-                .bind(school.to_owned())
-                .push(" AND");
+                .bind(school.to_owned());
+            if let Some(text) = f.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                let pattern = format!("%{}%", crate::identity::like_escape(text));
+                q.push(" AND (t.name LIKE ").bind(pattern.clone());
+                q.push(" ESCAPE '\\' OR t.subjects LIKE ").bind(pattern);
+                q.push(" ESCAPE '\\' OR t.teacher_number = ")
+                    .bind(text.to_uppercase())
+                    .push(")");
+            }
+            q.push(" AND");
             crate::scope::push(q, scope, "s.county", "s.code");
         };
         let mut q = DynQuery::for_db(self.0);
         q.push(STAFF_SELECT);
         filter(&mut q);
-        q.push(" ORDER BY t.name, t.id LIMIT ")
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .push(" OFFSET ")
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let dir = if f.descending { " DESC" } else { "" };
+        q.push(if f.by_number {
+            " ORDER BY t.teacher_number"
+        } else {
+            " ORDER BY t.name"
+        })
+        .push(dir)
+        .push(", t.id LIMIT ")
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .push(" OFFSET ")
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX));
         let items = q.fetch_all(self.0).await?;
         let mut c = DynQuery::for_db(self.0);
         c.push(
@@ -523,6 +562,18 @@ impl Teachers<'_> {
         match latest_event(&mut tx, id).await? {
             Some((kind, at, _)) if kind == "appoint" && at == t.school_code => {}
             _ => return Err(RegistryError::Stale),
+        }
+        // A move in approval is decided along its chain (rejected there), not cut short here.
+        let moving: i64 = db_query!(&mut tx, tx, |sql, ex| {
+            sqlx::query_scalar(sql(
+                "SELECT COUNT(*) FROM staff_move WHERE teacher_id = $1 AND status = 'pending'",
+            ))
+            .bind(id)
+            .fetch_one(ex)
+            .await?
+        });
+        if moving > 0 {
+            return Err(refused("reason", "teacher-move-pending"));
         }
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(

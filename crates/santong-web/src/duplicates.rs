@@ -82,7 +82,11 @@ fn side_of(r: &CaseRecord, tr: &Tr, linked: bool, covered: bool) -> Side {
         } else {
             r.name_masked()
         },
-        number: r.number_masked(),
+        number: if covered {
+            r.number_masked()
+        } else {
+            r.number_for_other()
+        },
         birth: if covered {
             r.birth_date.to_string()
         } else {
@@ -361,7 +365,11 @@ impl CaseRecordDto {
             } else {
                 r.name_masked()
             },
-            student_number: r.number_masked(),
+            student_number: if covered {
+                r.number_masked()
+            } else {
+                r.number_for_other()
+            },
             birth_date: if covered {
                 Some(r.birth_date.to_string())
             } else {

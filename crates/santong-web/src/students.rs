@@ -94,7 +94,7 @@ struct RosterPage {
     can_enrol: bool,
 }
 
-/// A roster's filters from the query: `grade`, `q` (part of a name, or a whole number) and
+/// A roster's filters from the query: `grade`, `q` (part of a name) and
 /// `sort` (`grade`, `name`, `birth`; `-` first for descending).
 fn roster_filter_of(q: &Params) -> Result<RosterFilter, AppError> {
     use santong_domain::paging::{FieldError, FieldErrorKind, parse_sort};
@@ -564,7 +564,7 @@ pub struct NewStudentDto {
 #[utoipa::path(get, path = "/schools/{code}/students", tag = "registry", security(("token" = [])),
     params(("code" = String, Path), ("on" = Option<String>, Query, description = "YYYY-MM-DD"),
            ("grade" = Option<u32>, Query), ("q" = Option<String>, Query,
-            description = "part of the name, or a whole national student number"),
+            description = "part of the name"),
            ("sort" = Option<String>, Query, description = "grade, name or birth; - for descending"),
            ("page" = Option<u32>, Query), ("size" = Option<u32>, Query)),
     responses((status = 200, body = StudentList),

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use santong_domain::identity::Permission;
 use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES};
 use santong_storage::registry::{Registry, RegistryError};
-use santong_storage::teachers::{NewTeacher, StaffRow, Teachers};
+use santong_storage::teachers::{NewTeacher, StaffFilter, StaffRow, Teachers};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -68,9 +68,31 @@ struct ListPage {
     code: String,
     school: String,
     on: String,
+    q: String,
+    sort: String,
+    sorts: Vec<(&'static str, String)>,
     rows: Vec<Row>,
     pager: Pager,
     manage: bool,
+}
+
+/// A staff list's filter from the query: `q` (part of a name or subject, or a whole staff number)
+/// and `sort` (`name` or `number`; `-` first for descending).
+fn staff_filter_of(q: &Params) -> Result<StaffFilter, AppError> {
+    let mut errors = vec![];
+    let sort = santong_domain::paging::parse_sort(
+        q.get("sort").map(String::as_str),
+        &[("name", false), ("number", true)],
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(AppError::bad_params(errors));
+    }
+    Ok(StaffFilter {
+        text: Some(p(q, "q").trim().to_owned()).filter(|t| !t.is_empty()),
+        by_number: sort.is_some_and(|s| s.field),
+        descending: sort.is_some_and(|s| s.descending),
+    })
 }
 
 async fn list(
@@ -88,17 +110,35 @@ async fn list(
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
     let page = page_of(&q)?;
+    let filter = staff_filter_of(&q)?;
     let tr = ctx.tr();
     let staff = Teachers(&state.db)
-        .staff(&scope, &code, on, page.limit(), page.offset())
+        .staff_filtered(&scope, &code, on, &filter, page.limit(), page.offset())
         .await?;
     let pages = page.page_count(staff.total);
-    let href = |n: u32| format!("/schools/{code}/teachers?on={on}&page={n}");
+    let (text, sort) = (p(&q, "q"), p(&q, "sort"));
+    let href = |n: u32| {
+        format!(
+            "/schools/{code}/teachers?on={on}&q={}&sort={}&page={n}",
+            crate::views::percent_encode(text),
+            crate::views::percent_encode(sort)
+        )
+    };
     html(&ListPage {
         c: ctx.chrome(tr.f("teachers-title", &[("school", school.name.clone().into())])),
         code: code.clone(),
         school: school.name.clone(),
         on: on.to_string(),
+        q: text.to_owned(),
+        sort: sort.to_owned(),
+        sorts: [
+            ("name", "students-sort-name"),
+            ("-name", "students-sort-name-desc"),
+            ("number", "teachers-sort-number"),
+        ]
+        .into_iter()
+        .map(|(v, k)| (v, tr.t(k)))
+        .collect(),
         rows: staff.items.iter().map(|t| row_of(t, &tr)).collect(),
         pager: Pager::new(&tr, page.page, pages, staff.total, href),
         manage: user
@@ -375,6 +415,9 @@ pub struct NewTeacherDto {
 /// The school's staff on a date (default today), by name.
 #[utoipa::path(get, path = "/schools/{code}/teachers", tag = "registry", security(("token" = [])),
     params(("code" = String, Path), ("on" = Option<String>, Query, description = "YYYY-MM-DD"),
+           ("q" = Option<String>, Query,
+            description = "part of a name or subject, or a whole staff number"),
+           ("sort" = Option<String>, Query, description = "name or number; - for descending"),
            ("page" = Option<u32>, Query), ("size" = Option<u32>, Query)),
     responses((status = 200, body = TeacherList),
               (status = 404, body = crate::api::Problem, content_type = "application/problem+json")))]
@@ -392,8 +435,9 @@ pub async fn api_list(
         .ok_or_else(AppError::not_found)?;
     let on = parse_on(&q)?;
     let page = page_of(&q)?;
+    let filter = staff_filter_of(&q)?;
     let staff = Teachers(&state.db)
-        .staff(&scope, &code, on, page.limit(), page.offset())
+        .staff_filtered(&scope, &code, on, &filter, page.limit(), page.offset())
         .await?;
     Ok(Json(TeacherList {
         pages: page.page_count(staff.total),

@@ -118,7 +118,7 @@ impl Kind {
 
     /// The kind a page path belongs to.
     fn at(path: &str, tr: &Tr) -> Kind {
-        let subject = if path.starts_with("/moves") || path.starts_with("/api/v1/moves") {
+        let subject = if path.starts_with("/moves") {
             Subject::Staff
         } else {
             Subject::Student

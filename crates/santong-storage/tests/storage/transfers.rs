@@ -634,6 +634,12 @@ async fn a_staff_move_goes_through_the_same_chain(t: TestDb) {
         .start_move(who(&head_to), &ask(&li.teacher_number, "李老师"))
         .await
         .unwrap();
+    // Nor is the move cut short by recording a leave at the old school.
+    let got = tt.leave(Actor::Cli, &all, li.id, "", "辞职").await;
+    assert_eq!(
+        problems(got.unwrap_err()),
+        [("reason".into(), "teacher-move-pending")]
+    );
     let got = m
         .decide_of(
             Subject::Staff,

@@ -123,6 +123,14 @@ async fn duplicates_are_seen_by_both_sides_and_merged_on_the_pages(app: TestApp)
     // number does not tell who and where the child is. The county sees both.
     let seen_by_a = app.get_as(&head_a, &page).await.body;
     assert!(seen_by_a.contains("孙*") && seen_by_a.contains("孙悦"));
+    // The temporary number holds the birth date: the other school sees it masked too.
+    assert!(!seen_by_a.contains(&second.student_number));
+    assert!(
+        app.get_as(&head_b, &page)
+            .await
+            .body
+            .contains(&second.student_number)
+    );
     let listed = app.get_as(&head_a, "/api/v1/duplicates").await.json();
     assert_eq!(listed["items"][0]["student"]["name"], "孙*");
     assert!(listed["items"][0]["student"]["birth_date"].is_null());

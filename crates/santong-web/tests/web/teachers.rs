@@ -133,4 +133,24 @@ async fn staff_are_appointed_and_shown_masked(app: TestApp) {
         .await;
     assert!(then.body.contains("林老师"));
     assert!(app.get_as(&head, &page).await.body.contains("已离岗"));
+    // The list filters by name or subject and sorts; an unknown order is refused.
+    let found = app
+        .get_as(
+            &head,
+            "/schools/1144030501/teachers?on=2024-07-30&q=%E6%9E%97&sort=-number",
+        )
+        .await;
+    assert!(found.body.contains("林老师"));
+    let api = app
+        .get_as(
+            &head,
+            "/api/v1/schools/1144030501/teachers?on=2024-07-30&q=%E6%97%A0%E6%AD%A4%E4%BA%BA",
+        )
+        .await
+        .json();
+    assert_eq!(api["total"], 0);
+    let bad = app
+        .get_as(&head, "/schools/1144030501/teachers?sort=age")
+        .await;
+    assert_eq!(bad.status, 400);
 }
