@@ -194,6 +194,19 @@ pub struct RosterFilter {
     pub descending: bool,
 }
 
+/// The stated purpose of seeing or exporting full personal data, as it goes into the audit log:
+/// 2 to 200 characters, and no ID or phone number pasted into it.
+pub fn check_purpose(purpose: &str) -> Result<&str, RegistryError> {
+    let purpose = purpose.trim();
+    if purpose.chars().count() < 2 || purpose.chars().count() > 200 {
+        return Err(refused("purpose", "student-purpose-required"));
+    }
+    if crate::registry::holds_number(purpose) {
+        return Err(refused("purpose", "student-purpose-no-numbers"));
+    }
+    Ok(purpose)
+}
+
 pub struct Students<'a>(pub &'a Db);
 
 impl Students<'_> {
@@ -305,6 +318,26 @@ impl Students<'_> {
         Ok(q.fetch_all::<Placed>(self.0).await?.into_iter().next())
     }
 
+    /// Records an export (`event`, e.g. `student.export`) of a list of `school` in the audit log,
+    /// with what it held (row count, date, filters, purpose) in `detail`.
+    pub async fn record_export(
+        &self,
+        actor: Actor<'_>,
+        event: &'static str,
+        school: &str,
+        detail: String,
+    ) -> crate::Result<()> {
+        let mut e = actor.entry(
+            event,
+            school,
+            "success",
+            &school_node(school, self.0).await?,
+        );
+        e.detail = detail;
+        audit::record(self.0, &e).await?;
+        Ok(())
+    }
+
     /// The full record, for someone who states why: the view is audited with the purpose.
     pub async fn view_full(
         &self,
@@ -313,14 +346,7 @@ impl Students<'_> {
         id: Uuid,
         purpose: &str,
     ) -> Result<Placed, RegistryError> {
-        let purpose = purpose.trim();
-        if purpose.chars().count() < 2 || purpose.chars().count() > 200 {
-            return Err(refused("purpose", "student-purpose-required"));
-        }
-        // The purpose goes into the audit log: an ID number pasted into it must not.
-        if crate::registry::holds_number(purpose) {
-            return Err(refused("purpose", "student-purpose-no-numbers"));
-        }
+        let purpose = check_purpose(purpose)?;
         let placed = self
             .student(scope, id)
             .await?

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::{User, check_csrf};
 use crate::error::AppError;
+use crate::export::csv_field;
 use crate::i18n::{Tr, n, s};
 use crate::shell::Ctx;
 use crate::views::{Chrome, Pager, percent_encode};
@@ -785,20 +786,6 @@ async fn audit_page(
     })
 }
 
-/// Quotes a CSV field and neutralises spreadsheet formulas (cells starting = + - @ tab CR).
-pub fn csv_field(v: &str) -> String {
-    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{v}")
-    } else {
-        v.to_owned()
-    };
-    if v.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v
-    }
-}
-
 /// Streams the filtered log as CSV (UTF-8 with BOM for Excel) in batches; the export is audited.
 async fn audit_export(
     State(state): State<AppState>,
@@ -870,49 +857,7 @@ async fn audit_export(
             let _ = tx.send(Ok(out)).await;
         }
     });
-    let stream = futures_stream(rx);
-    let mut res = axum::body::Body::from_stream(stream).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"audit.csv\""),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
-}
-
-/// Adapts a channel receiver to a stream without another dependency.
-fn futures_stream(
-    rx: tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>,
-) -> impl futures_core::Stream<Item = Result<String, std::io::Error>> {
-    struct S(tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>);
-    impl futures_core::Stream for S {
-        type Item = Result<String, std::io::Error>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            self.0.poll_recv(cx)
-        }
-    }
-    S(rx)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_neutralises_formulas_and_quotes() {
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("+86 138"), "'+86 138");
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-    }
+    Ok(crate::export::csv_response("audit.csv", rx))
 }
 
 #[derive(Template)]

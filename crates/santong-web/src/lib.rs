@@ -15,6 +15,7 @@ pub mod classes;
 pub mod clients;
 pub mod duplicates;
 pub mod error;
+pub mod export;
 pub mod i18n;
 pub mod lifecycle;
 pub mod oidc;

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/schools/{code}/students", get(roster).post(enrol))
         .route("/schools/{code}/students/new", get(new_form))
+        .route("/schools/{code}/students/export.csv", get(export))
         .route("/students/{id}", get(detail))
         .route("/students/{id}/full", post(full))
         .route("/students/{id}/corrections", post(correct))
@@ -89,6 +90,10 @@ struct RosterPage {
     q: String,
     sort: String,
     sorts: Vec<(&'static str, String)>,
+    /// The CSV of what the page shows (all pages).
+    export: String,
+    /// May export full data (sensitive-data permission at the school).
+    can_full: bool,
     rows: Vec<RosterRow>,
     pager: Pager,
     can_enrol: bool,
@@ -127,6 +132,169 @@ fn roster_filter_of(q: &Params) -> Result<RosterFilter, AppError> {
         sort: sort.map(|s| s.field).unwrap_or_default(),
         descending: sort.is_some_and(|s| s.descending),
     })
+}
+
+/// The roster as a CSV download (same date, filters and order as the page), streamed in batches.
+/// ID numbers, G-numbers and phones are masked unless `full=1` with a `purpose`, which needs the
+/// sensitive-data permission at the school and adds the sensitive flags. Every export is audited
+/// with its row count, date, filters and purpose.
+async fn export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let school = Registry(&state.db)
+        .school(&scope, &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let on = parse_on(&q)?;
+    let filter = roster_filter_of(&q)?;
+    let full = p(&q, "full") == "1";
+    let purpose = if full {
+        if !user
+            .0
+            .scope(Permission::SensitiveView)
+            .contains(&school.node())
+        {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "error-forbidden",
+            ));
+        }
+        santong_storage::students::check_purpose(p(&q, "purpose"))
+            .map_err(crate::schools::registry_error)?
+            .to_owned()
+    } else {
+        String::new()
+    };
+    let db = state.db.clone();
+    let total = Students(&db)
+        .roster_filtered(&scope, &code, on, &filter, 1, 0)
+        .await?
+        .total;
+    let detail = format!(
+        "rows={total} on={on} grade={} q={} full={full} purpose={purpose}",
+        filter.grade.map(|g| g.to_string()).unwrap_or_default(),
+        filter.text.clone().unwrap_or_default()
+    );
+    Students(&state.db)
+        .record_export(actor(&user, &ctx), "student.export", &code, detail)
+        .await?;
+
+    let tr = ctx.tr();
+    let labels: std::collections::HashMap<String, String> = ["1", "2"]
+        .iter()
+        .map(|c| (format!("sex{c}"), sex_label(&tr, c)))
+        .chain(
+            ["in", "suspended", "out"]
+                .iter()
+                .map(|s| (format!("status{s}"), tr.t(&format!("student-status-{s}")))),
+        )
+        .chain(
+            Ethnicity::all()
+                .iter()
+                .map(|(c, _, _)| (format!("eth{c}"), ethnicity_label(&ctx, c))),
+        )
+        .collect();
+    let mut head: Vec<String> = [
+        "student-number",
+        "student-name",
+        "student-sex",
+        "student-birth",
+        "student-ethnicity",
+        "student-id",
+        "student-grade",
+        "student-status",
+        "student-household",
+        "student-guardian",
+        "student-guardian-relation",
+        "student-guardian-phone",
+    ]
+    .iter()
+    .map(|k| tr.t(k))
+    .collect();
+    if full {
+        head.extend(
+            [
+                "student-left-behind",
+                "student-migrant",
+                "student-disability",
+            ]
+            .iter()
+            .map(|k| tr.t(k)),
+        );
+    }
+    let yes = tr.t("export-yes");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut out = String::from("\u{feff}");
+        crate::export::push_line(&mut out, &head);
+        let label = |k: String| labels.get(&k).cloned().unwrap_or_default();
+        let mut offset = 0u64;
+        loop {
+            let page = match Students(&db)
+                .roster_filtered(&scope, &code, on, &filter, 1000, offset)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            for x in &page.items {
+                let st = &x.student;
+                let mut row = vec![
+                    if full {
+                        st.student_number.clone()
+                    } else {
+                        st.number_masked()
+                    },
+                    st.name.clone(),
+                    label(format!("sex{}", st.sex)),
+                    st.birth_date.to_string(),
+                    label(format!("eth{}", st.ethnicity)),
+                    if full {
+                        st.id_number.clone().unwrap_or_default()
+                    } else {
+                        st.id_masked().unwrap_or_default()
+                    },
+                    x.grade.to_string(),
+                    label(format!("status{}", x.status)),
+                    st.household_region.clone().unwrap_or_default(),
+                    st.guardian_name.clone(),
+                    st.guardian_relation.clone(),
+                    if full {
+                        st.guardian_phone.clone()
+                    } else {
+                        st.phone_masked()
+                    },
+                ];
+                if full {
+                    for flag in [st.left_behind, st.migrant, st.disability] {
+                        row.push(if flag { yes.clone() } else { String::new() });
+                    }
+                }
+                crate::export::push_line(&mut out, &row);
+            }
+            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
+                return;
+            }
+            if page.items.len() < 1000 {
+                break;
+            }
+            offset += 1000;
+        }
+    });
+    Ok(crate::export::csv_response(
+        &format!("students-{}-{on}.csv", school.code),
+        rx,
+    ))
 }
 
 async fn roster(
@@ -181,6 +349,16 @@ async fn roster(
         grade: grade.to_owned(),
         q: text.to_owned(),
         sort: sort.to_owned(),
+        export: format!(
+            "/schools/{code}/students/export.csv?on={on}&grade={}&q={}&sort={}",
+            crate::views::percent_encode(grade),
+            crate::views::percent_encode(text),
+            crate::views::percent_encode(sort)
+        ),
+        can_full: user
+            .0
+            .scope(Permission::SensitiveView)
+            .contains(&school_node(&state, &code).await?),
         sorts: [
             ("grade", "students-sort-grade"),
             ("name", "students-sort-name"),

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/schools/{code}/teachers", get(list).post(appoint))
         .route("/schools/{code}/teachers/new", get(new_form))
+        .route("/schools/{code}/teachers/export.csv", get(export))
         .route("/teachers/{id}", get(detail))
         .route("/teachers/{id}/leave", post(leave))
 }
@@ -71,6 +72,7 @@ struct ListPage {
     q: String,
     sort: String,
     sorts: Vec<(&'static str, String)>,
+    export: String,
     rows: Vec<Row>,
     pager: Pager,
     manage: bool,
@@ -93,6 +95,121 @@ fn staff_filter_of(q: &Params) -> Result<StaffFilter, AppError> {
         by_number: sort.is_some_and(|s| s.field),
         descending: sort.is_some_and(|s| s.descending),
     })
+}
+
+/// The staff list as a CSV download (same date, filter and order as the page), streamed. ID
+/// numbers are masked unless `full=1` with a `purpose` (sensitive-data permission at the school).
+/// Every export is audited with its row count.
+async fn export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let school = Registry(&state.db)
+        .school(&scope, &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let on = parse_on(&q)?;
+    let filter = staff_filter_of(&q)?;
+    let full = p(&q, "full") == "1";
+    let purpose = if full {
+        if !user
+            .0
+            .scope(Permission::SensitiveView)
+            .contains(&school.node())
+        {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "error-forbidden",
+            ));
+        }
+        santong_storage::students::check_purpose(p(&q, "purpose"))
+            .map_err(crate::schools::registry_error)?
+            .to_owned()
+    } else {
+        String::new()
+    };
+    let db = state.db.clone();
+    let total = Teachers(&db)
+        .staff_filtered(&scope, &code, on, &filter, 1, 0)
+        .await?
+        .total;
+    let detail = format!(
+        "rows={total} on={on} q={} full={full} purpose={purpose}",
+        filter.text.clone().unwrap_or_default()
+    );
+    santong_storage::students::Students(&state.db)
+        .record_export(actor(&user, &ctx), "teacher.export", &code, detail)
+        .await?;
+    let tr = ctx.tr();
+    let head: Vec<String> = [
+        "teacher-number",
+        "student-name",
+        "student-sex",
+        "student-birth",
+        "teacher-qualification",
+        "teacher-title",
+        "teacher-post",
+        "teacher-subjects",
+        "student-id",
+        "teacher-appointed-on",
+    ]
+    .iter()
+    .map(|k| tr.t(k))
+    .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut out = String::from("\u{feff}");
+        crate::export::push_line(&mut out, &head);
+        let mut offset = 0u64;
+        loop {
+            let page = match Teachers(&db)
+                .staff_filtered(&scope, &code, on, &filter, 1000, offset)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            for t in &page.items {
+                let row = [
+                    t.teacher_number.clone(),
+                    t.name.clone(),
+                    tr.t(&format!("sex-{}", t.sex)),
+                    t.birth_date.to_string(),
+                    label(&tr, "qualification", &t.qualification),
+                    label(&tr, "title", &t.title),
+                    label(&tr, "post", &t.post),
+                    t.subjects.clone(),
+                    if full {
+                        t.id_number.clone()
+                    } else {
+                        t.id_masked()
+                    },
+                    t.since.to_string(),
+                ];
+                crate::export::push_line(&mut out, &row);
+            }
+            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
+                return;
+            }
+            if page.items.len() < 1000 {
+                break;
+            }
+            offset += 1000;
+        }
+    });
+    Ok(crate::export::csv_response(
+        &format!("staff-{}-{on}.csv", school.code),
+        rx,
+    ))
 }
 
 async fn list(
@@ -131,6 +248,11 @@ async fn list(
         on: on.to_string(),
         q: text.to_owned(),
         sort: sort.to_owned(),
+        export: format!(
+            "/schools/{code}/teachers/export.csv?on={on}&q={}&sort={}",
+            crate::views::percent_encode(text),
+            crate::views::percent_encode(sort)
+        ),
         sorts: [
             ("name", "students-sort-name"),
             ("-name", "students-sort-name-desc"),

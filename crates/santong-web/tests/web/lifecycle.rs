@@ -161,6 +161,68 @@ async fn students_change_status_and_years_end_on_the_pages(app: TestApp) {
         .get_as(&head, "/schools/1144030501/students?grade=99&sort=height")
         .await;
     assert_eq!(bad.status, 400);
+    // The roster as CSV: BOM, Chinese header, phones masked; the export is audited with its size.
+    let csv = app
+        .get_as(
+            &head,
+            "/schools/1144030501/students/export.csv?q=%E5%B0%8F%E7%BA%A2",
+        )
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(
+        csv.body.starts_with("\u{feff}全国学籍号,姓名,"),
+        "{}",
+        csv.body
+    );
+    assert!(csv.body.contains("李小红") && csv.body.contains("138****5678"));
+    assert!(!csv.body.contains("13812345678"));
+    assert_eq!(csv.body.lines().count(), 2);
+    // Full data needs the sensitive-data permission and a purpose, and adds the flags.
+    let no = app
+        .get_as(
+            &teacher,
+            "/schools/1144030501/students/export.csv?full=1&purpose=%E6%A0%B8%E5%AF%B9",
+        )
+        .await;
+    assert_eq!(no.status, 403);
+    let no = app
+        .get_as(&head, "/schools/1144030501/students/export.csv?full=1")
+        .await;
+    assert_eq!(no.status, 400);
+    let full = app
+        .get_as(
+            &head,
+            "/schools/1144030501/students/export.csv?full=1&purpose=%E6%A0%B8%E5%AF%B9",
+        )
+        .await;
+    assert_eq!(full.status, 200);
+    assert!(full.body.contains("13812345678") && full.body.contains("留守儿童"));
+    let audit = santong_storage::audit::search(&app.t.db, &Default::default(), 50, 0)
+        .await
+        .unwrap();
+    let exports: Vec<&str> = audit
+        .items
+        .iter()
+        .filter(|e| e.event == "student.export")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert!(
+        exports
+            .iter()
+            .any(|d| d.contains("rows=1") && d.contains("full=false")),
+        "{exports:?}"
+    );
+    assert!(
+        exports
+            .iter()
+            .any(|d| d.contains("full=true") && d.contains("purpose=核对"))
+    );
+    // Another school's head gets nothing.
+    let other = app
+        .get_as(&head_b, "/schools/1144030501/students/export.csv")
+        .await;
+    assert_eq!(other.status, 404);
     // A teacher reads the history but records nothing.
     let seen = app.get_as(&teacher, &page).await;
     assert!(seen.body.contains("休学") && !seen.body.contains("登记学籍变动"));

@@ -153,4 +153,34 @@ async fn staff_are_appointed_and_shown_masked(app: TestApp) {
         .get_as(&head, "/schools/1144030501/teachers?sort=age")
         .await;
     assert_eq!(bad.status, 400);
+    // As CSV, ID numbers masked; audited; nothing for another school or a teacher asking for
+    // full data.
+    let csv = app
+        .get_as(
+            &head,
+            "/schools/1144030501/teachers/export.csv?on=2024-07-30",
+        )
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with("\u{feff}教职工号,") && csv.body.contains("林老师"));
+    assert!(csv.body.contains("********"));
+    assert!(
+        app.get_as(&head_b, "/schools/1144030501/teachers/export.csv")
+            .await
+            .status
+            .is_client_error()
+    );
+    assert_eq!(
+        app.get_as(
+            &teacher,
+            "/schools/1144030501/teachers/export.csv?full=1&purpose=%E6%A0%B8%E5%AF%B9"
+        )
+        .await
+        .status,
+        403
+    );
+    let audit = santong_storage::audit::search(&app.t.db, &Default::default(), 50, 0)
+        .await
+        .unwrap();
+    assert!(audit.items.iter().any(|e| e.event == "teacher.export"));
 }
