@@ -1,8 +1,62 @@
 //! Spreadsheet exports: CSV in UTF-8 with a BOM (so Excel reads Chinese), streamed in batches so
 //! memory stays flat whatever the size, with every cell neutralised against formula injection.
 
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use santong_domain::identity::{Permission, Scope};
+use santong_storage::registry::{Registry, SchoolRow};
+
+use crate::AppState;
+use crate::auth::User;
+use crate::error::AppError;
+use crate::schools::{Params, p};
+
+/// What every export of a school's list checks first.
+pub struct Gate {
+    /// The caller's registry scope, for the list's query.
+    pub scope: Scope,
+    pub school: SchoolRow,
+    /// `full=1`: unmasked data, allowed with the sensitive-data permission at the school.
+    pub full: bool,
+    /// Why, for a full export (checked like the full record's purpose).
+    pub purpose: String,
+}
+
+/// The school in the caller's scope (404 otherwise) and, for `full=1`, the permission and a
+/// purpose (403, 400).
+pub async fn gate(state: &AppState, user: &User, code: &str, q: &Params) -> Result<Gate, AppError> {
+    user.require(Permission::RegistryView)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let school = Registry(&state.db)
+        .school(&scope, code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let full = p(q, "full") == "1";
+    let purpose = if full {
+        if !user
+            .0
+            .scope(Permission::SensitiveView)
+            .contains(&school.node())
+        {
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "error-forbidden",
+            ));
+        }
+        santong_storage::students::check_purpose(p(q, "purpose"))
+            .map_err(crate::schools::registry_error)?
+            .to_owned()
+    } else {
+        String::new()
+    };
+    Ok(Gate {
+        scope,
+        school,
+        full,
+        purpose,
+    })
+}
 
 /// One CSV cell. A value that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`,
 /// `@`, a tab or a carriage return) gets a leading apostrophe — unless it is only digits, spaces,

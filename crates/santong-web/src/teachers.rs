@@ -107,33 +107,14 @@ async fn export(
     Path(code): Path<String>,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
-    user.require(Permission::RegistryView)?;
-    let scope = user.0.scope(Permission::RegistryView);
-    let school = Registry(&state.db)
-        .school(&scope, &code)
-        .await?
-        .ok_or_else(AppError::not_found)?;
+    let crate::export::Gate {
+        scope,
+        school,
+        full,
+        purpose,
+    } = crate::export::gate(&state, &user, &code, &q).await?;
     let on = parse_on(&q)?;
     let filter = staff_filter_of(&q)?;
-    let full = p(&q, "full") == "1";
-    let purpose = if full {
-        if !user
-            .0
-            .scope(Permission::SensitiveView)
-            .contains(&school.node())
-        {
-            return Err(AppError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "error-forbidden",
-            ));
-        }
-        santong_storage::students::check_purpose(p(&q, "purpose"))
-            .map_err(crate::schools::registry_error)?
-            .to_owned()
-    } else {
-        String::new()
-    };
     let db = state.db.clone();
     let total = Teachers(&db)
         .staff_filtered(&scope, &code, on, &filter, 1, 0)
