@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod identity;
+pub mod import;
 pub mod lifecycle;
 pub mod net;
 pub mod oidc;

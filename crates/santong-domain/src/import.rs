@@ -1,0 +1,366 @@
+//! Reading cells the way schools type them (导入): full-width characters and stray spaces, dates
+//! in every common shape including Excel serial numbers, `x` for the ID check character, and coded
+//! fields given by code or by name. Each parser is total: it returns `None` rather than guess.
+
+use chrono::{Datelike, NaiveDate};
+
+use crate::registry::{Ethnicity, Sex};
+
+/// Half-width, trimmed text with runs of spaces collapsed: full-width ASCII (Ａ１，) becomes ASCII,
+/// the ideographic space and no-break spaces become spaces.
+pub fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        let c = match c {
+            '\u{3000}' | '\u{00a0}' | '\u{2002}'..='\u{200b}' | '\t' => ' ',
+            '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
+            c => c,
+        };
+        if c == ' ' {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        out.push(c);
+    }
+    out
+}
+
+/// Excel's day 0 for serial dates (its 1900 leap-year bug makes 1899-12-30 the right origin for
+/// every serial from 61, 1900-03-01, on).
+fn excel_origin() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1899, 12, 30).unwrap_or_default()
+}
+
+/// A date as people and spreadsheets write it: `2014-09-01`, `2014/9/1`, `2014.9.1`, `20140901`,
+/// `2014年9月1日`, an Excel serial (`41883`, also `41883.0`), or a date-time whose time is
+/// dropped (`2014-09-01 00:00:00`). Years 1900–2199 only.
+pub fn parse_date(raw: &str) -> Option<NaiveDate> {
+    let s = normalize(raw);
+    let s = s.split([' ', 'T']).next().unwrap_or("");
+    if s.is_empty() {
+        return None;
+    }
+    let in_range = |d: NaiveDate| (1900..2200).contains(&d.year()).then_some(d);
+    // All digits: eight are yyyymmdd; up to six (with an optional .0) are an Excel serial.
+    let digits = s.strip_suffix(".0").unwrap_or(s);
+    if digits.bytes().all(|b| b.is_ascii_digit()) {
+        return match digits.len() {
+            8 => NaiveDate::parse_from_str(digits, "%Y%m%d")
+                .ok()
+                .and_then(in_range),
+            1..=6 => {
+                let n: i64 = digits.parse().ok()?;
+                (61..=109_572)
+                    .contains(&n)
+                    .then(|| excel_origin() + chrono::Duration::days(n))
+                    .and_then(in_range)
+            }
+            _ => None,
+        };
+    }
+    let s = s.trim_end_matches('日');
+    let parts: Vec<&str> = s.split(['-', '/', '.', '年', '月']).collect();
+    match parts.as_slice() {
+        [y, m, d] if y.len() == 4 && (1..=2).contains(&m.len()) && (1..=2).contains(&d.len()) => {
+            NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+                .and_then(in_range)
+        }
+        _ => None,
+    }
+}
+
+/// A resident ID number as typed: half-width, no spaces, the check character upper-case. The
+/// checks themselves are [`crate::registry::ResidentId::parse`]'s.
+pub fn id_number(raw: &str) -> String {
+    normalize(raw).replace(' ', "").to_uppercase()
+}
+
+/// Sex by GB/T 2261.1 code or by name: `1`, `男`, `男性`, `M`, `male`; `2`, `女`, `女性`, `F`,
+/// `female`.
+pub fn sex(raw: &str) -> Option<Sex> {
+    let s = normalize(raw).to_lowercase();
+    match s.as_str() {
+        "1" | "男" | "男性" | "m" | "male" => Sex::parse("1"),
+        "2" | "女" | "女性" | "f" | "female" => Sex::parse("2"),
+        _ => None,
+    }
+}
+
+/// An ethnic group by GB/T 3304 code (`1` or `01`), Chinese name with or without 族 (`汉族`,
+/// `汉`), or romanised name (`Han`, any case).
+pub fn ethnicity(raw: &str) -> Option<Ethnicity> {
+    let s = normalize(raw);
+    if s.is_empty() {
+        return None;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 2 {
+        return Ethnicity::parse(&format!("{:0>2}", s));
+    }
+    let lower = s.to_lowercase();
+    Ethnicity::all()
+        .iter()
+        .find(|(_, zh, roman)| {
+            *zh == s || zh.trim_end_matches('族') == s || roman.to_lowercase() == lower
+        })
+        .and_then(|(code, _, _)| Ethnicity::parse(code))
+}
+
+/// A field of a student import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudentColumn {
+    Name,
+    Sex,
+    BirthDate,
+    Ethnicity,
+    IdNumber,
+    StudentNumber,
+    Grade,
+    EnrolledOn,
+    HouseholdRegion,
+    GuardianName,
+    GuardianRelation,
+    GuardianPhone,
+}
+
+/// Header spellings seen in provincial templates and English sheets, compared after
+/// [`normalize`], without spaces and case-insensitively.
+const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
+    (
+        StudentColumn::Name,
+        &["姓名", "学生姓名", "name", "studentname", "fullname"],
+    ),
+    (StudentColumn::Sex, &["性别", "性别码", "sex", "gender"]),
+    (
+        StudentColumn::BirthDate,
+        &[
+            "出生日期",
+            "出生年月日",
+            "生日",
+            "birthdate",
+            "dateofbirth",
+            "dob",
+            "birthday",
+        ],
+    ),
+    (
+        StudentColumn::Ethnicity,
+        &["民族", "民族码", "ethnicity", "ethnicgroup", "nation"],
+    ),
+    (
+        StudentColumn::IdNumber,
+        &[
+            "身份证件号",
+            "身份证号",
+            "身份证号码",
+            "公民身份号码",
+            "证件号码",
+            "idnumber",
+            "idno",
+            "residentid",
+        ],
+    ),
+    (
+        StudentColumn::StudentNumber,
+        &[
+            "全国学籍号",
+            "学籍号",
+            "学籍辅号",
+            "studentnumber",
+            "studentid",
+        ],
+    ),
+    (StudentColumn::Grade, &["年级", "grade", "gradelevel"]),
+    (
+        StudentColumn::EnrolledOn,
+        &[
+            "入学日期",
+            "入学年月",
+            "入校日期",
+            "enrolledon",
+            "enrollmentdate",
+            "entrydate",
+        ],
+    ),
+    (
+        StudentColumn::HouseholdRegion,
+        &[
+            "户籍所在地",
+            "户口所在地",
+            "户籍所在地行政区划",
+            "户籍",
+            "householdregion",
+            "hukou",
+        ],
+    ),
+    (
+        StudentColumn::GuardianName,
+        &[
+            "监护人",
+            "监护人姓名",
+            "家长姓名",
+            "guardian",
+            "guardianname",
+            "parentname",
+        ],
+    ),
+    (
+        StudentColumn::GuardianRelation,
+        &[
+            "关系",
+            "监护人关系",
+            "与学生关系",
+            "relation",
+            "relationship",
+        ],
+    ),
+    (
+        StudentColumn::GuardianPhone,
+        &[
+            "监护人手机号",
+            "监护人电话",
+            "联系电话",
+            "家长电话",
+            "手机号",
+            "phone",
+            "guardianphone",
+            "mobile",
+        ],
+    ),
+];
+
+/// The student field a header names, if any.
+pub fn student_column(header: &str) -> Option<StudentColumn> {
+    // A note in brackets (出生日期（必填）) is not part of the name.
+    let h = normalize(header);
+    let h = h.split(['(', '（']).next().unwrap_or("");
+    let h = h.replace([' ', '_', '-', '*'], "").to_lowercase();
+    STUDENT_ALIASES
+        .iter()
+        .find(|(_, names)| names.contains(&h.as_str()))
+        .map(|(c, _)| *c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(y: i32, m: u32, day: u32) -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(y, m, day)
+    }
+
+    #[test]
+    fn dates_in_every_common_shape() {
+        for s in [
+            "2014-09-01",
+            "2014/9/1",
+            "2014.9.1",
+            "20140901",
+            "2014年9月1日",
+            "２０１４－０９－０１",
+            " 2014-09-01 00:00:00 ",
+            "2014-09-01T08:00:00",
+            "41883",
+            "41883.0",
+        ] {
+            assert_eq!(parse_date(s), d(2014, 9, 1), "{s}");
+        }
+        for s in [
+            "",
+            "2014-13-01",
+            "2014-02-30",
+            "14-9-1",
+            "abc",
+            "60",
+            "1",
+            "2014年9月",
+            "123456789",
+        ] {
+            assert_eq!(parse_date(s), None, "{s}");
+        }
+        // Excel's serial 61 is 1900-03-01 (its fictitious 1900-02-29 is serial 60).
+        assert_eq!(parse_date("61"), d(1900, 3, 1));
+    }
+
+    #[test]
+    fn text_is_normalised() {
+        assert_eq!(normalize("\u{3000}张　三 \u{a0}"), "张 三");
+        assert_eq!(normalize("ＡＢＣ１２３，"), "ABC123,");
+        assert_eq!(id_number(" 44030520160301001x "), "44030520160301001X");
+        assert_eq!(
+            id_number("４４０３０５ ２０１６０３０１ ００１Ｘ"),
+            "44030520160301001X"
+        );
+    }
+
+    #[test]
+    fn codes_or_names() {
+        assert_eq!(sex("男"), Sex::parse("1"));
+        assert_eq!(sex(" ２ "), Sex::parse("2"));
+        assert_eq!(sex("Female"), Sex::parse("2"));
+        assert_eq!(sex("3"), None);
+        assert_eq!(ethnicity("汉族"), Ethnicity::parse("01"));
+        assert_eq!(ethnicity("汉"), Ethnicity::parse("01"));
+        assert_eq!(ethnicity("1"), Ethnicity::parse("01"));
+        assert_eq!(ethnicity("han"), Ethnicity::parse("01"));
+        assert_eq!(ethnicity("蒙古族"), Ethnicity::parse("02"));
+        assert_eq!(ethnicity("火星族"), None);
+        assert_eq!(ethnicity(""), None);
+    }
+
+    #[test]
+    fn headers_by_alias() {
+        assert_eq!(student_column("姓名"), Some(StudentColumn::Name));
+        assert_eq!(student_column("*出生日期"), Some(StudentColumn::BirthDate));
+        assert_eq!(
+            student_column("Date of Birth"),
+            Some(StudentColumn::BirthDate)
+        );
+        assert_eq!(
+            student_column("身份证件号（必填）"),
+            Some(StudentColumn::IdNumber)
+        );
+        assert_eq!(
+            student_column("出生日期(yyyy-mm-dd)"),
+            Some(StudentColumn::BirthDate)
+        );
+        assert_eq!(
+            student_column("公民身份号码"),
+            Some(StudentColumn::IdNumber)
+        );
+        assert_eq!(student_column("ID_No"), Some(StudentColumn::IdNumber));
+        assert_eq!(student_column("备注"), None);
+    }
+
+    proptest! {
+        /// Every date of the range reads back from each way of writing it.
+        #[test]
+        fn every_shape_reads_back(days in 0i64..100_000) {
+            let date = NaiveDate::from_ymd_opt(1901, 1, 1).unwrap() + chrono::Duration::days(days);
+            prop_assume!(date.year() < 2200);
+            let (y, m, dd) = (date.year(), date.month(), date.day());
+            for s in [
+                date.format("%Y-%m-%d").to_string(),
+                format!("{y}/{m}/{dd}"),
+                date.format("%Y%m%d").to_string(),
+                format!("{y}年{m}月{dd}日"),
+                (date - excel_origin()).num_days().to_string(),
+            ] {
+                prop_assert_eq!(parse_date(&s), Some(date), "{}", s);
+            }
+        }
+
+        /// Normalising twice changes nothing, and never leaves edge or double spaces.
+        #[test]
+        fn normalize_is_idempotent(s in "\\PC{0,30}") {
+            let once = normalize(&s);
+            prop_assert_eq!(normalize(&once), once.clone());
+            prop_assert!(!once.starts_with(' ') && !once.ends_with(' ') && !once.contains("  "));
+        }
+    }
+}
