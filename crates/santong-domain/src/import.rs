@@ -30,6 +30,57 @@ pub fn normalize(s: &str) -> String {
     out
 }
 
+/// How an uploaded text file was encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    Utf8,
+    /// GB18030, which reads GBK and GB2312 too (what Excel saves as CSV on a Chinese Windows).
+    Gb18030,
+    Utf16,
+}
+
+/// Why a file is not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotText {
+    #[error("the file is empty")]
+    Empty,
+    /// Control bytes or sequences no encoding reads: a binary file (an .xlsx saved as .csv, say).
+    #[error("the file is not text")]
+    Binary,
+}
+
+/// Decodes an uploaded CSV: a byte-order mark decides (UTF-8 or UTF-16); otherwise UTF-8 if the
+/// bytes are valid UTF-8, else GB18030. The mark is dropped. Files with NUL bytes or that GB18030
+/// cannot read either are refused as binary.
+pub fn decode_text(bytes: &[u8]) -> Result<(String, TextEncoding), NotText> {
+    if bytes.is_empty() {
+        return Err(NotText::Empty);
+    }
+    if let Some((enc, bom)) = encoding_rs::Encoding::for_bom(bytes) {
+        let (text, malformed) = enc.decode_without_bom_handling(&bytes[bom..]);
+        if malformed {
+            return Err(NotText::Binary);
+        }
+        let kind = if enc == encoding_rs::UTF_8 {
+            TextEncoding::Utf8
+        } else {
+            TextEncoding::Utf16
+        };
+        return Ok((text.into_owned(), kind));
+    }
+    if bytes.contains(&0) {
+        return Err(NotText::Binary);
+    }
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Ok((s.to_owned(), TextEncoding::Utf8));
+    }
+    let (text, malformed) = encoding_rs::GB18030.decode_without_bom_handling(bytes);
+    if malformed {
+        return Err(NotText::Binary);
+    }
+    Ok((text.into_owned(), TextEncoding::Gb18030))
+}
+
 /// Excel's day 0 for serial dates (its 1900 leap-year bug makes 1899-12-30 the right origin for
 /// every serial from 61, 1900-03-01, on).
 fn excel_origin() -> NaiveDate {
@@ -335,6 +386,40 @@ mod tests {
         );
         assert_eq!(student_column("ID_No"), Some(StudentColumn::IdNumber));
         assert_eq!(student_column("备注"), None);
+    }
+
+    #[test]
+    fn uploads_decode_by_mark_or_content() {
+        let utf8 = "姓名,性别\r\n张三,男\r\n";
+        let with_bom = [&[0xef, 0xbb, 0xbf][..], utf8.as_bytes()].concat();
+        assert_eq!(
+            decode_text(&with_bom),
+            Ok((utf8.to_owned(), TextEncoding::Utf8))
+        );
+        assert_eq!(
+            decode_text(utf8.as_bytes()),
+            Ok((utf8.to_owned(), TextEncoding::Utf8))
+        );
+        let (gbk, _, _) = encoding_rs::GBK.encode(utf8);
+        assert_eq!(
+            decode_text(&gbk),
+            Ok((utf8.to_owned(), TextEncoding::Gb18030))
+        );
+        let mut utf16 = vec![0xff, 0xfe];
+        for u in utf8.encode_utf16() {
+            utf16.extend_from_slice(&u.to_le_bytes());
+        }
+        assert_eq!(
+            decode_text(&utf16),
+            Ok((utf8.to_owned(), TextEncoding::Utf16))
+        );
+        assert_eq!(decode_text(b""), Err(NotText::Empty));
+        // An .xlsx renamed to .csv: a zip, with NUL bytes.
+        assert_eq!(
+            decode_text(b"PK\x03\x04\x14\x00\x06\x00"),
+            Err(NotText::Binary)
+        );
+        assert_eq!(decode_text(&[0x81, 0x20, 0xff]), Err(NotText::Binary));
     }
 
     proptest! {
