@@ -221,6 +221,22 @@ impl Registry<'_> {
         Ok(school)
     }
 
+    /// Records an export (`event`) of a list that is not one school's in the audit log: at
+    /// `node` (the region filtered on, or the nation), with row count, filters and the caller's
+    /// scope in `detail`.
+    pub async fn record_export(
+        &self,
+        actor: Actor<'_>,
+        event: &'static str,
+        node: &Node,
+        detail: String,
+    ) -> crate::Result<()> {
+        let mut e = actor.entry(event, &node.code(), "success", node);
+        e.detail = detail;
+        crate::audit::record(self.0, &e).await?;
+        Ok(())
+    }
+
     pub async fn list_schools(
         &self,
         scope: &Scope,

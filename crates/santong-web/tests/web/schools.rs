@@ -381,6 +381,27 @@ async fn schools_are_out_of_scope_for_other_schools_and_regions(app: TestApp) {
     assert!(list.body.contains("天河小学") && !list.body.contains("南山"));
     let list = app.get_as(&teacher_b, "/schools").await;
     assert!(list.body.contains("南山二小") && !list.body.contains("南山小学"));
+    // So do exports, which are audited with their size.
+    let csv = app.get_as(&gz, "/schools/export.csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with("\u{feff}学校标识码,"), "{}", csv.body);
+    assert!(csv.body.contains("天河小学") && !csv.body.contains("南山"));
+    assert_eq!(csv.body.lines().count(), 2);
+    let csv = app
+        .get_as(&teacher_b, "/schools/export.csv?q=%E5%8D%97%E5%B1%B1")
+        .await;
+    assert!(csv.body.contains("南山二小") && !csv.body.contains("南山小学"));
+    let bad = app.get_as(&gz, "/schools/export.csv?kind=999").await;
+    assert_eq!(bad.status, 400);
+    let audit = santong_storage::audit::search(&app.t.db, &Default::default(), 50, 0)
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .items
+            .iter()
+            .any(|e| e.event == "school.export" && e.detail.starts_with("rows=1 "))
+    );
     // A school's head sees the school but the county opens and closes schools.
     let own = app
         .post_as(
