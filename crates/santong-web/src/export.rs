@@ -109,6 +109,46 @@ pub fn csv_response(filename: &str, rx: Chunks) -> Response {
     res
 }
 
+/// Rows a list export reads per query.
+pub const PAGE: u64 = 1000;
+
+/// A streamed CSV download: `head`, then the rows `fetch(offset)` returns, [`PAGE`] at a time,
+/// until a short page. The producer runs as its own task, so the response starts at once and
+/// memory holds one page; a failed read ends the download with an error (a truncated file, never
+/// a silently short one).
+pub fn stream_csv<F, Fut>(filename: &str, head: Vec<String>, fetch: F) -> Response
+where
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Vec<String>>, String>> + Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut out = String::from("\u{feff}");
+        push_line(&mut out, &head);
+        let mut offset = 0u64;
+        loop {
+            let rows = match fetch(offset).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            };
+            for r in &rows {
+                push_line(&mut out, r);
+            }
+            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
+                return;
+            }
+            if (rows.len() as u64) < PAGE {
+                break;
+            }
+            offset += PAGE;
+        }
+    });
+    csv_response(filename, rx)
+}
+
 /// Adapts a channel receiver to a stream without another dependency.
 struct ChunkStream(Chunks);
 

@@ -224,44 +224,37 @@ async fn export(
     .iter()
     .map(|k| tr.t(&format!("school-field-{k}")))
     .collect();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut out = String::from("\u{feff}");
-        crate::export::push_line(&mut out, &head);
-        let mut offset = 0u64;
-        loop {
-            let page = match Registry(&db).list_schools(&scope, &f, 1000, offset).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            for s in &page.items {
-                let row = [
-                    s.code.clone(),
-                    s.name.clone(),
-                    kind_label(&tr, &s.kind),
-                    urban_label(&tr, &s.urban_rural),
-                    s.county.clone(),
-                    s.parent_code.clone().unwrap_or_default(),
-                    s.grades.clone(),
-                    status_label(&tr, &s.status),
-                    s.opened_on.to_string(),
-                    s.merged_into.clone().unwrap_or_default(),
-                ];
-                crate::export::push_line(&mut out, &row);
+    Ok(crate::export::stream_csv(
+        "schools.csv",
+        head,
+        move |offset| {
+            let (db, scope, f) = (db.clone(), scope.clone(), f.clone());
+            async move {
+                let page = Registry(&db)
+                    .list_schools(&scope, &f, crate::export::PAGE, offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(page
+                    .items
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.code.clone(),
+                            s.name.clone(),
+                            kind_label(&tr, &s.kind),
+                            urban_label(&tr, &s.urban_rural),
+                            s.county.clone(),
+                            s.parent_code.clone().unwrap_or_default(),
+                            s.grades.clone(),
+                            status_label(&tr, &s.status),
+                            s.opened_on.to_string(),
+                            s.merged_into.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect())
             }
-            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
-                return;
-            }
-            if page.items.len() < 1000 {
-                break;
-            }
-            offset += 1000;
-        }
-    });
-    Ok(crate::export::csv_response("schools.csv", rx))
+        },
+    ))
 }
 
 fn may_create(user: &User) -> bool {

@@ -211,71 +211,58 @@ async fn export(
         );
     }
     let yes = tr.t("export-yes");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut out = String::from("\u{feff}");
-        crate::export::push_line(&mut out, &head);
-        let label = |k: String| labels.get(&k).cloned().unwrap_or_default();
-        let mut offset = 0u64;
-        loop {
-            let page = match Students(&db)
-                .roster_filtered(&scope, &code, on, &filter, 1000, offset)
+    let labels = std::sync::Arc::new(labels);
+    let name = format!("students-{}-{on}.csv", school.code);
+    Ok(crate::export::stream_csv(&name, head, move |offset| {
+        let (db, scope, filter, code) = (db.clone(), scope.clone(), filter.clone(), code.clone());
+        let (labels, yes) = (labels.clone(), yes.clone());
+        async move {
+            let label = |k: String| labels.get(&k).cloned().unwrap_or_default();
+            let page = Students(&db)
+                .roster_filtered(&scope, &code, on, &filter, crate::export::PAGE, offset)
                 .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            for x in &page.items {
-                let st = &x.student;
-                let mut row = vec![
+                .map_err(|e| e.to_string())?;
+            Ok(page
+                .items
+                .iter()
+                .map(|x| {
+                    let st = &x.student;
+                    let mut row = vec![
+                        if full {
+                            st.student_number.clone()
+                        } else {
+                            st.number_masked()
+                        },
+                        st.name.clone(),
+                        label(format!("sex{}", st.sex)),
+                        st.birth_date.to_string(),
+                        label(format!("eth{}", st.ethnicity)),
+                        if full {
+                            st.id_number.clone().unwrap_or_default()
+                        } else {
+                            st.id_masked().unwrap_or_default()
+                        },
+                        x.grade.to_string(),
+                        label(format!("status{}", x.status)),
+                        st.household_region.clone().unwrap_or_default(),
+                        st.guardian_name.clone(),
+                        st.guardian_relation.clone(),
+                        if full {
+                            st.guardian_phone.clone()
+                        } else {
+                            st.phone_masked()
+                        },
+                    ];
                     if full {
-                        st.student_number.clone()
-                    } else {
-                        st.number_masked()
-                    },
-                    st.name.clone(),
-                    label(format!("sex{}", st.sex)),
-                    st.birth_date.to_string(),
-                    label(format!("eth{}", st.ethnicity)),
-                    if full {
-                        st.id_number.clone().unwrap_or_default()
-                    } else {
-                        st.id_masked().unwrap_or_default()
-                    },
-                    x.grade.to_string(),
-                    label(format!("status{}", x.status)),
-                    st.household_region.clone().unwrap_or_default(),
-                    st.guardian_name.clone(),
-                    st.guardian_relation.clone(),
-                    if full {
-                        st.guardian_phone.clone()
-                    } else {
-                        st.phone_masked()
-                    },
-                ];
-                if full {
-                    for flag in [st.left_behind, st.migrant, st.disability] {
-                        row.push(if flag { yes.clone() } else { String::new() });
+                        for flag in [st.left_behind, st.migrant, st.disability] {
+                            row.push(if flag { yes.clone() } else { String::new() });
+                        }
                     }
-                }
-                crate::export::push_line(&mut out, &row);
-            }
-            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
-                return;
-            }
-            if page.items.len() < 1000 {
-                break;
-            }
-            offset += 1000;
+                    row
+                })
+                .collect())
         }
-    });
-    Ok(crate::export::csv_response(
-        &format!("students-{}-{on}.csv", school.code),
-        rx,
-    ))
+    }))
 }
 
 async fn roster(

@@ -143,54 +143,38 @@ async fn export(
     .iter()
     .map(|k| tr.t(k))
     .collect();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut out = String::from("\u{feff}");
-        crate::export::push_line(&mut out, &head);
-        let mut offset = 0u64;
-        loop {
-            let page = match Teachers(&db)
-                .staff_filtered(&scope, &code, on, &filter, 1000, offset)
+    let name = format!("staff-{}-{on}.csv", school.code);
+    Ok(crate::export::stream_csv(&name, head, move |offset| {
+        let (db, scope, filter, code) = (db.clone(), scope.clone(), filter.clone(), code.clone());
+        async move {
+            let page = Teachers(&db)
+                .staff_filtered(&scope, &code, on, &filter, crate::export::PAGE, offset)
                 .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            for t in &page.items {
-                let row = [
-                    t.teacher_number.clone(),
-                    t.name.clone(),
-                    tr.t(&format!("sex-{}", t.sex)),
-                    t.birth_date.to_string(),
-                    label(&tr, "qualification", &t.qualification),
-                    label(&tr, "title", &t.title),
-                    label(&tr, "post", &t.post),
-                    t.subjects.clone(),
-                    if full {
-                        t.id_number.clone()
-                    } else {
-                        t.id_masked()
-                    },
-                    t.since.to_string(),
-                ];
-                crate::export::push_line(&mut out, &row);
-            }
-            if tx.send(Ok(std::mem::take(&mut out))).await.is_err() {
-                return;
-            }
-            if page.items.len() < 1000 {
-                break;
-            }
-            offset += 1000;
+                .map_err(|e| e.to_string())?;
+            Ok(page
+                .items
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.teacher_number.clone(),
+                        t.name.clone(),
+                        tr.t(&format!("sex-{}", t.sex)),
+                        t.birth_date.to_string(),
+                        label(&tr, "qualification", &t.qualification),
+                        label(&tr, "title", &t.title),
+                        label(&tr, "post", &t.post),
+                        t.subjects.clone(),
+                        if full {
+                            t.id_number.clone()
+                        } else {
+                            t.id_masked()
+                        },
+                        t.since.to_string(),
+                    ]
+                })
+                .collect())
         }
-    });
-    Ok(crate::export::csv_response(
-        &format!("staff-{}-{on}.csv", school.code),
-        rx,
-    ))
+    }))
 }
 
 async fn list(
