@@ -31,10 +31,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/transfers", get(list).post(start))
         .route("/transfers/new", get(new_form))
+        .route("/transfers/export.csv", get(export))
         .route("/transfers/{id}", get(detail))
         .route("/transfers/{id}/decide", post(decide))
         .route("/moves", get(list).post(start))
         .route("/moves/new", get(new_form))
+        .route("/moves/export.csv", get(export))
         .route("/moves/{id}", get(detail))
         .route("/moves/{id}/decide", post(decide))
 }
@@ -221,6 +223,93 @@ async fn list(
         pager: Pager::new(&tr, page.page, pages, list.total, href),
         can_start: user.0.user.home_school.is_some() && user.0.has(Permission::RegistryManage),
     })
+}
+
+/// The list (inbox or all) as CSV, streamed; numbers masked as on the page; audited with its
+/// row count and the caller's scope.
+async fn export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    uri: axum::http::Uri,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let tr = ctx.tr();
+    let k = Kind::at(uri.path(), &tr);
+    let which = box_of(&q);
+    let scope = user.0.scope(Permission::RegistryView);
+    let a = actor(&user, &ctx);
+    let db = state.db.clone();
+    let total = Transfers(&db)
+        .list_of(k.subject, &a, &scope, which, 1, 0)
+        .await?
+        .total;
+    let event = match k.subject {
+        Subject::Student => "transfer.export",
+        Subject::Staff => "staff_move.export",
+    };
+    santong_storage::registry::Registry(&db)
+        .record_export(
+            actor(&user, &ctx),
+            event,
+            &santong_domain::identity::Node::Nation,
+            format!("rows={total} box={} scope={scope:?}", p(&q, "box")),
+        )
+        .await?;
+    let mut head = vec![
+        k.name_label.clone(),
+        k.number_label.clone(),
+        tr.t("transfer-from"),
+        tr.t("transfer-to"),
+    ];
+    if k.grade {
+        head.push(tr.t("student-grade"));
+    }
+    head.extend(
+        [
+            "transfer-status",
+            "transfer-waiting",
+            "transfer-due",
+            "transfer-reason",
+        ]
+        .iter()
+        .map(|x| tr.t(x)),
+    );
+    let (subject, grade) = (k.subject, k.grade);
+    let principal = user.0.clone();
+    let name = format!("{}.csv", k.base.trim_start_matches('/'));
+    Ok(crate::export::stream_csv(&name, head, move |offset| {
+        let (db, scope, principal) = (db.clone(), scope.clone(), principal.clone());
+        async move {
+            let a = santong_storage::identity::Actor::User {
+                principal: &principal,
+                ip: "",
+            };
+            let page = Transfers(&db)
+                .list_of(subject, &a, &scope, which, crate::export::PAGE, offset)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(page
+                .items
+                .iter()
+                .map(|t| {
+                    let r = row_of(t, &tr);
+                    let mut row = vec![r.student, r.number, r.from, r.to];
+                    if grade {
+                        row.push(r.grade.to_string());
+                    }
+                    let due = if r.overdue {
+                        format!("{} {}", r.due, tr.t("transfer-overdue"))
+                    } else {
+                        r.due
+                    };
+                    row.extend([r.status, r.step, due, t.reason.clone()]);
+                    row
+                })
+                .collect())
+        }
+    }))
 }
 
 #[derive(Template)]

@@ -217,7 +217,14 @@ async fn transfers_are_started_and_signed_on_the_pages(app: TestApp) {
         )],
     )
     .await;
+    let csv = app.get_as(&head_b, "/transfers/export.csv?box=all").await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.body.starts_with("\u{feff}") && csv.body.contains("孙悦") && csv.body.contains("搬家")
+    );
     for s in [&head_c, &gz] {
+        let csv = app.get_as(s, "/transfers/export.csv?box=all").await;
+        assert_eq!(csv.body.lines().count(), 1, "{}", csv.body);
         let list = app.get_as(s, "/transfers?box=all").await;
         assert!(!list.body.contains("孙悦"));
         let api = app.get_as(s, "/api/v1/transfers?box=all").await.json();
@@ -379,7 +386,15 @@ async fn staff_moves_are_started_and_signed_on_the_pages(app: TestApp) {
         )],
     )
     .await;
+    let csv = app.get_as(&head_b, "/moves/export.csv?box=all").await;
+    assert!(csv.body.contains("王芳") && csv.body.contains(&number));
     for s in [&head_c, &gz] {
+        assert!(
+            !app.get_as(s, "/moves/export.csv?box=all")
+                .await
+                .body
+                .contains("王芳")
+        );
         assert!(!app.get_as(s, "/moves?box=all").await.body.contains("王芳"));
         let api = app.get_as(s, "/api/v1/moves?box=all").await.json();
         assert_eq!(api["total"], 0);
