@@ -13,6 +13,8 @@ pub fn normalize(s: &str) -> String {
     let mut space = false;
     for c in s.chars() {
         let c = match c {
+            // A byte-order mark left inside (a GB18030 file's, or a pasted one) is no text.
+            '\u{feff}' => continue,
             '\u{3000}' | '\u{00a0}' | '\u{2002}'..='\u{200b}' | '\t' => ' ',
             '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
             c => c,
@@ -75,7 +77,12 @@ pub fn decode_text(bytes: &[u8]) -> Result<(String, TextEncoding), NotText> {
         return Ok((s.to_owned(), TextEncoding::Utf8));
     }
     let (text, malformed) = encoding_rs::GB18030.decode_without_bom_handling(bytes);
-    if malformed {
+    // GB18030 reads nearly any bytes; a Latin-1 or Big5 file comes out as control or
+    // private-use characters, which no school's spreadsheet holds.
+    let implausible = text
+        .chars()
+        .any(|c| ('\u{80}'..='\u{9f}').contains(&c) || ('\u{e000}'..='\u{f8ff}').contains(&c));
+    if malformed || implausible {
         return Err(NotText::Binary);
     }
     Ok((text.into_owned(), TextEncoding::Gb18030))
@@ -88,25 +95,32 @@ fn excel_origin() -> NaiveDate {
 }
 
 /// A date as people and spreadsheets write it: `2014-09-01`, `2014/9/1`, `2014.9.1`, `20140901`,
-/// `2014年9月1日`, an Excel serial (`41883`, also `41883.0`), or a date-time whose time is
-/// dropped (`2014-09-01 00:00:00`). Years 1900–2199 only.
+/// `2014年9月1日` (spaces allowed), an Excel serial of five or six digits (`41883`, also with a
+/// time fraction, `41883.5`), or a date-time whose time is dropped (`2014-09-01 00:00:00`).
+/// Years 1900–2199 only. Shorter numbers (`2014`, `61`) are refused, not read as serials.
 pub fn parse_date(raw: &str) -> Option<NaiveDate> {
     let s = normalize(raw);
-    let s = s.split([' ', 'T']).next().unwrap_or("");
+    let s = if s.contains('年') {
+        s.replace(' ', "")
+    } else {
+        s.split([' ', 'T']).next().unwrap_or("").to_owned()
+    };
+    let s = s.as_str();
     if s.is_empty() {
         return None;
     }
     let in_range = |d: NaiveDate| (1900..2200).contains(&d.year()).then_some(d);
-    // All digits: eight are yyyymmdd; up to six (with an optional .0) are an Excel serial.
-    let digits = s.strip_suffix(".0").unwrap_or(s);
-    if digits.bytes().all(|b| b.is_ascii_digit()) {
-        return match digits.len() {
-            8 => NaiveDate::parse_from_str(digits, "%Y%m%d")
+    // All digits: eight are yyyymmdd; five or six (a fraction is the time of day) a serial, which
+    // from 10000 on is 1927 or later, so a year or a small count is never taken for one.
+    let (int, frac) = s.split_once('.').unwrap_or((s, "0"));
+    if int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit()) {
+        return match (int.len(), s.contains('.')) {
+            (8, false) => NaiveDate::parse_from_str(int, "%Y%m%d")
                 .ok()
                 .and_then(in_range),
-            1..=6 => {
-                let n: i64 = digits.parse().ok()?;
-                (61..=109_572)
+            (5..=6, _) if !frac.is_empty() => {
+                let n: i64 = int.parse().ok()?;
+                (10_000..=109_572)
                     .contains(&n)
                     .then(|| excel_origin() + chrono::Duration::days(n))
                     .and_then(in_range)
@@ -200,7 +214,7 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
     ),
     (
         StudentColumn::Ethnicity,
-        &["民族", "民族码", "ethnicity", "ethnicgroup", "nation"],
+        &["民族", "民族码", "ethnicity", "ethnicgroup"],
     ),
     (
         StudentColumn::IdNumber,
@@ -217,20 +231,13 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
     ),
     (
         StudentColumn::StudentNumber,
-        &[
-            "全国学籍号",
-            "学籍号",
-            "学籍辅号",
-            "studentnumber",
-            "studentid",
-        ],
+        &["全国学籍号", "学籍号", "studentnumber"],
     ),
     (StudentColumn::Grade, &["年级", "grade", "gradelevel"]),
     (
         StudentColumn::EnrolledOn,
         &[
             "入学日期",
-            "入学年月",
             "入校日期",
             "enrolledon",
             "enrollmentdate",
@@ -261,13 +268,7 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
     ),
     (
         StudentColumn::GuardianRelation,
-        &[
-            "关系",
-            "监护人关系",
-            "与学生关系",
-            "relation",
-            "relationship",
-        ],
+        &["监护人关系", "与学生关系", "relation", "relationship"],
     ),
     (
         StudentColumn::GuardianPhone,
@@ -276,7 +277,6 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
             "监护人电话",
             "联系电话",
             "家长电话",
-            "手机号",
             "phone",
             "guardianphone",
             "mobile",
@@ -294,6 +294,35 @@ pub fn student_column(header: &str) -> Option<StudentColumn> {
         .iter()
         .find(|(_, names)| names.contains(&h.as_str()))
         .map(|(c, _)| *c)
+}
+
+/// Two headers of one sheet that name the same field (1-based column numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SameField {
+    pub first: usize,
+    pub second: usize,
+    pub field: StudentColumn,
+}
+
+/// The field of each header of a sheet (`None`: a column the import ignores), refusing a sheet
+/// where two columns name the same field rather than letting one of them win silently.
+pub fn student_columns<S: AsRef<str>>(
+    headers: &[S],
+) -> Result<Vec<Option<StudentColumn>>, SameField> {
+    let cols: Vec<Option<StudentColumn>> =
+        headers.iter().map(|h| student_column(h.as_ref())).collect();
+    for (i, a) in cols.iter().enumerate() {
+        if let Some(a) = a
+            && let Some(j) = cols[i + 1..].iter().position(|b| b.as_ref() == Some(a))
+        {
+            return Err(SameField {
+                first: i + 1,
+                second: i + j + 2,
+                field: *a,
+            });
+        }
+    }
+    Ok(cols)
 }
 
 #[cfg(test)]
@@ -331,11 +360,18 @@ mod tests {
             "1",
             "2014年9月",
             "123456789",
+            "61",
+            "2014",
+            "201409",
+            "41883.",
+            "1.5",
         ] {
             assert_eq!(parse_date(s), None, "{s}");
         }
-        // Excel's serial 61 is 1900-03-01 (its fictitious 1900-02-29 is serial 60).
-        assert_eq!(parse_date("61"), d(1900, 3, 1));
+        assert_eq!(parse_date("41883.75"), d(2014, 9, 1));
+        assert_eq!(parse_date("2014年 9月 1日"), d(2014, 9, 1));
+        // Serials count from 1899-12-30 (Excel's fictitious 1900-02-29 makes that the origin).
+        assert_eq!(parse_date("10000"), d(1927, 5, 18));
     }
 
     #[test]
@@ -386,6 +422,23 @@ mod tests {
         );
         assert_eq!(student_column("ID_No"), Some(StudentColumn::IdNumber));
         assert_eq!(student_column("备注"), None);
+        assert_eq!(student_column("\u{feff}姓名"), Some(StudentColumn::Name));
+        // Headers too vague to trust are not taken.
+        for h in ["关系", "手机号", "nation", "studentid", "学籍辅号"] {
+            assert_eq!(student_column(h), None, "{h}");
+        }
+        assert_eq!(
+            student_columns(&["姓名", "备注", "学生姓名"]),
+            Err(SameField {
+                first: 1,
+                second: 3,
+                field: StudentColumn::Name
+            })
+        );
+        assert_eq!(
+            student_columns(&["姓名", "性别"]),
+            Ok(vec![Some(StudentColumn::Name), Some(StudentColumn::Sex)])
+        );
     }
 
     #[test]
@@ -420,6 +473,11 @@ mod tests {
             Err(NotText::Binary)
         );
         assert_eq!(decode_text(&[0x81, 0x20, 0xff]), Err(NotText::Binary));
+        // Latin-1 is not taken for Chinese.
+        assert_eq!(
+            decode_text(b"Jos\xe9 Mart\xednez,\xe9l\xe8ve"),
+            Err(NotText::Binary)
+        );
     }
 
     proptest! {
@@ -434,9 +492,12 @@ mod tests {
                 format!("{y}/{m}/{dd}"),
                 date.format("%Y%m%d").to_string(),
                 format!("{y}年{m}月{dd}日"),
-                (date - excel_origin()).num_days().to_string(),
             ] {
                 prop_assert_eq!(parse_date(&s), Some(date), "{}", s);
+            }
+            let serial = (date - excel_origin()).num_days();
+            if serial >= 10_000 {
+                prop_assert_eq!(parse_date(&serial.to_string()), Some(date));
             }
         }
 

@@ -132,7 +132,7 @@ pub(crate) fn rule(field: &str, key: &'static str) -> FieldError {
 
 /// Whether free text holds a run of 11 or more digits (an ID or phone number pasted in), which
 /// must not go into reasons shown to other schools or into the audit log.
-pub(crate) fn holds_number(text: &str) -> bool {
+pub fn holds_number(text: &str) -> bool {
     text.split(|c: char| !(c.is_ascii_digit() || c == 'X' || c == 'x'))
         .map(str::len)
         .max()

@@ -260,6 +260,9 @@ fn start_checks<'r>(
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
         errors.push(rule("reason", "transfer-reason-required"));
+    } else if crate::registry::holds_number(reason) {
+        // Every school and office of the chain reads it, and it goes into exports.
+        errors.push(rule("reason", "student-reason-no-numbers"));
     }
     if to.status() != Some(SchoolStatus::Open) {
         errors.push(rule("to_school", "registry-not-open"));

@@ -758,3 +758,4 @@ export-csv = Export CSV
 export-full = Export full data (ID numbers, phones and sensitive flags)
 export-full-help = A full export is recorded in the audit log with its purpose.
 export-purpose = Purpose
+export-full-today = Full data can be exported for today's roster only (students on a past roster may have left your scope).

@@ -755,3 +755,4 @@ export-csv = 导出 CSV
 export-full = 导出完整信息（含身份证件号、电话和敏感标记）
 export-full-help = 完整信息的导出会连同用途记入审计日志。
 export-purpose = 用途
+export-full-today = 完整信息只能导出当日名册（往日名册中的学生可能已转出您的管辖范围）。

@@ -22,16 +22,32 @@ pub struct Gate {
     pub purpose: String,
 }
 
-/// The school in the caller's scope (404 otherwise) and, for `full=1`, the permission and a
-/// purpose (403, 400).
-pub async fn gate(state: &AppState, user: &User, code: &str, q: &Params) -> Result<Gate, AppError> {
+/// The school in the caller's scope (404 otherwise) and, for a full export, the permission and a
+/// purpose (403, 400). A full export is a form post (`posted`, its CSRF token checked by the
+/// caller), of today's list only: a past list holds people who may have left the caller's scope,
+/// and only their current data exists.
+pub async fn gate(
+    state: &AppState,
+    user: &User,
+    code: &str,
+    q: &Params,
+    posted: bool,
+) -> Result<Gate, AppError> {
     user.require(Permission::RegistryView)?;
     let scope = user.0.scope(Permission::RegistryView);
     let school = Registry(&state.db)
         .school(&scope, code)
         .await?
         .ok_or_else(AppError::not_found)?;
-    let full = p(q, "full") == "1";
+    let full = posted && p(q, "full") == "1";
+    if full && crate::schools::parse_on(q)? != santong_storage::registry::today() {
+        return Err(AppError::bad_params(vec![
+            santong_domain::paging::FieldError::new(
+                "on",
+                santong_domain::paging::FieldErrorKind::Rule("export-full-today"),
+            ),
+        ]));
+    }
     let purpose = if full {
         if !user
             .0
@@ -63,10 +79,16 @@ pub async fn gate(state: &AppState, user: &User, code: &str, q: &Params) -> Resu
 /// dots, parentheses and signs (a phone number such as `+86 138 0013 8000`, a negative number),
 /// which cannot call anything and is kept as it is.
 pub fn csv_field(v: &str) -> String {
+    // Only a plain negative number is left alone: anything else a spreadsheet would compute
+    // (`+86 138…` is summed, `-1+1` evaluated) or run.
     let harmless = |s: &str| {
-        s.chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '.' | '(' | ')' | '+' | '-'))
-            && s.chars().any(|c| c.is_ascii_digit())
+        let body = s.strip_prefix('-').unwrap_or("");
+        let mut parts = body.splitn(2, '.');
+        let int = parts.next().unwrap_or("");
+        let frac = parts.next();
+        !int.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
     };
     let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) && !harmless(v) {
         format!("'{v}")
@@ -107,6 +129,32 @@ pub fn csv_response(filename: &str, rx: Chunks) -> Response {
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// What the audit log keeps of a free-text filter: the text, unless it holds a number that may
+/// be an ID or phone number.
+pub fn logged_text(text: &str) -> String {
+    if santong_storage::registry::holds_number(text) {
+        "[number]".into()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A national mobile number as spreadsheets keep it: the 11 digits, without `+86`, so that it is
+/// a plain value rather than something a spreadsheet computes.
+pub fn national_phone(phone: &str) -> String {
+    phone.strip_prefix("+86").unwrap_or(phone).to_owned()
+}
+
+/// An 18-digit ID number as text: a trailing tab keeps spreadsheets from turning it into a
+/// rounded number (imports trim it).
+pub fn id_as_text(id: &str) -> String {
+    if id.is_empty() {
+        String::new()
+    } else {
+        format!("{id}\t")
+    }
 }
 
 /// Rows a list export reads per query.
@@ -173,9 +221,11 @@ mod tests {
         assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_field("-2+3+cmd"), "'-2+3+cmd");
         assert_eq!(csv_field("\tx"), "'\tx");
-        // Phone numbers and negative numbers are values, not formulas: kept whole.
-        assert_eq!(csv_field("+86 138 0013 8000"), "+86 138 0013 8000");
+        // Negative numbers are values: kept whole. Anything a spreadsheet computes is not.
         assert_eq!(csv_field("-12.5"), "-12.5");
+        assert_eq!(csv_field("+86 138 0013 8000"), "'+86 138 0013 8000");
+        assert_eq!(csv_field("-1+1"), "'-1+1");
+        assert_eq!(national_phone("+8613812345678"), "13812345678");
         assert_eq!(csv_field("+"), "'+");
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");

@@ -198,13 +198,15 @@ async fn export(
         .region
         .map(santong_domain::identity::Node::Region)
         .unwrap_or(santong_domain::identity::Node::Nation);
-    let detail = format!(
-        "rows={total} q={} region={} kind={} status={} scope={scope:?}",
-        p(&q, "q"),
-        p(&q, "region"),
-        p(&q, "kind"),
-        p(&q, "status")
-    );
+    let detail = serde_json::json!({
+        "rows": total,
+        "q": crate::export::logged_text(f.text.as_deref().unwrap_or("")),
+        "region": f.region.map(|r| r.to_string()),
+        "kind": f.kind.map(|k| k.code()),
+        "status": f.status.map(|s| s.as_str()),
+        "scope": format!("{scope:?}"),
+    })
+    .to_string();
     Registry(&state.db)
         .record_export(actor(&user, &ctx), "school.export", &node, detail)
         .await?;

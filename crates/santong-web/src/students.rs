@@ -30,7 +30,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/schools/{code}/students", get(roster).post(enrol))
         .route("/schools/{code}/students/new", get(new_form))
-        .route("/schools/{code}/students/export.csv", get(export))
+        .route(
+            "/schools/{code}/students/export.csv",
+            get(export).post(export_full),
+        )
         .route("/students/{id}", get(detail))
         .route("/students/{id}/full", post(full))
         .route("/students/{id}/corrections", post(correct))
@@ -134,10 +137,8 @@ fn roster_filter_of(q: &Params) -> Result<RosterFilter, AppError> {
     })
 }
 
-/// The roster as a CSV download (same date, filters and order as the page), streamed in batches.
-/// ID numbers, G-numbers and phones are masked unless `full=1` with a `purpose`, which needs the
-/// sensitive-data permission at the school and adds the sensitive flags. Every export is audited
-/// with its row count, date, filters and purpose.
+/// The roster as a CSV download (same date, filters and order as the page), streamed in batches,
+/// with the page's columns (ID numbers and G-numbers masked).
 async fn export(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -145,12 +146,37 @@ async fn export(
     Path(code): Path<String>,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
+    export_list(state, ctx, user, code, q, false).await
+}
+
+/// Today's roster in full — ID numbers, guardians and their phones, household region and the
+/// sensitive flags — posted from the form with a purpose (sensitive-data permission at the school).
+async fn export_full(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    export_list(state, ctx, user, code, f, true).await
+}
+
+/// Every export is audited with its row count, date, filters and purpose.
+async fn export_list(
+    state: AppState,
+    ctx: Ctx,
+    user: User,
+    code: String,
+    q: Params,
+    posted: bool,
+) -> Result<Response, AppError> {
     let crate::export::Gate {
         scope,
         school,
         full,
         purpose,
-    } = crate::export::gate(&state, &user, &code, &q).await?;
+    } = crate::export::gate(&state, &user, &code, &q, posted).await?;
     let on = parse_on(&q)?;
     let filter = roster_filter_of(&q)?;
     let db = state.db.clone();
@@ -158,11 +184,15 @@ async fn export(
         .roster_filtered(&scope, &code, on, &filter, 1, 0)
         .await?
         .total;
-    let detail = format!(
-        "rows={total} on={on} grade={} q={} full={full} purpose={purpose}",
-        filter.grade.map(|g| g.to_string()).unwrap_or_default(),
-        filter.text.clone().unwrap_or_default()
-    );
+    let detail = serde_json::json!({
+        "rows": total,
+        "on": on.to_string(),
+        "grade": filter.grade,
+        "q": crate::export::logged_text(filter.text.as_deref().unwrap_or("")),
+        "full": full,
+        "purpose": purpose,
+    })
+    .to_string();
     Students(&state.db)
         .record_export(actor(&user, &ctx), "student.export", &code, detail)
         .await?;
@@ -191,10 +221,6 @@ async fn export(
         "student-id",
         "student-grade",
         "student-status",
-        "student-household",
-        "student-guardian",
-        "student-guardian-relation",
-        "student-guardian-phone",
     ]
     .iter()
     .map(|k| tr.t(k))
@@ -202,6 +228,10 @@ async fn export(
     if full {
         head.extend(
             [
+                "student-household",
+                "student-guardian",
+                "student-guardian-relation",
+                "student-guardian-phone",
                 "student-left-behind",
                 "student-migrant",
                 "student-disability",
@@ -238,22 +268,20 @@ async fn export(
                         st.birth_date.to_string(),
                         label(format!("eth{}", st.ethnicity)),
                         if full {
-                            st.id_number.clone().unwrap_or_default()
+                            crate::export::id_as_text(st.id_number.as_deref().unwrap_or(""))
                         } else {
                             st.id_masked().unwrap_or_default()
                         },
                         x.grade.to_string(),
                         label(format!("status{}", x.status)),
-                        st.household_region.clone().unwrap_or_default(),
-                        st.guardian_name.clone(),
-                        st.guardian_relation.clone(),
-                        if full {
-                            st.guardian_phone.clone()
-                        } else {
-                            st.phone_masked()
-                        },
                     ];
                     if full {
+                        row.extend([
+                            st.household_region.clone().unwrap_or_default(),
+                            st.guardian_name.clone(),
+                            st.guardian_relation.clone(),
+                            crate::export::national_phone(&st.guardian_phone),
+                        ]);
                         for flag in [st.left_behind, st.migrant, st.disability] {
                             row.push(if flag { yes.clone() } else { String::new() });
                         }
@@ -323,10 +351,11 @@ async fn roster(
             crate::views::percent_encode(text),
             crate::views::percent_encode(sort)
         ),
-        can_full: user
-            .0
-            .scope(Permission::SensitiveView)
-            .contains(&school_node(&state, &code).await?),
+        can_full: on == today()
+            && user
+                .0
+                .scope(Permission::SensitiveView)
+                .contains(&school_node(&state, &code).await?),
         sorts: [
             ("grade", "students-sort-grade"),
             ("name", "students-sort-name"),

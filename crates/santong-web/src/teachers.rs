@@ -112,7 +112,7 @@ async fn export(
         school,
         full,
         purpose,
-    } = crate::export::gate(&state, &user, &code, &q).await?;
+    } = crate::export::gate(&state, &user, &code, &q, false).await?;
     let on = parse_on(&q)?;
     let filter = staff_filter_of(&q)?;
     let db = state.db.clone();
@@ -120,10 +120,14 @@ async fn export(
         .staff_filtered(&scope, &code, on, &filter, 1, 0)
         .await?
         .total;
-    let detail = format!(
-        "rows={total} on={on} q={} full={full} purpose={purpose}",
-        filter.text.clone().unwrap_or_default()
-    );
+    let detail = serde_json::json!({
+        "rows": total,
+        "on": on.to_string(),
+        "q": crate::export::logged_text(filter.text.as_deref().unwrap_or("")),
+        "full": full,
+        "purpose": purpose,
+    })
+    .to_string();
     santong_storage::students::Students(&state.db)
         .record_export(actor(&user, &ctx), "teacher.export", &code, detail)
         .await?;
@@ -165,7 +169,7 @@ async fn export(
                         label(&tr, "post", &t.post),
                         t.subjects.clone(),
                         if full {
-                            t.id_number.clone()
+                            crate::export::id_as_text(&t.id_number)
                         } else {
                             t.id_masked()
                         },

@@ -254,7 +254,12 @@ async fn export(
             actor(&user, &ctx),
             event,
             &santong_domain::identity::Node::Nation,
-            format!("rows={total} box={} scope={scope:?}", p(&q, "box")),
+            serde_json::json!({
+                "rows": total,
+                "box": if which == TransferBox::All { "all" } else { "inbox" },
+                "scope": format!("{scope:?}"),
+            })
+            .to_string(),
         )
         .await?;
     let mut head = vec![
