@@ -359,7 +359,7 @@ impl Transfers<'_> {
         let Some(to) = to.filter(|s| actor.may(Permission::RegistryView, &s.node())) else {
             return Err(refused("to_school", "transfer-bad-school"));
         };
-        let (mut errors, reason) = start_checks(&actor, &to, &input.reason)?;
+        let (errors, reason) = start_checks(&actor, &to, &input.reason)?;
         let number = input.student_number.trim().to_uppercase();
         let number = if number.len() == 18 && !number.starts_with(['G', 'J', 'L']) {
             format!("G{number}")
@@ -374,30 +374,18 @@ impl Transfers<'_> {
             .fetch_optional(ex)
             .await?
         });
-        let student = found
-            .filter(|(_, name)| name == input.name.trim())
-            .map(|(id, _)| id);
-        audit::record(
-            self.0,
-            &actor.entry(
-                "transfer.lookup",
-                &student.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                if student.is_some() {
-                    "success"
-                } else {
-                    "denied"
-                },
-                &to.node(),
-            ),
-        )
-        .await?;
-        let Some(student) = student else {
-            errors.push(rule("student_number", "transfer-no-student"));
-            return Err(RegistryError::Fields(errors));
-        };
-        if !errors.is_empty() {
-            return Err(RegistryError::Fields(errors));
-        }
+        let student = self
+            .matched(
+                &actor,
+                Subject::Student,
+                &to,
+                found,
+                &input.name,
+                "student_number",
+                "transfer-no-student",
+                errors,
+            )
+            .await?;
         let rules = crate::identity::transfer_policy(self.0).await?;
         let mut tx = self.0.begin().await?;
         lock_student(&mut tx, student).await?;
@@ -483,7 +471,7 @@ impl Transfers<'_> {
         let Some(to) = to.filter(|s| actor.may(Permission::RegistryView, &s.node())) else {
             return Err(refused("to_school", "transfer-bad-school"));
         };
-        let (mut errors, reason) = start_checks(&actor, &to, &input.reason)?;
+        let (errors, reason) = start_checks(&actor, &to, &input.reason)?;
         let number = input.teacher_number.trim().to_uppercase();
         let found: Option<(Uuid, String)> = db_query!(self.0, read, |sql, ex| {
             sqlx::query_as(sql(
@@ -493,30 +481,18 @@ impl Transfers<'_> {
             .fetch_optional(ex)
             .await?
         });
-        let teacher = found
-            .filter(|(_, name)| name == input.name.trim())
-            .map(|(id, _)| id);
-        audit::record(
-            self.0,
-            &actor.entry(
-                Subject::Staff.audit("lookup"),
-                &teacher.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                if teacher.is_some() {
-                    "success"
-                } else {
-                    "denied"
-                },
-                &to.node(),
-            ),
-        )
-        .await?;
-        let Some(teacher) = teacher else {
-            errors.push(rule("teacher_number", "move-no-teacher"));
-            return Err(RegistryError::Fields(errors));
-        };
-        if !errors.is_empty() {
-            return Err(RegistryError::Fields(errors));
-        }
+        let teacher = self
+            .matched(
+                &actor,
+                Subject::Staff,
+                &to,
+                found,
+                &input.name,
+                "teacher_number",
+                "move-no-teacher",
+                errors,
+            )
+            .await?;
         let mut tx = self.0.begin().await?;
         let Some((kind, school, _)) = crate::teachers::lock_latest(&mut tx, teacher).await? else {
             return Err(RegistryError::NotFound);
@@ -887,6 +863,42 @@ impl Transfers<'_> {
         self.detail_of(subject, &Scope::everything(), id)
             .await?
             .ok_or(RegistryError::NotFound)
+    }
+
+    /// The record a start names, if its number *and* name match (so a number alone reveals
+    /// nothing); the lookup is audited either way, by the record's id. `errors` are the start's
+    /// other field errors, returned with a failed lookup or on their own.
+    #[allow(clippy::too_many_arguments)]
+    async fn matched(
+        &self,
+        actor: &Actor<'_>,
+        subject: Subject,
+        to: &SchoolRow,
+        found: Option<(Uuid, String)>,
+        name: &str,
+        field: &str,
+        key: &'static str,
+        mut errors: Vec<santong_domain::paging::FieldError>,
+    ) -> Result<Uuid, RegistryError> {
+        let id = found.filter(|(_, n)| n == name.trim()).map(|(id, _)| id);
+        audit::record(
+            self.0,
+            &actor.entry(
+                subject.audit("lookup"),
+                &id.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                if id.is_some() { "success" } else { "denied" },
+                &to.node(),
+            ),
+        )
+        .await?;
+        let Some(id) = id else {
+            errors.push(rule(field, key));
+            return Err(RegistryError::Fields(errors));
+        };
+        if !errors.is_empty() {
+            return Err(RegistryError::Fields(errors));
+        }
+        Ok(id)
     }
 
     /// Whether `actor` signs `step`: they hold `registry_manage` at its node itself.
