@@ -223,7 +223,7 @@ impl Students<'_> {
             .await
     }
 
-    /// [`Students::roster`] filtered by grade and name or number, in the order asked for.
+    /// [`Students::roster`] filtered by grade and name, in the order asked for.
     pub async fn roster_filtered(
         &self,
         scope: &Scope,
