@@ -175,6 +175,34 @@ pub fn ethnicity(raw: &str) -> Option<Ethnicity> {
         .and_then(|(code, _, _)| Ethnicity::parse(code))
 }
 
+/// A grade as schools write it: `3`, `3年级`, `三年级`, `初一` … `初三` (7–9), `高一` … `高三`
+/// (10–12), `Grade 3`. Grades 1–12 only.
+pub fn grade(raw: &str) -> Option<u8> {
+    let s = normalize(raw).replace(' ', "").to_lowercase();
+    let s = s.trim_start_matches("grade").trim_end_matches('级');
+    let s = s.trim_end_matches('年');
+    let numeral = |t: &str| -> Option<u8> {
+        if let Ok(n) = t.parse::<u8>() {
+            return Some(n);
+        }
+        let ones = ["一", "二", "三", "四", "五", "六", "七", "八", "九"];
+        match t {
+            "十" => Some(10),
+            "十一" => Some(11),
+            "十二" => Some(12),
+            _ => ones.iter().position(|o| *o == t).map(|i| i as u8 + 1),
+        }
+    };
+    let g = if let Some(rest) = s.strip_prefix('初') {
+        numeral(rest).filter(|n| (1..=3).contains(n)).map(|n| n + 6)
+    } else if let Some(rest) = s.strip_prefix('高') {
+        numeral(rest).filter(|n| (1..=3).contains(n)).map(|n| n + 9)
+    } else {
+        numeral(s)
+    }?;
+    (1..=12).contains(&g).then_some(g)
+}
+
 /// A field of a student import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StudentColumn {
@@ -190,6 +218,50 @@ pub enum StudentColumn {
     GuardianName,
     GuardianRelation,
     GuardianPhone,
+}
+
+impl StudentColumn {
+    /// Every field, in the order of the import template.
+    pub const ALL: [StudentColumn; 12] = [
+        Self::Name,
+        Self::Sex,
+        Self::BirthDate,
+        Self::Ethnicity,
+        Self::IdNumber,
+        Self::StudentNumber,
+        Self::Grade,
+        Self::EnrolledOn,
+        Self::HouseholdRegion,
+        Self::GuardianName,
+        Self::GuardianRelation,
+        Self::GuardianPhone,
+    ];
+
+    /// The field's name in forms and field errors (`birth_date`).
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Sex => "sex",
+            Self::BirthDate => "birth_date",
+            Self::Ethnicity => "ethnicity",
+            Self::IdNumber => "id_number",
+            Self::StudentNumber => "student_number",
+            Self::Grade => "grade",
+            Self::EnrolledOn => "enrolled_on",
+            Self::HouseholdRegion => "household_region",
+            Self::GuardianName => "guardian_name",
+            Self::GuardianRelation => "guardian_relation",
+            Self::GuardianPhone => "guardian_phone",
+        }
+    }
+
+    /// Whether a sheet must have the column (the others may be left out or empty).
+    pub fn required(self) -> bool {
+        !matches!(
+            self,
+            Self::IdNumber | Self::StudentNumber | Self::EnrolledOn | Self::HouseholdRegion
+        )
+    }
 }
 
 /// Header spellings seen in provincial templates and English sheets, compared after
@@ -398,6 +470,26 @@ mod tests {
         assert_eq!(ethnicity("蒙古族"), Ethnicity::parse("02"));
         assert_eq!(ethnicity("火星族"), None);
         assert_eq!(ethnicity(""), None);
+    }
+
+    #[test]
+    fn grades_as_written() {
+        for (s, g) in [
+            ("3", 3),
+            ("３", 3),
+            ("3年级", 3),
+            ("三年级", 3),
+            ("初一", 7),
+            ("初三", 9),
+            ("高二", 11),
+            ("Grade 3", 3),
+            ("十二年级", 12),
+        ] {
+            assert_eq!(grade(s), Some(g), "{s}");
+        }
+        for s in ["", "0", "13", "初四", "高", "abc", "3.5"] {
+            assert_eq!(grade(s), None, "{s}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) enum Val {
     Date(chrono::NaiveDate),
     OptDate(Option<chrono::NaiveDate>),
     OptTime(Option<DateTime<Utc>>),
+    Bool(bool),
 }
 
 impl From<&str> for Val {
@@ -74,6 +75,7 @@ macro_rules! bind_vals {
                 Val::Date(d) => q.bind(d),
                 Val::OptDate(d) => q.bind(d),
                 Val::OptTime(t) => q.bind(t),
+                Val::Bool(b) => q.bind(b),
             };
         }
         q

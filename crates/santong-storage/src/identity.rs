@@ -154,6 +154,12 @@ pub enum Actor<'a> {
     Cli,
     /// Santong itself, for scheduled changes (a signing key past its age).
     System,
+    /// A job carrying out what a user asked for and was allowed to ask when they asked (an
+    /// import's commit): recorded under their name, allowed nothing new.
+    OnBehalf {
+        name: &'a str,
+        id: Option<Uuid>,
+    },
 }
 
 impl Actor<'_> {
@@ -162,12 +168,14 @@ impl Actor<'_> {
             Actor::User { principal, .. } => principal.user.username.clone(),
             Actor::Cli => "cli".into(),
             Actor::System => "system".into(),
+            Actor::OnBehalf { name, .. } => (*name).to_owned(),
         }
     }
 
     pub(crate) fn id(&self) -> Option<Uuid> {
         match self {
             Actor::User { principal, .. } => Some(principal.user.id),
+            Actor::OnBehalf { id, .. } => *id,
             Actor::Cli | Actor::System => None,
         }
     }
@@ -175,7 +183,7 @@ impl Actor<'_> {
     fn ip(&self) -> String {
         match self {
             Actor::User { ip, .. } => (*ip).to_owned(),
-            Actor::Cli | Actor::System => "-".into(),
+            Actor::Cli | Actor::System | Actor::OnBehalf { .. } => "-".into(),
         }
     }
 
@@ -183,7 +191,7 @@ impl Actor<'_> {
     pub(crate) fn may(&self, perm: Permission, node: &Node) -> bool {
         match self {
             Actor::Cli => true,
-            Actor::System => false,
+            Actor::System | Actor::OnBehalf { .. } => false,
             Actor::User { principal, .. } => principal.scope(perm).contains(node),
         }
     }
@@ -547,7 +555,7 @@ impl Identity<'_> {
                 // admin would defeat the separation.
                 let allowed = match actor {
                     Actor::Cli => true,
-                    Actor::System => false,
+                    Actor::System | Actor::OnBehalf { .. } => false,
                     Actor::User { principal, .. } => {
                         principal.has_role(Role::SystemAdmin)
                             && duty != Role::SystemAdmin
@@ -706,7 +714,7 @@ impl Identity<'_> {
         }
         match actor {
             Actor::Cli => Ok(()),
-            Actor::System => Err(IdentityError::Forbidden),
+            Actor::System | Actor::OnBehalf { .. } => Err(IdentityError::Forbidden),
             Actor::User { principal, .. } => {
                 if target.is_some_and(|t| t.id == principal.user.id) {
                     return Err(IdentityError::SelfGrant);
@@ -836,7 +844,7 @@ impl Identity<'_> {
     ) -> IdResult<UserRow> {
         let scope = match actor {
             Actor::Cli => Scope::everything(),
-            Actor::System => Scope::default(),
+            Actor::System | Actor::OnBehalf { .. } => Scope::default(),
             Actor::User { principal, .. } => principal.scope(perm),
         };
         self.get_user(&scope, id)

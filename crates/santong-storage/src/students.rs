@@ -509,6 +509,51 @@ impl Students<'_> {
         input: &NewStudent,
         today: NaiveDate,
     ) -> Result<Checked, RegistryError> {
+        // The two region codes the record names, looked up before the synchronous check.
+        let regions = crate::regions::Regions(self.0);
+        let mut known = std::collections::HashMap::new();
+        let id_prefix = ResidentId::parse(input.id_number.trim())
+            .ok()
+            .map(|i| i.region_prefix().to_owned());
+        for raw in [id_prefix.as_deref(), Some(input.household_region.trim())]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(code) = RegionCode::parse(raw) {
+                let k = if regions.get(code).await?.is_some() {
+                    RegionKnown::Current
+                } else if !regions.history(code).await?.is_empty() {
+                    RegionKnown::Retired
+                } else {
+                    RegionKnown::Unknown
+                };
+                known.insert(raw.to_owned(), k);
+            }
+        }
+        check_student(school, input, today, &|c| {
+            known.get(c).copied().unwrap_or(RegionKnown::Unknown)
+        })
+        .map_err(RegistryError::Fields)
+    }
+}
+
+/// Whether a GB/T 2260 code is in use, was in use once, or never was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegionKnown {
+    Current,
+    Retired,
+    Unknown,
+}
+
+/// Checks a student as entered against the school and the region codes (`region` answers for a
+/// six-digit code): every problem is reported, each with its field.
+pub(crate) fn check_student(
+    school: &SchoolRow,
+    input: &NewStudent,
+    today: NaiveDate,
+    region: &dyn Fn(&str) -> RegionKnown,
+) -> Result<Checked, Vec<santong_domain::paging::FieldError>> {
+    {
         let mut errors = vec![];
         let name = parse_person_name(&input.name);
         if name.is_none() {
@@ -558,19 +603,10 @@ impl Students<'_> {
         }
         // A prefix no longer current is accepted and flagged; one never used is refused.
         let id_region_retired = match &id {
-            Some(i) => match RegionCode::parse(i.region_prefix()) {
-                Ok(code) => {
-                    let regions = crate::regions::Regions(self.0);
-                    if regions.get(code).await?.is_some() {
-                        false
-                    } else if !regions.history(code).await?.is_empty() {
-                        true
-                    } else {
-                        errors.push(rule("id_number", "student-id-unknown-region"));
-                        false
-                    }
-                }
-                Err(_) => {
+            Some(i) => match region(i.region_prefix()) {
+                RegionKnown::Current => false,
+                RegionKnown::Retired => true,
+                RegionKnown::Unknown => {
                     errors.push(rule("id_number", "student-id-unknown-region"));
                     false
                 }
@@ -580,9 +616,7 @@ impl Students<'_> {
         let household = match input.household_region.trim() {
             "" => None,
             h => match RegionCode::parse(h) {
-                Ok(code) if crate::regions::Regions(self.0).get(code).await?.is_some() => {
-                    Some(code.to_string())
-                }
+                Ok(code) if region(h) == RegionKnown::Current => Some(code.to_string()),
                 _ => {
                     errors.push(rule("household_region", "student-bad-region"));
                     None
@@ -666,7 +700,7 @@ impl Students<'_> {
                 grade,
                 enrolled_on,
             }),
-            _ => Err(RegistryError::Fields(errors)),
+            _ => Err(errors),
         }
     }
 }
@@ -916,20 +950,20 @@ impl Students<'_> {
     }
 }
 
-struct Checked {
-    name: String,
-    sex: Sex,
-    birth_date: NaiveDate,
-    birth: (i32, u32, u32),
-    ethnicity: Ethnicity,
-    id: Option<ResidentId>,
-    id_region_retired: bool,
-    household: Option<String>,
-    guardian_name: String,
-    guardian_relation: String,
-    guardian_phone: String,
-    grade: u8,
-    enrolled_on: NaiveDate,
+pub(crate) struct Checked {
+    pub(crate) name: String,
+    pub(crate) sex: Sex,
+    pub(crate) birth_date: NaiveDate,
+    pub(crate) birth: (i32, u32, u32),
+    pub(crate) ethnicity: Ethnicity,
+    pub(crate) id: Option<ResidentId>,
+    pub(crate) id_region_retired: bool,
+    pub(crate) household: Option<String>,
+    pub(crate) guardian_name: String,
+    pub(crate) guardian_relation: String,
+    pub(crate) guardian_phone: String,
+    pub(crate) grade: u8,
+    pub(crate) enrolled_on: NaiveDate,
 }
 
 async fn school_node(code: &str, db: &Db) -> crate::Result<Node> {
@@ -952,7 +986,7 @@ impl GradesText for String {
 
 /// The next J-number of an area and birth date: one after the highest in use (a range scan on the
 /// unique index), and after `tried` when a concurrent enrolment took that one first.
-async fn next_j_number(
+pub(crate) async fn next_j_number(
     tx: &mut crate::Tx,
     area: &str,
     birth: (i32, u32, u32),

@@ -17,6 +17,7 @@ pub mod duplicates;
 pub mod error;
 pub mod export;
 pub mod i18n;
+pub mod imports;
 pub mod lifecycle;
 pub mod oidc;
 pub mod pages;
@@ -53,6 +54,8 @@ pub struct WebConfig {
     pub trusted_proxies: Vec<santong_domain::net::IpNet>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Largest spreadsheet upload (imports), in bytes.
+    pub upload_limit: usize,
     pub request_timeout: Duration,
 }
 
@@ -62,6 +65,7 @@ impl Default for WebConfig {
             public_url: None,
             trusted_proxies: Vec::new(),
             body_limit: 2 * 1024 * 1024,
+            upload_limit: 200 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -121,6 +125,12 @@ pub fn router(state: AppState) -> Router {
                 HeaderValue::from_static("no-store"),
             )),
         )
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        // Imports take spreadsheets: their own, larger limit.
+        .merge(
+            imports::routes(config.upload_limit)
+                .layer(RequestBodyLimitLayer::new(config.upload_limit)),
+        )
         .fallback(shell::not_found)
         .with_state(state.clone());
 
@@ -160,7 +170,6 @@ pub fn router(state: AppState) -> Router {
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 config.request_timeout,
             ))
-            .layer(CatchPanicLayer::new())
-            .layer(RequestBodyLimitLayer::new(config.body_limit)),
+            .layer(CatchPanicLayer::new()),
     )
 }

@@ -9,7 +9,9 @@ use santong_storage::audit::{self, Verification};
 use santong_storage::identity::{Actor, Identity, IdentityError};
 use santong_storage::regions::Regions;
 
-use crate::{AuditAction, ClientAction, OidcAction, PolicyAction, UserAction};
+use santong_storage::imports;
+
+use crate::{AuditAction, ClientAction, ImportAction, OidcAction, PolicyAction, UserAction};
 
 /// `440305` → region; `440305/1144030501` → school in that county; `000000` or nothing → nation.
 async fn parse_at(db: &Db, at: Option<&str>) -> anyhow::Result<Node> {
@@ -401,4 +403,152 @@ pub async fn policy(db: &Db, action: &PolicyAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The language of the command line's messages: `LANG` / `LC_ALL` naming Chinese, else English.
+fn cli_lang() -> santong_web::i18n::Lang {
+    let env = std::env::var("LC_ALL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("LANG").ok())
+        .unwrap_or_default();
+    if env.starts_with("zh") {
+        santong_web::i18n::Lang::ZhCn
+    } else {
+        santong_web::i18n::Lang::En
+    }
+}
+
+/// Draws a progress bar on standard error while `progress` runs (on a terminal; elsewhere a line
+/// per tenth, so logs stay short).
+fn progress_bar(progress: std::sync::Arc<imports::Progress>) -> tokio::task::JoinHandle<()> {
+    use std::io::{IsTerminal, Write};
+    tokio::spawn(async move {
+        let tty = std::io::stderr().is_terminal();
+        let mut last_tenth = 0;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let f = progress.fraction();
+            if tty {
+                let done = (f * 30.0) as usize;
+                eprint!(
+                    "\r[{}{}] {:>3}%",
+                    "#".repeat(done),
+                    " ".repeat(30 - done.min(30)),
+                    (f * 100.0) as u32
+                );
+                let _ = std::io::stderr().flush();
+            } else if (f * 10.0) as u32 > last_tenth {
+                last_tenth = (f * 10.0) as u32;
+                eprintln!("{}%", last_tenth * 10);
+            }
+        }
+    })
+}
+
+pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
+    let lang = cli_lang();
+    let tr = santong_web::i18n::Tr::new(lang);
+    let store = imports::Imports(db);
+    match action {
+        ImportAction::Students {
+            file,
+            school,
+            valid_rows,
+            dry_run,
+            rejects,
+            ..
+        } => {
+            let limits = santong_storage::sheet::Limits::default();
+            let progress = imports::Progress::new();
+            let bar = progress_bar(progress.clone());
+            let mode = if *valid_rows {
+                imports::Mode::Valid
+            } else {
+                imports::Mode::All
+            };
+            let outcome = if *dry_run {
+                let row = santong_storage::registry::Registry(db)
+                    .school(&santong_domain::identity::Scope::everything(), school)
+                    .await?
+                    .with_context(|| format!("no school has the code {school}"))?;
+                store.check_file(&row, file, &limits, &progress, None).await
+            } else {
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("import");
+                store
+                    .import_file(Actor::Cli, school, file, name, mode, &limits, &progress)
+                    .await
+            };
+            bar.abort();
+            eprintln!();
+            let outcome =
+                outcome.map_err(|e| anyhow::anyhow!(santong_web::imports::error_text(&tr, &e)))?;
+            let written = outcome.committed;
+            let t = outcome.tally;
+            println!(
+                "{}",
+                tr.f(
+                    "import-cli-summary",
+                    &[
+                        ("rows", santong_web::i18n::n(t.rows as f64)),
+                        ("new", santong_web::i18n::n(t.new as f64)),
+                        ("updated", santong_web::i18n::n(t.updated as f64)),
+                        ("unchanged", santong_web::i18n::n(t.unchanged as f64)),
+                        ("rejected", santong_web::i18n::n(t.rejected as f64)),
+                    ]
+                )
+            );
+            for r in &outcome.rejects {
+                println!(
+                    "{}",
+                    santong_web::imports::reject_line(&tr, r, &outcome.headers)
+                );
+            }
+            if let Some(path) = rejects {
+                let rows = match outcome.batch {
+                    Some(b) => {
+                        store
+                            .rejects(
+                                &santong_domain::identity::Scope::everything(),
+                                b,
+                                0,
+                                u64::MAX,
+                            )
+                            .await?
+                    }
+                    None => outcome.rejects.clone(),
+                };
+                let mut w = std::fs::File::create(path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                santong_web::imports::write_rejects_csv(&mut w, &tr, &outcome.headers, &rows)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            match (written, outcome.batch) {
+                (true, Some(b)) => println!(
+                    "{}",
+                    tr.f(
+                        "import-cli-batch",
+                        &[("batch", santong_web::i18n::s(b.to_string()))]
+                    )
+                ),
+                _ => println!("{}", tr.t("import-cli-nothing-written")),
+            }
+            if t.rejected > 0 && !written {
+                bail!(tr.t("import-rejected-all"));
+            }
+            Ok(())
+        }
+        ImportAction::Undo { batch, .. } => {
+            let scope = santong_domain::identity::Scope::everything();
+            store
+                .undo(Actor::Cli, &scope, *batch)
+                .await
+                .map_err(|e| anyhow::anyhow!(santong_web::imports::error_text(&tr, &e)))?;
+            println!("{}", tr.t("import-undone"));
+            Ok(())
+        }
+    }
 }

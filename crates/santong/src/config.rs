@@ -38,6 +38,9 @@ pub struct ConfigArgs {
     /// Largest accepted request body, e.g. 2MiB, 512KiB, 1000000.
     #[arg(long, env = "SANTONG_BODY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
     pub body_limit: Option<u64>,
+    /// Largest accepted spreadsheet upload for imports, e.g. 200MiB.
+    #[arg(long, env = "SANTONG_UPLOAD_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub upload_limit: Option<u64>,
     /// Reverse proxies whose `X-Forwarded-For` is believed, comma separated: addresses or
     /// blocks such as `10.0.0.0/8`. Without this, the client address is the TCP peer.
     #[arg(long, env = "SANTONG_TRUSTED_PROXIES", value_name = "LIST")]
@@ -65,6 +68,7 @@ pub struct FileSettings {
     pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub body_limit: Option<toml::Value>,
+    pub upload_limit: Option<toml::Value>,
     pub trusted_proxies: Option<Vec<String>>,
     pub request_timeout: Option<u64>,
     pub max_connections: Option<u32>,
@@ -99,6 +103,7 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub body_limit: u64,
+    pub upload_limit: u64,
     pub trusted_proxies: Vec<santong_domain::net::IpNet>,
     pub request_timeout: Duration,
     pub max_connections: u32,
@@ -211,19 +216,17 @@ impl Settings {
                 })
             })
             .transpose()?;
-        let file_limit = match &file.body_limit {
-            None => None,
-            Some(toml::Value::Integer(n)) if *n > 0 => Some(n.unsigned_abs()),
-            Some(toml::Value::String(s)) => {
-                Some(parse_size(s).map_err(|e| invalid("body_limit", e))?)
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "body_limit",
-                    format!("{other:?} is not a size: use bytes or \"2MiB\""),
-                ));
-            }
+        let size_of = |v: &Option<toml::Value>, name: &'static str| match v {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if *n > 0 => Ok(Some(n.unsigned_abs())),
+            Some(toml::Value::String(s)) => parse_size(s).map(Some).map_err(|e| invalid(name, e)),
+            Some(other) => Err(invalid(
+                name,
+                format!("{other:?} is not a size: use bytes or \"2MiB\""),
+            )),
         };
+        let file_limit = size_of(&file.body_limit, "body_limit")?;
+        let file_upload_limit = size_of(&file.upload_limit, "upload_limit")?;
         if let Some(t) = file.request_timeout.filter(|t| !(1..=3600).contains(t)) {
             return Err(invalid(
                 "request_timeout",
@@ -354,6 +357,13 @@ impl Settings {
                 file_limit,
                 2 * 1024 * 1024
             ),
+            upload_limit: pick!(
+                "upload_limit",
+                "upload_limit",
+                args.upload_limit,
+                file_upload_limit,
+                200 * 1024 * 1024
+            ),
             request_timeout: Duration::from_secs(pick!(
                 "request_timeout",
                 "request_timeout",
@@ -407,6 +417,7 @@ impl Settings {
                     .unwrap_or_else(|| "\"\"".into()),
             ),
             ("body_limit", self.body_limit.to_string()),
+            ("upload_limit", self.upload_limit.to_string()),
             (
                 "trusted_proxies",
                 format!(

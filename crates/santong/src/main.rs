@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use santong_storage::jobs::{JobContext, JobError, JobFuture, Worker, WorkerOptions};
-use santong_storage::{Db, demo, reference, users::Users};
+use santong_storage::{Db, demo, imports, reference, users::Users};
 use tokio::sync::watch;
 
 use crate::config::{ConfigArgs, LogFormat, Settings};
@@ -81,6 +81,42 @@ enum Command {
     Oidc {
         #[command(subcommand)]
         action: OidcAction,
+    },
+    /// Import records from a spreadsheet (CSV in UTF-8 or GB18030, XLSX or XLS), audited as `cli`.
+    Import {
+        #[command(subcommand)]
+        action: ImportAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportAction {
+    /// Students of one school: new rows are enrolled, known ones (by ID number, national
+    /// student number, or name, birth date and sex) updated, in one transaction as a batch.
+    Students {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The spreadsheet; its first row names the columns (姓名, 性别, 出生日期 … or English).
+        file: std::path::PathBuf,
+        /// The school's 10-digit code.
+        #[arg(long, value_name = "CODE")]
+        school: String,
+        /// Write the valid rows and report the rejected ones (default: nothing unless every row
+        /// is valid).
+        #[arg(long)]
+        valid_rows: bool,
+        /// Check every row and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the rejected rows, with their problems, to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<std::path::PathBuf>,
+    },
+    /// Undo a committed import batch (by the id `import students` printed).
+    Undo {
+        #[command(flatten)]
+        config: ConfigArgs,
+        batch: uuid::Uuid,
     },
 }
 
@@ -365,6 +401,9 @@ fn main() -> ExitCode {
                         | ClientAction::Disable { config, .. }
                         | ClientAction::Enable { config, .. },
                 },
+        }
+        | Command::Import {
+            action: ImportAction::Students { config, .. } | ImportAction::Undo { config, .. },
         } => (config, &cli.command),
     };
     let settings = match Settings::resolve(args, sub) {
@@ -500,6 +539,12 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
             db.close().await;
             result?;
         }
+        Command::Import { action } => {
+            let db = open_db(&settings).await?;
+            let result = cli::import(&db, action).await;
+            db.close().await;
+            result?;
+        }
     }
     Ok(())
 }
@@ -512,6 +557,8 @@ fn worker(db: Db) -> Worker {
             santong_web::oidc::BACKCHANNEL,
             santong_web::oidc::backchannel_logout,
         )
+        .register(imports::CHECK_JOB, imports::check_job)
+        .register(imports::COMMIT_JOB, imports::commit_job)
 }
 
 /// Reloads the embedded region lists (idempotent: it skips a version already loaded).
@@ -553,6 +600,7 @@ async fn serve(settings: Settings, with_demo: bool, no_worker: bool) -> anyhow::
         public_url: settings.public_url.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),
         body_limit: usize::try_from(settings.body_limit).unwrap_or(usize::MAX),
+        upload_limit: usize::try_from(settings.upload_limit).unwrap_or(usize::MAX),
         request_timeout: settings.request_timeout,
     };
     let app = santong_web::router(santong_web::AppState::new(db.clone(), config));

@@ -4,6 +4,7 @@
 mod classes;
 mod duplicates;
 mod identity;
+mod imports;
 mod jobs;
 mod lifecycle;
 mod regions;

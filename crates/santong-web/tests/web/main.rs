@@ -5,6 +5,7 @@ mod api;
 mod classes;
 mod duplicates;
 mod identity;
+mod imports;
 mod lifecycle;
 mod oidc;
 mod pages;

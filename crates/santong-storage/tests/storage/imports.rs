@@ -1,0 +1,526 @@
+use std::path::{Path, PathBuf};
+
+use santong_domain::identity::{Permission, Role, Scope};
+use santong_storage::identity::Actor;
+use santong_storage::imports::{ImportError, Imports, Mode, Progress, State, Tally};
+use santong_storage::jobs::{Worker, WorkerOptions};
+use santong_storage::registry::{Registry, RegistryError};
+use santong_storage::sheet::{Limits, SheetError};
+use santong_storage::students::Students;
+use santong_testkit::TestDb;
+
+use super::students::{id, node, person, pupil, ready};
+
+santong_testkit::conformance!(
+    a_file_is_checked_whole_and_committed_once,
+    imports_are_idempotent_and_undone_as_a_batch,
+    uploads_are_checked_and_committed_by_jobs_within_scope,
+    bad_files_are_refused_with_nothing_written,
+);
+
+const SCHOOL: &str = "1144030501";
+const HEADER: &str = "姓名,性别,出生日期,民族,身份证号,年级,监护人,与学生关系,监护人电话,入学日期";
+
+fn file(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn row(name: &str, birth: &str, id: &str, grade: &str, phone: &str) -> String {
+    format!("{name},男,{birth},汉族,{id},{grade},王芳,母亲,{phone},2024-09-01")
+}
+
+async fn roster(t: &TestDb, school: &str) -> u64 {
+    Students(&t.db)
+        .roster(
+            &Scope::everything(),
+            school,
+            santong_storage::registry::today(),
+            1000,
+            0,
+        )
+        .await
+        .unwrap()
+        .total
+}
+
+fn tally(rows: u64, new: u64, updated: u64, unchanged: u64, rejected: u64) -> Tally {
+    Tally {
+        rows,
+        new,
+        updated,
+        unchanged,
+        rejected,
+    }
+}
+
+async fn a_file_is_checked_whole_and_committed_once(t: TestDb) {
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A child already at the other school, by ID number.
+    let elsewhere = id("440305", "20160301", 31);
+    Students(&t.db)
+        .enrol(
+            Actor::Cli,
+            "1144030502",
+            &pupil("赵六", "2016-03-01", elsewhere.clone(), "3"),
+        )
+        .await
+        .unwrap();
+    let ok_id = id("440305", "20160302", 11);
+    let body = [
+        HEADER.to_owned(),
+        row(
+            "张三",
+            "2016/3/2",
+            &ok_id.to_lowercase(),
+            "三年级",
+            "138 1234 5678",
+        ),
+        row("李四", "2016年5月6日", "", "3", "13812345679"),
+        "坏行,X,2016-13-01,火星,123,20,,,,".to_owned(),
+        row("张三", "2016-03-02", &ok_id, "3", "13812345678"),
+        row("赵六", "2016-03-01", &elsewhere, "3", "13812345678"),
+        String::new(),
+        String::new(),
+    ]
+    .join("\r\n");
+    let path = file(dir.path(), "students.csv", &body);
+    let imports = Imports(&t.db);
+    let school = Registry(&t.db)
+        .school(&Scope::everything(), SCHOOL)
+        .await
+        .unwrap()
+        .unwrap();
+    // The check writes nothing and reports every rejected row with its line and columns.
+    let checked = imports
+        .check_file(
+            &school,
+            &path,
+            &Limits::default(),
+            &Progress::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(checked.tally, tally(5, 2, 0, 0, 3));
+    let lines: Vec<u64> = checked.rejects.iter().map(|r| r.line).collect();
+    assert_eq!(lines, [4, 5, 6]);
+    let bad = &checked.rejects[0];
+    let cols: Vec<Option<usize>> = bad.problems.iter().map(|p| p.col).collect();
+    for c in [1, 2, 3, 4, 5, 6, 7, 8] {
+        assert!(cols.contains(&Some(c)), "column {c} named: {cols:?}");
+    }
+    assert_eq!(checked.rejects[1].problems[0].key, "import-dup-in-file");
+    assert_eq!(checked.rejects[1].problems[0].line, Some(2));
+    assert_eq!(checked.rejects[2].problems[0].key, "import-at-other-school");
+    assert_eq!(roster(&t, SCHOOL).await, 0);
+    // All or nothing: nothing.
+    let all = imports
+        .import_file(
+            Actor::Cli,
+            SCHOOL,
+            &path,
+            "students.csv",
+            Mode::All,
+            &Limits::default(),
+            &Progress::default(),
+        )
+        .await
+        .unwrap();
+    assert!(!all.committed);
+    assert_eq!(all.tally.rejected, 3);
+    assert_eq!(roster(&t, SCHOOL).await, 0);
+    // The valid rows: two new records in one batch, the others reported and kept.
+    let valid = imports
+        .import_file(
+            Actor::Cli,
+            SCHOOL,
+            &path,
+            "students.csv",
+            Mode::Valid,
+            &Limits::default(),
+            &Progress::default(),
+        )
+        .await
+        .unwrap();
+    assert!(valid.committed);
+    assert_eq!(valid.tally, tally(5, 2, 0, 0, 3));
+    assert_eq!(roster(&t, SCHOOL).await, 2);
+    let batch = imports
+        .batch(&Scope::everything(), valid.batch.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.state(), State::Committed);
+    assert_eq!(batch.header_cells()[0], "姓名");
+    let stored = imports
+        .rejects(&Scope::everything(), batch.id, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[0].cells[0], "坏行");
+    // The forgiving reading: lower-case x upper-cased, the G-number from the ID, a J-number
+    // without one, the phone as E.164.
+    let placed = Students(&t.db)
+        .roster(
+            &Scope::everything(),
+            SCHOOL,
+            santong_storage::registry::today(),
+            10,
+            0,
+        )
+        .await
+        .unwrap()
+        .items;
+    let zhang = placed.iter().find(|p| p.student.name == "张三").unwrap();
+    assert_eq!(zhang.student.student_number, format!("G{ok_id}"));
+    assert_eq!(zhang.student.guardian_phone, "+8613812345678");
+    assert_eq!(zhang.grade, 3);
+    let li = placed.iter().find(|p| p.student.name == "李四").unwrap();
+    assert!(li.student.student_number.starts_with("J440305"));
+    assert_eq!(li.student.birth_date.to_string(), "2016-05-06");
+}
+
+async fn imports_are_idempotent_and_undone_as_a_batch(t: TestDb) {
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = id("440305", "20160302", 11);
+    let first = [
+        HEADER.to_owned(),
+        row("张三", "2016-03-02", &a, "3", "13812345678"),
+        row("李四", "2016-05-06", "", "3", "13812345679"),
+    ]
+    .join("\n");
+    let path = file(dir.path(), "a.csv", &first);
+    let imports = Imports(&t.db);
+    let run = |p: PathBuf| {
+        let imports = &imports;
+        async move {
+            imports
+                .import_file(
+                    Actor::Cli,
+                    SCHOOL,
+                    &p,
+                    "a.csv",
+                    Mode::All,
+                    &Limits::default(),
+                    &Progress::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let one = run(path.clone()).await;
+    assert_eq!(one.tally, tally(2, 2, 0, 0, 0));
+    // The same file again changes nothing; an overlapping one updates the guardian's phone of
+    // the child known by ID number, finds the other by name, birth date and sex, adds one.
+    let again = run(path.clone()).await;
+    assert_eq!(again.tally, tally(2, 0, 0, 2, 0));
+    let overlap = [
+        HEADER.to_owned(),
+        row("张三", "2016-03-02", &a, "3", "13900000000"),
+        row("李四", "2016-05-06", "", "3", "13812345679"),
+        row("王五", "2016-07-08", "", "3", "13812345670"),
+    ]
+    .join("\n");
+    let two = run(file(dir.path(), "b.csv", &overlap)).await;
+    assert_eq!(two.tally, tally(3, 1, 1, 1, 0));
+    assert_eq!(roster(&t, SCHOOL).await, 3);
+    let zhang_id = Students(&t.db)
+        .roster(
+            &Scope::everything(),
+            SCHOOL,
+            santong_storage::registry::today(),
+            10,
+            0,
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| p.student.name == "张三")
+        .unwrap()
+        .student
+        .id;
+    async fn phone_of(t: &TestDb, id: uuid::Uuid) -> String {
+        Students(&t.db)
+            .student(&Scope::everything(), id)
+            .await
+            .unwrap()
+            .unwrap()
+            .student
+            .guardian_phone
+    }
+    assert_eq!(phone_of(&t, zhang_id).await, "+8613900000000");
+    let corrections = Students(&t.db)
+        .corrections(&Scope::everything(), zhang_id)
+        .await
+        .unwrap();
+    assert_eq!(corrections.len(), 1);
+    assert_eq!(corrections[0].field, "guardian_phone");
+    // The first batch cannot be undone while the second changed its students.
+    let err = imports
+        .undo(Actor::Cli, &Scope::everything(), one.batch.unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ImportError::Registry(RegistryError::Fields(f)) if f[0].kind.key() == "import-later-changes"),
+        "{err:?}"
+    );
+    // Undoing the second: 王五 is off the roll, 张三's phone is back.
+    imports
+        .undo(Actor::Cli, &Scope::everything(), two.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(roster(&t, SCHOOL).await, 2);
+    assert_eq!(phone_of(&t, zhang_id).await, "+8613812345678");
+    // Twice is refused; then the first batch goes too, and a new import brings everyone back
+    // onto the same records (no second record for the same child).
+    assert!(
+        imports
+            .undo(Actor::Cli, &Scope::everything(), two.batch.unwrap())
+            .await
+            .is_err()
+    );
+    imports
+        .undo(Actor::Cli, &Scope::everything(), one.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(roster(&t, SCHOOL).await, 0);
+    let back = run(path).await;
+    assert_eq!(back.tally, tally(2, 2, 0, 0, 0));
+    assert_eq!(roster(&t, SCHOOL).await, 2);
+    let records: i64 =
+        t.db.scalar_unchecked("SELECT COUNT(*) FROM student")
+            .await
+            .unwrap();
+    assert_eq!(records, 3, "张三, 李四 and 王五: one record each");
+}
+
+async fn uploads_are_checked_and_committed_by_jobs_within_scope(t: TestDb) {
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = person(&t, "admin.a", Role::SchoolAdmin, node(SCHOOL, "440305")).await;
+    let other = person(
+        &t,
+        "admin.b",
+        Role::SchoolAdmin,
+        node("1144030502", "440305"),
+    )
+    .await;
+    let me = || Actor::User {
+        principal: &admin,
+        ip: "10.0.0.1",
+    };
+    let body = [
+        HEADER.to_owned(),
+        row(
+            "张三",
+            "2016-03-02",
+            &id("440305", "20160302", 11),
+            "3",
+            "13812345678",
+        ),
+        row("李四", "2016-05-06", "", "3", "bad phone"),
+    ]
+    .join("\n");
+    let path = file(dir.path(), "up.csv", &body);
+    let imports = Imports(&t.db);
+    // Another school's administrator cannot upload here.
+    let refused = imports
+        .upload(
+            Actor::User {
+                principal: &other,
+                ip: "10.0.0.2",
+            },
+            SCHOOL,
+            "up.csv",
+            Mode::All,
+            &path,
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(ImportError::Registry(
+            RegistryError::NotFound | RegistryError::Forbidden
+        ))
+    ));
+    let b = imports
+        .upload(me(), SCHOOL, "../../etc/up.csv", Mode::All, &path)
+        .await
+        .unwrap();
+    assert_eq!(b.state(), State::Uploaded);
+    assert_eq!(b.file_name, "up.csv");
+    let worker = Worker::new(t.db.clone(), WorkerOptions::default())
+        .register(
+            santong_storage::imports::CHECK_JOB,
+            santong_storage::imports::check_job,
+        )
+        .register(
+            santong_storage::imports::COMMIT_JOB,
+            santong_storage::imports::commit_job,
+        );
+    assert!(worker.run_once().await.unwrap());
+    let scope = admin.scope(Permission::RegistryView);
+    let b = imports.batch(&scope, b.id).await.unwrap().unwrap();
+    assert_eq!(b.state(), State::Checked);
+    assert_eq!(b.tally(), tally(2, 1, 0, 0, 1));
+    assert_eq!(roster(&t, SCHOOL).await, 0);
+    // The other school sees neither the batch nor its rejected rows.
+    let other_scope = other.scope(Permission::RegistryView);
+    assert!(imports.batch(&other_scope, b.id).await.unwrap().is_none());
+    assert!(
+        imports
+            .rejects(&other_scope, b.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        imports
+            .batches(&other_scope, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        imports
+            .batches(&scope, Some(SCHOOL), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // All-or-nothing is refused while a row is rejected; the valid rows can be committed.
+    assert!(matches!(
+        imports.commit(me(), &scope, b.id, Mode::All).await,
+        Err(ImportError::Rejected(_))
+    ));
+    assert!(
+        imports
+            .commit(
+                Actor::User {
+                    principal: &other,
+                    ip: "10.0.0.2"
+                },
+                &other_scope,
+                b.id,
+                Mode::Valid
+            )
+            .await
+            .is_err()
+    );
+    let b = imports
+        .commit(me(), &scope, b.id, Mode::Valid)
+        .await
+        .unwrap();
+    assert_eq!(b.state(), State::Committing);
+    // A second commit of the same batch is refused.
+    assert!(
+        imports
+            .commit(me(), &scope, b.id, Mode::Valid)
+            .await
+            .is_err()
+    );
+    assert!(worker.run_once().await.unwrap());
+    let b = imports.batch(&scope, b.id).await.unwrap().unwrap();
+    assert_eq!(b.state(), State::Committed);
+    assert_eq!(roster(&t, SCHOOL).await, 1);
+    let pieces: i64 =
+        t.db.scalar_unchecked("SELECT COUNT(*) FROM import_file")
+            .await
+            .unwrap();
+    assert_eq!(pieces, 0, "the upload is dropped once committed");
+    // The events carry the batch and the audit log has the commit with its counts.
+    let tagged: i64 =
+        t.db.scalar_unchecked("SELECT COUNT(*) FROM student_event WHERE batch_id IS NOT NULL")
+            .await
+            .unwrap();
+    assert_eq!(tagged, 1);
+    // A second upload, cancelled before its check runs: nothing is written.
+    let c = imports
+        .upload(me(), SCHOOL, "up.csv", Mode::Valid, &path)
+        .await
+        .unwrap();
+    imports.cancel(me(), &scope, c.id).await.unwrap();
+    assert!(!worker.run_once().await.unwrap(), "the check was cancelled");
+    let c = imports.batch(&scope, c.id).await.unwrap().unwrap();
+    assert_eq!(c.state(), State::Cancelled);
+    assert!(
+        imports
+            .commit(me(), &scope, c.id, Mode::Valid)
+            .await
+            .is_err()
+    );
+}
+
+async fn bad_files_are_refused_with_nothing_written(t: TestDb) {
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let imports = Imports(&t.db);
+    let go = |p: PathBuf| {
+        let imports = &imports;
+        async move {
+            imports
+                .import_file(
+                    Actor::Cli,
+                    SCHOOL,
+                    &p,
+                    "x",
+                    Mode::Valid,
+                    &Limits::default(),
+                    &Progress::default(),
+                )
+                .await
+        }
+    };
+    let missing = go(file(dir.path(), "m.csv", "姓名,性别\n张三,男\n")).await;
+    assert!(
+        matches!(missing, Err(ImportError::MissingColumn(c)) if c.field() == "birth_date"),
+        "{missing:?}"
+    );
+    let twice = go(file(dir.path(), "t.csv", &format!("{HEADER},学生姓名\n"))).await;
+    assert!(
+        matches!(twice, Err(ImportError::SameField(1, 11))),
+        "{twice:?}"
+    );
+    let empty = go(file(dir.path(), "e.csv", "")).await;
+    assert!(
+        matches!(empty, Err(ImportError::Sheet(SheetError::Empty))),
+        "{empty:?}"
+    );
+    let p = dir.path().join("b.csv");
+    std::fs::write(&p, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+    let binary = go(p).await;
+    assert!(
+        matches!(binary, Err(ImportError::Sheet(SheetError::Binary))),
+        "{binary:?}"
+    );
+    assert_eq!(roster(&t, SCHOOL).await, 0);
+    // Each refused run is a failed batch with the file's message key.
+    let failed = imports
+        .batches(&Scope::everything(), Some(SCHOOL), 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 4);
+    assert!(failed.iter().all(|b| b.state() == State::Failed));
+    assert!(
+        failed
+            .iter()
+            .any(|b| b.error_key.as_deref() == Some("import-missing-column"))
+    );
+    // A GBK file reads like a UTF-8 one.
+    let body = [
+        HEADER.to_owned(),
+        row("张三", "2016-03-02", "", "3", "13812345678"),
+    ]
+    .join("\r\n");
+    let (gbk, _, _) = encoding_rs::GBK.encode(&body);
+    let p = dir.path().join("g.csv");
+    std::fs::write(&p, &gbk).unwrap();
+    let ok = go(p).await.unwrap();
+    assert_eq!(ok.tally, tally(1, 1, 0, 0, 0));
+    assert_eq!(roster(&t, SCHOOL).await, 1);
+}

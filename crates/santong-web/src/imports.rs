@@ -1,0 +1,745 @@
+//! Imports on the pages: a school's import page (template downloads, the upload form, recent
+//! batches), the batch page (progress while a job works, then the counts and the rejected rows,
+//! commit, cancel, undo) and the rejected-rows report as CSV and XLSX. The messages of rows and
+//! files are rendered here for the pages and the command line alike.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Form, Multipart, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use santong_domain::identity::{Permission, Scope};
+use santong_domain::import::StudentColumn;
+use santong_domain::registry::Ethnicity;
+use santong_storage::imports::{BatchRow, ImportError, Imports, Mode, Problem, Reject};
+use santong_storage::jobs::Jobs;
+use santong_storage::registry::{Registry, RegistryError};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::admin::actor;
+use crate::auth::{User, check_csrf};
+use crate::error::AppError;
+use crate::export::push_line;
+use crate::i18n::{Tr, n, s};
+use crate::schools::{Params, audited, p};
+use crate::shell::Ctx;
+use crate::views::{Chrome, private_page as html};
+
+pub fn routes(upload_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route("/schools/{code}/import", get(form).post(upload))
+        .route("/schools/{code}/import/template.csv", get(template_csv))
+        .route("/schools/{code}/import/template.xlsx", get(template_xlsx))
+        .route("/imports/{id}", get(batch_page))
+        .route("/imports/{id}/commit", post(commit))
+        .route("/imports/{id}/cancel", post(cancel))
+        .route("/imports/{id}/undo", post(undo))
+        .route("/imports/{id}/rejects.csv", get(rejects_csv))
+        .route("/imports/{id}/rejects.xlsx", get(rejects_xlsx))
+        // The upload has its own, larger limit (set in `router`); multipart's default would cut it.
+        .layer(DefaultBodyLimit::max(upload_limit))
+}
+
+// ----- Messages ----------------------------------------------------------------------------------
+
+/// The header of a field in the template, in the reader's language.
+fn column_label(tr: &Tr, c: StudentColumn) -> String {
+    tr.t(&format!("imp-col-{}", c.field().replace('_', "-")))
+}
+
+/// One problem of a row: `出生日期：…` when it is one cell's.
+pub fn problem_text(tr: &Tr, pb: &Problem, headers: &[String]) -> String {
+    let msg = match pb.line {
+        Some(l) => tr.f(&pb.key, &[("line", n(l as f64))]),
+        None => tr.t(&pb.key),
+    };
+    match pb.col.and_then(|c| headers.get(c)) {
+        Some(h) if !h.trim().is_empty() => tr.f(
+            "imp-problem-at",
+            &[("column", s(h.trim().to_owned())), ("message", s(msg))],
+        ),
+        _ => msg,
+    }
+}
+
+/// All problems of a row, joined.
+pub fn problems_text(tr: &Tr, r: &Reject, headers: &[String]) -> String {
+    r.problems
+        .iter()
+        .map(|pb| problem_text(tr, pb, headers))
+        .collect::<Vec<_>>()
+        .join(&tr.t("imp-problem-sep"))
+}
+
+/// A rejected row as the command line prints it.
+pub fn reject_line(tr: &Tr, r: &Reject, headers: &[String]) -> String {
+    tr.f(
+        "imp-reject-line",
+        &[
+            ("line", n(r.line as f64)),
+            ("problems", s(problems_text(tr, r, headers))),
+        ],
+    )
+}
+
+/// The message for a refused file or batch.
+pub fn error_text(tr: &Tr, e: &ImportError) -> String {
+    match e {
+        ImportError::MissingColumn(c) => tr.f(
+            "import-missing-column",
+            &[("column", s(column_label(tr, *c)))],
+        ),
+        ImportError::SameField(a, b) => tr.f(
+            "import-same-field",
+            &[("first", n(*a as f64)), ("second", n(*b as f64))],
+        ),
+        ImportError::Registry(RegistryError::Fields(f)) => f
+            .iter()
+            .map(|f| tr.t(f.kind.key()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ImportError::Registry(RegistryError::NotFound) => tr.t("error-not-found"),
+        ImportError::Registry(RegistryError::Forbidden) => tr.t("error-forbidden"),
+        other => match other.key() {
+            Some(k) => tr.t(k),
+            None => tr.t("import-failed"),
+        },
+    }
+}
+
+/// The rejected-rows report as CSV: the file's columns, then 错误说明.
+pub fn write_rejects_csv(
+    w: &mut impl std::io::Write,
+    tr: &Tr,
+    headers: &[String],
+    rows: &[Reject],
+) -> std::io::Result<()> {
+    let mut out = String::from("\u{feff}");
+    let mut head = headers.to_vec();
+    head.push(tr.t("imp-error-column"));
+    push_line(&mut out, &head);
+    for r in rows {
+        let mut cells = r.cells.clone();
+        cells.resize(headers.len().max(cells.len()), String::new());
+        cells.push(problems_text(tr, r, headers));
+        push_line(&mut out, &cells);
+        if out.len() > 1 << 16 {
+            w.write_all(out.as_bytes())?;
+            out.clear();
+        }
+    }
+    w.write_all(out.as_bytes())
+}
+
+// ----- The school's import page ------------------------------------------------------------------
+
+struct BatchLine {
+    id: String,
+    created: String,
+    file_name: String,
+    state: String,
+    tally: String,
+}
+
+fn local(t: chrono::DateTime<chrono::Utc>) -> String {
+    (t + chrono::Duration::hours(8))
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+fn tally_text(tr: &Tr, b: &BatchRow) -> String {
+    let t = b.tally();
+    tr.f(
+        "imp-tally",
+        &[
+            ("rows", n(t.rows as f64)),
+            ("new", n(t.new as f64)),
+            ("updated", n(t.updated as f64)),
+            ("unchanged", n(t.unchanged as f64)),
+            ("rejected", n(t.rejected as f64)),
+        ],
+    )
+}
+
+#[derive(Template)]
+#[template(path = "imports.html")]
+struct FormPage {
+    c: Chrome,
+    school_code: String,
+    school_name: String,
+    columns: Vec<(String, bool)>,
+    batches: Vec<BatchLine>,
+    error: Option<String>,
+    limit: String,
+}
+
+fn manage(user: &User) -> Scope {
+    user.0.scope(Permission::RegistryManage)
+}
+
+async fn school_page(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    code: &str,
+    error: Option<String>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryManage)?;
+    let tr = ctx.tr();
+    let school = Registry(&state.db)
+        .school(&manage(user), code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let batches = Imports(&state.db)
+        .batches(&manage(user), Some(code), 20)
+        .await?
+        .iter()
+        .map(|b| BatchLine {
+            id: b.id.to_string(),
+            created: local(b.created_at),
+            file_name: b.file_name.clone(),
+            state: tr.t(&format!("imp-state-{}", b.state)),
+            tally: tally_text(&tr, b),
+        })
+        .collect();
+    let mut res = html(&FormPage {
+        c: ctx.chrome(tr.t("imp-title")),
+        school_code: school.code.clone(),
+        school_name: school.name.clone(),
+        columns: StudentColumn::ALL
+            .iter()
+            .map(|c| (column_label(&tr, *c), c.required()))
+            .collect(),
+        batches,
+        limit: crate::shell::human_size(state.config.upload_limit),
+        error: error.clone(),
+    })?;
+    if error.is_some() {
+        *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(res)
+}
+
+async fn form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+) -> Result<Response, AppError> {
+    school_page(&state, &ctx, &user, &code, None).await
+}
+
+/// A file spooled to disk while it uploads, removed when dropped.
+struct Spool(std::path::PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Receives the upload into a temporary file (never whole in memory), then stores it as a batch
+/// whose check runs as a job; the browser goes to the batch page.
+async fn upload(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    mut form: Multipart,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryManage)?;
+    let tr = ctx.tr();
+    let spool = Spool(std::env::temp_dir().join(format!("santong-upload-{}", Uuid::new_v4())));
+    let (mut csrf, mut mode, mut file_name, mut size) =
+        (String::new(), Mode::All, String::new(), 0u64);
+    let too_large = || {
+        AppError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .arg("limit", crate::shell::human_size(state.config.upload_limit))
+    };
+    while let Some(mut field) = form.next_field().await.map_err(|_| too_large())? {
+        match field.name() {
+            Some("_csrf") => csrf = field.text().await.unwrap_or_default(),
+            Some("mode") => {
+                mode = Mode::parse(&field.text().await.unwrap_or_default()).unwrap_or(Mode::All)
+            }
+            Some("file") => {
+                file_name = field.file_name().unwrap_or("").to_owned();
+                let mut out = std::fs::File::create(&spool.0).map_err(|e| {
+                    tracing::error!(error = %e, "cannot spool an upload");
+                    AppError::internal()
+                })?;
+                while let Some(chunk) = field.chunk().await.map_err(|_| too_large())? {
+                    size += chunk.len() as u64;
+                    std::io::Write::write_all(&mut out, &chunk).map_err(|e| {
+                        tracing::error!(error = %e, "cannot spool an upload");
+                        AppError::internal()
+                    })?;
+                }
+            }
+            _ => {}
+        }
+    }
+    check_csrf(&user.0, Some(&csrf))?;
+    if size == 0 {
+        return school_page(&state, &ctx, &user, &code, Some(tr.t("sheet-empty"))).await;
+    }
+    match Imports(&state.db)
+        .upload(actor(&user, &ctx), &code, &file_name, mode, &spool.0)
+        .await
+    {
+        Ok(b) => Ok(Redirect::to(&format!("/imports/{}", b.id)).into_response()),
+        Err(ImportError::Registry(e)) => {
+            Err(audited(&state, &ctx, &user, "import.upload", &code, e).await)
+        }
+        Err(e) => school_page(&state, &ctx, &user, &code, Some(error_text(&tr, &e))).await,
+    }
+}
+
+// ----- Templates ---------------------------------------------------------------------------------
+
+fn choices_of(tr: &Tr, c: StudentColumn) -> Vec<String> {
+    match c {
+        StudentColumn::Sex => vec![tr.t("imp-sex-1"), tr.t("imp-sex-2")],
+        StudentColumn::Ethnicity => Ethnicity::all()
+            .iter()
+            .map(|(_, zh, roman)| {
+                if tr.tag() == "zh-CN" {
+                    zh.clone()
+                } else {
+                    roman.clone()
+                }
+            })
+            .collect(),
+        StudentColumn::Grade => (1..=12).map(|g| g.to_string()).collect(),
+        _ => vec![],
+    }
+}
+
+async fn template_school(state: &AppState, user: &User, code: &str) -> Result<(), AppError> {
+    user.require(Permission::RegistryManage)?;
+    Registry(&state.db)
+        .school(&manage(user), code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    Ok(())
+}
+
+fn attachment(body: Vec<u8>, content_type: &'static str, filename: &str) -> Response {
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The CSV template: the header row and one example row.
+async fn template_csv(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+) -> Result<Response, AppError> {
+    template_school(&state, &user, &code).await?;
+    let tr = ctx.tr();
+    let mut out = String::from("\u{feff}");
+    let head: Vec<String> = StudentColumn::ALL
+        .iter()
+        .map(|c| column_label(&tr, *c))
+        .collect();
+    push_line(&mut out, &head);
+    push_line(
+        &mut out,
+        &StudentColumn::ALL
+            .iter()
+            .map(|c| tr.t(&format!("imp-example-{}", c.field().replace('_', "-"))))
+            .collect::<Vec<_>>(),
+    );
+    Ok(attachment(
+        out.into_bytes(),
+        "text/csv; charset=utf-8",
+        "students-template.csv",
+    ))
+}
+
+/// The XLSX template: drop-down lists for coded fields, a note on every header, an
+/// instructions sheet.
+async fn template_xlsx(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+) -> Result<Response, AppError> {
+    template_school(&state, &user, &code).await?;
+    let tr = ctx.tr();
+    let columns: Vec<santong_storage::sheet::TemplateColumn> = StudentColumn::ALL
+        .iter()
+        .map(|c| santong_storage::sheet::TemplateColumn {
+            header: column_label(&tr, *c),
+            note: tr.t(&format!("imp-note-{}", c.field().replace('_', "-"))),
+            required: c.required(),
+            choices: choices_of(&tr, *c),
+            text: matches!(
+                c,
+                StudentColumn::IdNumber
+                    | StudentColumn::StudentNumber
+                    | StudentColumn::GuardianPhone
+                    | StudentColumn::HouseholdRegion
+            ),
+        })
+        .collect();
+    let instructions: Vec<String> = (1..=6).map(|i| tr.t(&format!("imp-howto-{i}"))).collect();
+    let body = santong_storage::sheet::template_xlsx(
+        &tr.t("imp-sheet-students"),
+        &columns,
+        &tr.t("imp-sheet-instructions"),
+        &instructions,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot write the template");
+        AppError::internal()
+    })?;
+    Ok(attachment(
+        body,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "students-template.xlsx",
+    ))
+}
+
+// ----- The batch page ----------------------------------------------------------------------------
+
+struct RejectLine {
+    line: u64,
+    cells: Vec<(String, bool)>,
+    problems: String,
+}
+
+#[derive(Template)]
+#[template(path = "import_batch.html")]
+struct BatchPage {
+    c: Chrome,
+    id: String,
+    school_code: String,
+    file_name: String,
+    state_key: String,
+    state: String,
+    busy: bool,
+    percent: i32,
+    tally: santong_storage::imports::Tally,
+    error: Option<String>,
+    headers: Vec<String>,
+    rejects: Vec<RejectLine>,
+    more_rejects: bool,
+    next_after: u64,
+    can_manage: bool,
+    form_error: Option<String>,
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(raw).map_err(|_| AppError::not_found())
+}
+
+fn view(user: &User) -> Scope {
+    user.0.scope(Permission::RegistryView)
+}
+
+/// Rejected rows a page shows at once.
+const REJECTS_PAGE: u64 = 100;
+
+async fn render_batch(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    id: Uuid,
+    after: u64,
+    form_error: Option<String>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let tr = ctx.tr();
+    let imports = Imports(&state.db);
+    let b = imports
+        .batch(&view(user), id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let percent = match (b.state().busy(), b.job_id) {
+        (true, Some(job)) => Jobs(&state.db).get(job).await?.map_or(0, |j| j.progress),
+        _ => 100,
+    };
+    let headers = b.header_cells();
+    let rows = imports
+        .rejects(&view(user), id, after, REJECTS_PAGE + 1)
+        .await?;
+    let more_rejects = rows.len() as u64 > REJECTS_PAGE;
+    let rejects: Vec<RejectLine> = rows
+        .iter()
+        .take(REJECTS_PAGE as usize)
+        .map(|r| RejectLine {
+            line: r.line,
+            cells: (0..headers.len().max(r.cells.len()))
+                .map(|i| {
+                    let bad = r.problems.iter().any(|pb| pb.col == Some(i));
+                    (
+                        masked_cell(&headers, i, r.cells.get(i).map_or("", String::as_str)),
+                        bad,
+                    )
+                })
+                .collect(),
+            problems: problems_text(&tr, r, &headers),
+        })
+        .collect();
+    let next_after = rejects.last().map_or(after, |r| r.line);
+    let can_manage = manage(user).contains(&b.node());
+    let error = b.error_key.as_deref().map(|k| tr.t(k));
+    let mut res = html(&BatchPage {
+        c: ctx.chrome(tr.t("imp-batch-title")),
+        id: b.id.to_string(),
+        school_code: b.school_code.clone(),
+        file_name: b.file_name.clone(),
+        state_key: b.state.clone(),
+        state: tr.t(&format!("imp-state-{}", b.state)),
+        busy: b.state().busy(),
+        percent,
+        tally: b.tally(),
+        error,
+        headers,
+        rejects,
+        more_rejects,
+        next_after,
+        can_manage,
+        form_error: form_error.clone(),
+    })?;
+    if form_error.is_some() {
+        *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(res)
+}
+
+/// A cell of a rejected row as the page shows it: ID numbers and phones masked, as in lists.
+fn masked_cell(headers: &[String], i: usize, v: &str) -> String {
+    let col = headers
+        .get(i)
+        .and_then(|h| santong_domain::import::student_column(h));
+    match col {
+        Some(StudentColumn::IdNumber | StudentColumn::StudentNumber) if v.chars().count() > 8 => {
+            let chars: Vec<char> = v.chars().collect();
+            let head: String = chars[..6].iter().collect();
+            let tail: String = chars[chars.len() - 2..].iter().collect();
+            format!("{head}********{tail}")
+        }
+        Some(StudentColumn::GuardianPhone) if v.chars().count() > 7 => {
+            let chars: Vec<char> = v.chars().collect();
+            let head: String = chars[..3].iter().collect();
+            let tail: String = chars[chars.len() - 4..].iter().collect();
+            format!("{head}****{tail}")
+        }
+        _ => v.to_owned(),
+    }
+}
+
+async fn batch_page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    let after = p(&q, "after").parse().unwrap_or(0);
+    render_batch(&state, &ctx, &user, parse_id(&id)?, after, None).await
+}
+
+async fn act(
+    state: AppState,
+    ctx: Ctx,
+    user: User,
+    id: String,
+    f: Params,
+    what: &'static str,
+) -> Result<Response, AppError> {
+    user.check_form(&f)?;
+    user.require(Permission::RegistryView)?;
+    let id = parse_id(&id)?;
+    let tr = ctx.tr();
+    if what == "undo" && p(&f, "confirm") != "on" {
+        return render_batch(&state, &ctx, &user, id, 0, Some(tr.t("imp-confirm-undo"))).await;
+    }
+    let imports = Imports(&state.db);
+    let a = actor(&user, &ctx);
+    let scope = view(&user);
+    let done = match what {
+        "commit" => {
+            let mode = Mode::parse(p(&f, "mode")).unwrap_or(Mode::All);
+            imports.commit(a, &scope, id, mode).await.map(|_| ())
+        }
+        "cancel" => imports.cancel(a, &scope, id).await,
+        _ => imports.undo(a, &scope, id).await.map(|_| ()),
+    };
+    match done {
+        Ok(()) => Ok(Redirect::to(&format!("/imports/{id}")).into_response()),
+        Err(ImportError::Registry(RegistryError::Fields(fields))) => {
+            let msg = fields
+                .iter()
+                .map(|f| tr.t(f.kind.key()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            render_batch(&state, &ctx, &user, id, 0, Some(msg)).await
+        }
+        Err(ImportError::Registry(e)) => {
+            let event = match what {
+                "commit" => "import.commit",
+                "cancel" => "import.cancel",
+                _ => "import.undo",
+            };
+            Err(audited(&state, &ctx, &user, event, &id.to_string(), e).await)
+        }
+        Err(e) => render_batch(&state, &ctx, &user, id, 0, Some(error_text(&tr, &e))).await,
+    }
+}
+
+async fn commit(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    act(state, ctx, user, id, f, "commit").await
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    act(state, ctx, user, id, f, "cancel").await
+}
+
+async fn undo(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response, AppError> {
+    act(state, ctx, user, id, f, "undo").await
+}
+
+// ----- The rejected-rows report ------------------------------------------------------------------
+
+/// Every rejected row of a batch the user manages (the rows hold full personal data as the file
+/// had it: only for those who may import there), audited.
+async fn all_rejects(
+    state: &AppState,
+    ctx: &Ctx,
+    user: &User,
+    id: &str,
+    format: &str,
+) -> Result<(BatchRow, Vec<Reject>), AppError> {
+    user.require(Permission::RegistryManage)?;
+    let id = parse_id(id)?;
+    let imports = Imports(&state.db);
+    let b = imports
+        .batch(&manage(user), id)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let mut rows = vec![];
+    let mut after = 0;
+    loop {
+        let page = imports.rejects(&manage(user), id, after, 5000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.line;
+        rows.extend(page);
+    }
+    imports
+        .record_reject_export(actor(user, ctx), &b, format)
+        .await?;
+    Ok((b, rows))
+}
+
+async fn rejects_csv(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let (b, rows) = all_rejects(&state, &ctx, &user, &id, "csv").await?;
+    let mut out = vec![];
+    write_rejects_csv(&mut out, &ctx.tr(), &b.header_cells(), &rows)
+        .map_err(|_| AppError::internal())?;
+    Ok(attachment(
+        out,
+        "text/csv; charset=utf-8",
+        "rejected-rows.csv",
+    ))
+}
+
+async fn rejects_xlsx(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let (b, rows) = all_rejects(&state, &ctx, &user, &id, "xlsx").await?;
+    let tr = ctx.tr();
+    let headers = b.header_cells();
+    let body = santong_storage::sheet::rejects_xlsx(
+        &headers,
+        &tr.t("imp-error-column"),
+        rows.into_iter().map(|r| santong_storage::sheet::Rejected {
+            line: r.line,
+            problems: r
+                .problems
+                .iter()
+                .map(|pb| (pb.col, problem_text(&tr, pb, &headers)))
+                .collect(),
+            cells: r.cells,
+        }),
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot write the rejected rows");
+        AppError::internal()
+    })?;
+    Ok(attachment(
+        body,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "rejected-rows.xlsx",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::csv_field;
+
+    #[test]
+    fn report_keeps_cells_and_adds_the_problems() {
+        let tr = Tr::new(crate::i18n::Lang::ZhCn);
+        let headers = vec!["姓名".to_owned(), "性别".to_owned()];
+        let rows = vec![Reject {
+            line: 3,
+            cells: vec!["=1+1".into(), "X".into()],
+            problems: vec![Problem {
+                col: Some(1),
+                key: "student-bad-sex".into(),
+                line: None,
+            }],
+        }];
+        let mut out = vec![];
+        write_rejects_csv(&mut out, &tr, &headers, &rows).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("\u{feff}姓名,性别,错误说明\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("{},X,性别：", csv_field("=1+1"))),
+            "{text}"
+        );
+        assert_eq!(
+            masked_cell(&["身份证号".into()], 0, "44030520160301001X"),
+            "440305********1X"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Student imports through the pages: upload, check (as a job), preview, commit, rejected-rows
+//! report, undo, and the scope matrix for every import route.
+
+use santong_domain::identity::{Node, Role, SchoolCode};
+use santong_domain::region::RegionCode;
+use santong_domain::registry::id_check_char;
+use santong_storage::identity::Actor;
+use santong_storage::jobs::{Worker, WorkerOptions};
+use santong_storage::registry::{Registry, SchoolInput};
+use santong_testkit::TestApp;
+
+santong_testkit::web_conformance!(students_are_imported_through_the_pages);
+
+fn school(code: &str) -> Node {
+    Node::School {
+        code: SchoolCode::parse(code).unwrap(),
+        county: RegionCode::parse("440305").unwrap(),
+    }
+}
+
+fn multipart(csrf: &str, mode: &str, name: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let b = "santongboundaryQ2xk9";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{csrf}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"mode\"\r\n\r\n{mode}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+async fn upload(
+    app: &TestApp,
+    s: &santong_testkit::Session,
+    code: &str,
+    mode: &str,
+    file: &[u8],
+) -> santong_testkit::TestResponse {
+    let (ct, body) = multipart(&s.csrf, mode, "学生.csv", file);
+    let req = axum::http::Request::post(format!("/schools/{code}/import"))
+        .header("cookie", format!("santong_session={}", s.cookie))
+        .header("content-type", ct)
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    app.request(req).await
+}
+
+fn worker(app: &TestApp) -> Worker {
+    Worker::new(app.t.db.clone(), WorkerOptions::default())
+        .register(
+            santong_storage::imports::CHECK_JOB,
+            santong_storage::imports::check_job,
+        )
+        .register(
+            santong_storage::imports::COMMIT_JOB,
+            santong_storage::imports::commit_job,
+        )
+}
+
+async fn students_are_imported_through_the_pages(app: TestApp) {
+    for code in ["1144030501", "1144030502"] {
+        Registry(&app.t.db)
+            .create_school(
+                Actor::Cli,
+                &SchoolInput {
+                    code: code.into(),
+                    name: format!("学校{code}"),
+                    kind: "211".into(),
+                    urban_rural: "111".into(),
+                    county: "440305".into(),
+                    opened_on: "1998-09-01".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let (a, b) = (school("1144030501"), school("1144030502"));
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    app.user("head.b", b, Some((Role::SchoolAdmin, b)), None)
+        .await;
+    app.user(
+        "edu.sz",
+        Node::Region(RegionCode::parse("440100").unwrap()),
+        Some((
+            Role::Official,
+            Node::Region(RegionCode::parse("440100").unwrap()),
+        )),
+        None,
+    )
+    .await;
+    let s = app.sign_in("head.a").await;
+    let page = app.get_as(&s, "/schools/1144030501/import").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("导入学生"), "{}", page.body);
+    assert!(page.body.len() < 60_000);
+    // Templates: an XLSX (a zip) with its drop-downs, and a CSV with the header.
+    let xlsx = app
+        .get_as(&s, "/schools/1144030501/import/template.xlsx")
+        .await;
+    assert_eq!(xlsx.status, 200);
+    assert!(xlsx.body.starts_with("PK\u{3}\u{4}"));
+    let csv = app
+        .get_as(&s, "/schools/1144030501/import/template.csv")
+        .await;
+    assert!(
+        csv.body.starts_with("\u{feff}姓名,性别,出生日期"),
+        "{}",
+        csv.body
+    );
+    // Upload: a good row, a bad one (formula in the name, bad sex) — in GBK, as Excel saves it.
+    let body17 = "44030520160302011";
+    let idn = format!("{body17}{}", char::from(id_check_char(body17.as_bytes())));
+    let text = format!(
+        "姓名,性别,出生日期,民族,身份证号,年级,监护人,与学生关系,监护人电话\r\n\
+         张三,男,2016/3/2,汉族,{idn},三年级,王芳,母亲,13812345678\r\n\
+         =HYPERLINK(\"x\"),X,2016-03-03,汉族,,3,王芳,母亲,13812345679\r\n"
+    );
+    let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+    let res = upload(&app, &s, "1144030501", "all", &gbk).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let at = res.header("location").unwrap().to_owned();
+    assert!(at.starts_with("/imports/"));
+    let waiting = app.get_as(&s, &at).await;
+    assert!(
+        waiting.body.contains("http-equiv=\"refresh\""),
+        "{}",
+        waiting.body
+    );
+    assert!(worker(&app).run_once().await.unwrap());
+    let preview = app.get_as(&s, &at).await;
+    assert!(
+        preview.body.contains("data-state=\"checked\""),
+        "{}",
+        preview.body
+    );
+    assert!(preview.body.contains("<dd id=\"new\">1</dd>"));
+    assert!(preview.body.contains("<dd id=\"rejected\">1</dd>"));
+    assert!(preview.body.contains("class=\"bad\""));
+    assert!(preview.body.contains("性别："));
+    // The full ID number never shows in the preview.
+    assert!(!preview.body.contains(&idn));
+    // The rejected-rows report: the original row with 错误说明, the formula neutralised.
+    let report = app.get_as(&s, &format!("{at}/rejects.csv")).await;
+    assert_eq!(report.status, 200);
+    assert!(
+        report.body.starts_with("\u{feff}姓名,性别"),
+        "{}",
+        report.body
+    );
+    assert!(report.body.contains("错误说明"));
+    assert!(
+        report.body.contains("\"'=HYPERLINK(\"\"x\"\")\""),
+        "{}",
+        report.body
+    );
+    let report = app.get_as(&s, &format!("{at}/rejects.xlsx")).await;
+    assert!(report.body.starts_with("PK\u{3}\u{4}"));
+    // Everything from the outside: another school's head and another region's official.
+    let outsiders = [app.sign_in("head.b").await, app.sign_in("edu.sz").await];
+    let gets = vec![
+        "/schools/1144030501/import".to_owned(),
+        "/schools/1144030501/import/template.xlsx".to_owned(),
+        at.clone(),
+        format!("{at}/rejects.csv"),
+        format!("{at}/rejects.xlsx"),
+    ];
+    let posts = vec![
+        (format!("{at}/commit"), vec![("mode", "valid")]),
+        (format!("{at}/cancel"), vec![]),
+        (format!("{at}/undo"), vec![("confirm", "on")]),
+    ];
+    app.assert_out_of_scope(&outsiders.iter().collect::<Vec<_>>(), &gets, &posts)
+        .await;
+    let up = upload(&app, &outsiders[0], "1144030501", "all", &gbk).await;
+    assert!(up.status == 404 || up.status == 403, "{}", up.status);
+    // The page offers only the valid rows; commit them through the job.
+    assert!(preview.body.contains("name=\"mode\" value=\"valid\""));
+    let done = app
+        .post_as(&s, &format!("{at}/commit"), &[("mode", "valid")])
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(worker(&app).run_once().await.unwrap());
+    let committed = app.get_as(&s, &at).await;
+    assert!(
+        committed.body.contains("data-state=\"committed\""),
+        "{}",
+        committed.body
+    );
+    let roster = app.get_as(&s, "/schools/1144030501/students").await;
+    assert!(roster.body.contains("张三"), "{}", roster.body);
+    // Undo asks for a confirmation, then takes the batch back.
+    let unconfirmed = app.post_as(&s, &format!("{at}/undo"), &[]).await;
+    assert_eq!(unconfirmed.status, 422);
+    let undone = app
+        .post_as(&s, &format!("{at}/undo"), &[("confirm", "on")])
+        .await;
+    assert_eq!(undone.status, 303);
+    let roster = app.get_as(&s, "/schools/1144030501/students").await;
+    assert!(!roster.body.contains("张三"));
+    // A file that is no spreadsheet: refused on its batch page in the user's language.
+    let res = upload(&app, &s, "1144030501", "all", b"\x00\x01\x02binary").await;
+    assert_eq!(res.status, 303);
+    let at = res.header("location").unwrap().to_owned();
+    assert!(worker(&app).run_once().await.unwrap());
+    let failed = app.get_as(&s, &at).await;
+    assert!(
+        failed.body.contains("data-state=\"failed\""),
+        "{}",
+        failed.body
+    );
+    assert!(failed.body.contains("id=\"file-error\""));
+    let empty = upload(&app, &s, "1144030501", "all", b"").await;
+    assert_eq!(empty.status, 422);
+}
