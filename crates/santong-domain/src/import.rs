@@ -303,7 +303,12 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
     ),
     (
         StudentColumn::StudentNumber,
-        &["全国学籍号", "学籍号", "studentnumber"],
+        &[
+            "全国学籍号",
+            "学籍号",
+            "studentnumber",
+            "nationalstudentnumber",
+        ],
     ),
     (StudentColumn::Grade, &["年级", "grade", "gradelevel"]),
     (
@@ -324,6 +329,7 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
             "户籍所在地行政区划",
             "户籍",
             "householdregion",
+            "householdregistration",
             "hukou",
         ],
     ),
@@ -351,6 +357,7 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
             "家长电话",
             "phone",
             "guardianphone",
+            "guardiansmobile",
             "mobile",
         ],
     ),
@@ -361,7 +368,7 @@ pub fn student_column(header: &str) -> Option<StudentColumn> {
     // A note in brackets (出生日期（必填）) is not part of the name.
     let h = normalize(header);
     let h = h.split(['(', '（']).next().unwrap_or("");
-    let h = h.replace([' ', '_', '-', '*'], "").to_lowercase();
+    let h = h.replace([' ', '_', '-', '*', '\''], "").to_lowercase();
     STUDENT_ALIASES
         .iter()
         .find(|(_, names)| names.contains(&h.as_str()))

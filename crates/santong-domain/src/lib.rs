@@ -11,6 +11,7 @@ pub mod net;
 pub mod oidc;
 pub mod paging;
 pub mod password;
+pub mod quality;
 pub mod region;
 pub mod registry;
 pub mod staff;

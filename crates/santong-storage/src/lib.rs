@@ -16,6 +16,7 @@ pub mod imports;
 pub mod jobs;
 pub mod lifecycle;
 pub mod oidc;
+pub mod quality;
 pub mod reference;
 pub mod regions;
 pub mod registry;

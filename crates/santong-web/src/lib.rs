@@ -21,6 +21,7 @@ pub mod imports;
 pub mod lifecycle;
 pub mod oidc;
 pub mod pages;
+pub mod quality;
 pub mod schools;
 pub mod shell;
 pub mod students;
@@ -116,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(duplicates::routes())
         .merge(classes::routes())
         .merge(teachers::routes())
+        .merge(quality::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache

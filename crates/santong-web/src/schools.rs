@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/schools", get(list).post(create))
         .route("/schools/new", get(new_form))
         .route("/schools/export.csv", get(export))
+        .route("/schools/export.xlsx", get(export))
         .route("/schools/{code}", get(detail).post(edit))
         .route("/schools/{code}/close", post(close))
         .route("/schools/{code}/conditions", post(record_conditions))
@@ -187,9 +188,11 @@ async fn export(
     State(state): State<AppState>,
     ctx: Ctx,
     user: User,
+    uri: axum::http::Uri,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryView)?;
+    let format = crate::export::ListFormat::of_path(uri.path());
     let (f, _) = parse_list(&q)?;
     let scope = user.0.scope(Permission::RegistryView);
     let db = state.db.clone();
@@ -205,6 +208,7 @@ async fn export(
         "kind": f.kind.map(|k| k.code()),
         "status": f.status.map(|s| s.as_str()),
         "scope": format!("{scope:?}"),
+        "format": format.ext(),
     })
     .to_string();
     Registry(&state.db)
@@ -226,8 +230,9 @@ async fn export(
     .iter()
     .map(|k| tr.t(&format!("school-field-{k}")))
     .collect();
-    Ok(crate::export::stream_csv(
-        "schools.csv",
+    Ok(crate::export::stream_list(
+        format,
+        "schools",
         head,
         move |offset| {
             let (db, scope, f) = (db.clone(), scope.clone(), f.clone());

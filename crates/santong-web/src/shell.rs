@@ -224,6 +224,7 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
         return axum::response::Redirect::to(to).into_response();
     }
     parts.extensions.insert(ctx.clone());
+    let upload = parts.uri.path().ends_with("/import");
     let mut res = next.run(Request::from_parts(parts, body)).await;
 
     // Pages depend on the language; caches must keep the variants apart. Hashed assets do not.
@@ -256,7 +257,12 @@ pub async fn shell(State(state): State<AppState>, req: Request, next: Next) -> R
     let err = match res.extensions().get::<Arc<AppError>>() {
         Some(e) => (**e).clone(),
         None if status == StatusCode::PAYLOAD_TOO_LARGE => {
-            AppError::from_status(status).arg("limit", human_size(state.config.body_limit))
+            let limit = if upload {
+                state.config.upload_limit
+            } else {
+                state.config.body_limit
+            };
+            AppError::from_status(status).arg("limit", human_size(limit))
         }
         None => AppError::from_status(status),
     };

@@ -34,6 +34,10 @@ pub fn routes() -> Router<AppState> {
             "/schools/{code}/students/export.csv",
             get(export).post(export_full),
         )
+        .route(
+            "/schools/{code}/students/export.xlsx",
+            get(export).post(export_full),
+        )
         .route("/students/{id}", get(detail))
         .route("/students/{id}/full", post(full))
         .route("/students/{id}/corrections", post(correct))
@@ -144,9 +148,11 @@ async fn export(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    uri: axum::http::Uri,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
-    export_list(state, ctx, user, code, q, false).await
+    let format = crate::export::ListFormat::of_path(uri.path());
+    export_list(state, ctx, user, code, q, false, format).await
 }
 
 /// Today's roster in full — ID numbers, guardians and their phones, household region and the
@@ -156,10 +162,12 @@ async fn export_full(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    uri: axum::http::Uri,
     Form(f): Form<Params>,
 ) -> Result<Response, AppError> {
     user.check_form(&f)?;
-    export_list(state, ctx, user, code, f, true).await
+    let format = crate::export::ListFormat::of_path(uri.path());
+    export_list(state, ctx, user, code, f, true, format).await
 }
 
 /// Every export is audited with its row count, date, filters and purpose.
@@ -170,6 +178,7 @@ async fn export_list(
     code: String,
     q: Params,
     posted: bool,
+    format: crate::export::ListFormat,
 ) -> Result<Response, AppError> {
     let crate::export::Gate {
         scope,
@@ -191,6 +200,7 @@ async fn export_list(
         "q": crate::export::logged_text(filter.text.as_deref().unwrap_or("")),
         "full": full,
         "purpose": purpose,
+        "format": format.ext(),
     })
     .to_string();
     Students(&state.db)
@@ -242,55 +252,61 @@ async fn export_list(
     }
     let yes = tr.t("export-yes");
     let labels = std::sync::Arc::new(labels);
-    let name = format!("students-{}-{on}.csv", school.code);
-    Ok(crate::export::stream_csv(&name, head, move |offset| {
-        let (db, scope, filter, code) = (db.clone(), scope.clone(), filter.clone(), code.clone());
-        let (labels, yes) = (labels.clone(), yes.clone());
-        async move {
-            let label = |k: String| labels.get(&k).cloned().unwrap_or_default();
-            let page = Students(&db)
-                .roster_filtered(&scope, &code, on, &filter, crate::export::PAGE, offset)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(page
-                .items
-                .iter()
-                .map(|x| {
-                    let st = &x.student;
-                    let mut row = vec![
+    let name = format!("students-{}-{on}", school.code);
+    Ok(crate::export::stream_list(
+        format,
+        &name,
+        head,
+        move |offset| {
+            let (db, scope, filter, code) =
+                (db.clone(), scope.clone(), filter.clone(), code.clone());
+            let (labels, yes) = (labels.clone(), yes.clone());
+            async move {
+                let label = |k: String| labels.get(&k).cloned().unwrap_or_default();
+                let page = Students(&db)
+                    .roster_filtered(&scope, &code, on, &filter, crate::export::PAGE, offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(page
+                    .items
+                    .iter()
+                    .map(|x| {
+                        let st = &x.student;
+                        let mut row = vec![
+                            if full {
+                                st.student_number.clone()
+                            } else {
+                                st.number_masked()
+                            },
+                            st.name.clone(),
+                            label(format!("sex{}", st.sex)),
+                            st.birth_date.to_string(),
+                            label(format!("eth{}", st.ethnicity)),
+                            if full {
+                                crate::export::id_as_text(st.id_number.as_deref().unwrap_or(""))
+                            } else {
+                                st.id_masked().unwrap_or_default()
+                            },
+                            x.grade.to_string(),
+                            label(format!("status{}", x.status)),
+                        ];
                         if full {
-                            st.student_number.clone()
-                        } else {
-                            st.number_masked()
-                        },
-                        st.name.clone(),
-                        label(format!("sex{}", st.sex)),
-                        st.birth_date.to_string(),
-                        label(format!("eth{}", st.ethnicity)),
-                        if full {
-                            crate::export::id_as_text(st.id_number.as_deref().unwrap_or(""))
-                        } else {
-                            st.id_masked().unwrap_or_default()
-                        },
-                        x.grade.to_string(),
-                        label(format!("status{}", x.status)),
-                    ];
-                    if full {
-                        row.extend([
-                            st.household_region.clone().unwrap_or_default(),
-                            st.guardian_name.clone(),
-                            st.guardian_relation.clone(),
-                            crate::export::national_phone(&st.guardian_phone),
-                        ]);
-                        for flag in [st.left_behind, st.migrant, st.disability] {
-                            row.push(if flag { yes.clone() } else { String::new() });
+                            row.extend([
+                                st.household_region.clone().unwrap_or_default(),
+                                st.guardian_name.clone(),
+                                st.guardian_relation.clone(),
+                                crate::export::national_phone(&st.guardian_phone),
+                            ]);
+                            for flag in [st.left_behind, st.migrant, st.disability] {
+                                row.push(if flag { yes.clone() } else { String::new() });
+                            }
                         }
-                    }
-                    row
-                })
-                .collect())
-        }
-    }))
+                        row
+                    })
+                    .collect())
+            }
+        },
+    ))
 }
 
 async fn roster(

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/schools/{code}/teachers", get(list).post(appoint))
         .route("/schools/{code}/teachers/new", get(new_form))
         .route("/schools/{code}/teachers/export.csv", get(export))
+        .route("/schools/{code}/teachers/export.xlsx", get(export))
         .route("/teachers/{id}", get(detail))
         .route("/teachers/{id}/leave", post(leave))
 }
@@ -105,8 +106,10 @@ async fn export(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    uri: axum::http::Uri,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
+    let format = crate::export::ListFormat::of_path(uri.path());
     let crate::export::Gate {
         scope,
         school,
@@ -126,6 +129,7 @@ async fn export(
         "q": crate::export::logged_text(filter.text.as_deref().unwrap_or("")),
         "full": full,
         "purpose": purpose,
+        "format": format.ext(),
     })
     .to_string();
     santong_storage::students::Students(&state.db)
@@ -147,38 +151,44 @@ async fn export(
     .iter()
     .map(|k| tr.t(k))
     .collect();
-    let name = format!("staff-{}-{on}.csv", school.code);
-    Ok(crate::export::stream_csv(&name, head, move |offset| {
-        let (db, scope, filter, code) = (db.clone(), scope.clone(), filter.clone(), code.clone());
-        async move {
-            let page = Teachers(&db)
-                .staff_filtered(&scope, &code, on, &filter, crate::export::PAGE, offset)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(page
-                .items
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.teacher_number.clone(),
-                        t.name.clone(),
-                        tr.t(&format!("sex-{}", t.sex)),
-                        t.birth_date.to_string(),
-                        label(&tr, "qualification", &t.qualification),
-                        label(&tr, "title", &t.title),
-                        label(&tr, "post", &t.post),
-                        t.subjects.clone(),
-                        if full {
-                            crate::export::id_as_text(&t.id_number)
-                        } else {
-                            t.id_masked()
-                        },
-                        t.since.to_string(),
-                    ]
-                })
-                .collect())
-        }
-    }))
+    let name = format!("staff-{}-{on}", school.code);
+    Ok(crate::export::stream_list(
+        format,
+        &name,
+        head,
+        move |offset| {
+            let (db, scope, filter, code) =
+                (db.clone(), scope.clone(), filter.clone(), code.clone());
+            async move {
+                let page = Teachers(&db)
+                    .staff_filtered(&scope, &code, on, &filter, crate::export::PAGE, offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(page
+                    .items
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.teacher_number.clone(),
+                            t.name.clone(),
+                            tr.t(&format!("sex-{}", t.sex)),
+                            t.birth_date.to_string(),
+                            label(&tr, "qualification", &t.qualification),
+                            label(&tr, "title", &t.title),
+                            label(&tr, "post", &t.post),
+                            t.subjects.clone(),
+                            if full {
+                                crate::export::id_as_text(&t.id_number)
+                            } else {
+                                t.id_masked()
+                            },
+                            t.since.to_string(),
+                        ]
+                    })
+                    .collect())
+            }
+        },
+    ))
 }
 
 async fn list(

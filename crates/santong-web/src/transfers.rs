@@ -32,11 +32,13 @@ pub fn routes() -> Router<AppState> {
         .route("/transfers", get(list).post(start))
         .route("/transfers/new", get(new_form))
         .route("/transfers/export.csv", get(export))
+        .route("/transfers/export.xlsx", get(export))
         .route("/transfers/{id}", get(detail))
         .route("/transfers/{id}/decide", post(decide))
         .route("/moves", get(list).post(start))
         .route("/moves/new", get(new_form))
         .route("/moves/export.csv", get(export))
+        .route("/moves/export.xlsx", get(export))
         .route("/moves/{id}", get(detail))
         .route("/moves/{id}/decide", post(decide))
 }
@@ -283,38 +285,44 @@ async fn export(
     );
     let (subject, grade) = (k.subject, k.grade);
     let principal = user.0.clone();
-    let name = format!("{}.csv", k.base.trim_start_matches('/'));
-    Ok(crate::export::stream_csv(&name, head, move |offset| {
-        let (db, scope, principal) = (db.clone(), scope.clone(), principal.clone());
-        async move {
-            let a = santong_storage::identity::Actor::User {
-                principal: &principal,
-                ip: "",
-            };
-            let page = Transfers(&db)
-                .list_of(subject, &a, &scope, which, crate::export::PAGE, offset)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(page
-                .items
-                .iter()
-                .map(|t| {
-                    let r = row_of(t, &tr);
-                    let mut row = vec![r.student, r.number, r.from, r.to];
-                    if grade {
-                        row.push(r.grade.to_string());
-                    }
-                    let due = if r.overdue {
-                        format!("{} {}", r.due, tr.t("transfer-overdue"))
-                    } else {
-                        r.due
-                    };
-                    row.extend([r.status, r.step, due, t.reason.clone()]);
-                    row
-                })
-                .collect())
-        }
-    }))
+    let format = crate::export::ListFormat::of_path(uri.path());
+    let name = k.base.trim_start_matches('/').to_owned();
+    Ok(crate::export::stream_list(
+        format,
+        &name,
+        head,
+        move |offset| {
+            let (db, scope, principal) = (db.clone(), scope.clone(), principal.clone());
+            async move {
+                let a = santong_storage::identity::Actor::User {
+                    principal: &principal,
+                    ip: "",
+                };
+                let page = Transfers(&db)
+                    .list_of(subject, &a, &scope, which, crate::export::PAGE, offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(page
+                    .items
+                    .iter()
+                    .map(|t| {
+                        let r = row_of(t, &tr);
+                        let mut row = vec![r.student, r.number, r.from, r.to];
+                        if grade {
+                            row.push(r.grade.to_string());
+                        }
+                        let due = if r.overdue {
+                            format!("{} {}", r.due, tr.t("transfer-overdue"))
+                        } else {
+                            r.due
+                        };
+                        row.extend([r.status, r.step, due, t.reason.clone()]);
+                        row
+                    })
+                    .collect())
+            }
+        },
+    ))
 }
 
 #[derive(Template)]

@@ -54,6 +54,7 @@ impl Chrome {
                     admin.push(("/transfers", t.t("nav-transfers")));
                     admin.push(("/moves", t.t("nav-moves")));
                     admin.push(("/duplicates", t.t("nav-duplicates")));
+                    admin.push(("/quality", t.t("nav-quality")));
                 }
                 if p.has(Permission::RegistryManage) {
                     admin.push(("/year-end", t.t("nav-year-end")));

@@ -369,6 +369,7 @@ pub async fn policy(db: &Db, action: &PolicyAction) -> anyhow::Result<()> {
                 "throttle": throttle_policy(db).await?,
                 "session": session_policy(db).await?,
                 "transfer": santong_storage::identity::transfer_policy(db).await?,
+                "quality": santong_storage::quality::policy(db).await?,
             });
             println!("{}", serde_json::to_string_pretty(&all)?);
         }
@@ -394,8 +395,17 @@ pub async fn policy(db: &Db, action: &PolicyAction) -> anyhow::Result<()> {
                     }
                     serde_json::to_string(&rules)?
                 }
+                "quality" => {
+                    let rules: santong_domain::quality::QualityPolicy = serde_json::from_str(json)?;
+                    if let Some(p) = rules.problems().first() {
+                        bail!(santong_web::i18n::Tr::new(cli_lang()).t(p));
+                    }
+                    serde_json::to_string(&rules)?
+                }
                 other => {
-                    bail!("unknown policy '{other}': use password, throttle, session or transfer")
+                    bail!(
+                        "unknown policy '{other}': use password, throttle, session, transfer or quality"
+                    )
                 }
             };
             santong_storage::identity::set_policy(db, kind, &normalised).await?;

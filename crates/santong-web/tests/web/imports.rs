@@ -9,7 +9,10 @@ use santong_storage::jobs::{Worker, WorkerOptions};
 use santong_storage::registry::{Registry, SchoolInput};
 use santong_testkit::TestApp;
 
-santong_testkit::web_conformance!(students_are_imported_through_the_pages);
+santong_testkit::web_conformance!(
+    students_are_imported_through_the_pages,
+    a_full_export_imports_back_unchanged,
+);
 
 fn school(code: &str) -> Node {
     Node::School {
@@ -216,4 +219,107 @@ async fn students_are_imported_through_the_pages(app: TestApp) {
     assert!(failed.body.contains("id=\"file-error\""));
     let empty = upload(&app, &s, "1144030501", "all", b"").await;
     assert_eq!(empty.status, 422);
+}
+
+/// Round trip: the roster exported in full (CSV and XLSX) imports back into the same school with
+/// every row matched and nothing changed.
+async fn a_full_export_imports_back_unchanged(app: TestApp) {
+    Registry(&app.t.db)
+        .create_school(
+            Actor::Cli,
+            &SchoolInput {
+                code: "1144030501".into(),
+                name: "学校甲".into(),
+                kind: "211".into(),
+                urban_rural: "111".into(),
+                county: "440305".into(),
+                opened_on: "1998-09-01".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let a = school("1144030501");
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    let students = santong_storage::students::Students(&app.t.db);
+    for (i, (name, birth, with_id)) in [
+        ("张三", "2016-03-02", true),
+        ("李四", "2017-05-06", false),
+        ("阿依古丽", "2015-11-30", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let digits = birth.replace('-', "");
+        let body = format!("440305{digits}{:03}", 20 + 2 * i + 1);
+        let id_number = if with_id {
+            format!("{body}{}", char::from(id_check_char(body.as_bytes())))
+        } else {
+            String::new()
+        };
+        let grade = (2024 - birth[..4].parse::<i32>().unwrap() - 5).to_string();
+        students
+            .enrol(
+                Actor::Cli,
+                "1144030501",
+                &santong_storage::students::NewStudent {
+                    name: name.into(),
+                    sex: "1".into(),
+                    birth_date: birth.into(),
+                    ethnicity: if i == 2 { "05".into() } else { "01".into() },
+                    id_number,
+                    household_region: "440305".into(),
+                    guardian_name: "王芳".into(),
+                    guardian_relation: "母亲".into(),
+                    guardian_phone: "13812345678".into(),
+                    grade,
+                    enrolled_on: "2024-09-01".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let s = app.sign_in("head.a").await;
+    let school_row = Registry(&app.t.db)
+        .school(&santong_domain::identity::Scope::everything(), "1144030501")
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("santong-roundtrip-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for ext in ["csv", "xlsx"] {
+        let res = app
+            .post_as(
+                &s,
+                &format!("/schools/1144030501/students/export.{ext}"),
+                &[("full", "1"), ("purpose", "核对学籍")],
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let path = dir.join(format!("roster.{ext}"));
+        std::fs::write(&path, &res.bytes).unwrap();
+        let outcome = santong_storage::imports::Imports(&app.t.db)
+            .check_file(
+                &school_row,
+                &path,
+                &santong_storage::sheet::Limits::default(),
+                &santong_storage::imports::Progress::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                outcome.tally.rows,
+                outcome.tally.unchanged,
+                outcome.tally.rejected
+            ),
+            (3, 3, 0),
+            "{ext}: {:?}",
+            outcome.rejects
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,6 +9,7 @@ mod imports;
 mod lifecycle;
 mod oidc;
 mod pages;
+mod quality;
 mod schools;
 mod shell;
 mod teachers;
