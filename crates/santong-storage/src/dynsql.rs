@@ -208,8 +208,9 @@ pub(crate) async fn insert_batched<T>(
     };
     // SQLite resolves each bound parameter's name by walking the statement's list of them
     // (`sqlite3_bind_parameter_name`), so binding costs grow with the square of the parameters
-    // per statement: a few hundred is the sweet spot there. PostgreSQL pays per round trip.
-    let budget = if pg { 4000 } else { 400 };
+    // per statement: 400 spent a third of an import's time there, 120 a tenth
+    // (docs/benchmarks.md). PostgreSQL pays per round trip.
+    let budget = if pg { 4000 } else { 120 };
     let per_batch = (budget / row_vals(first).len().max(1)).max(1);
     for chunk in rows.chunks(per_batch) {
         let mut q = DynQuery::new(pg);

@@ -604,10 +604,12 @@ impl<'a> Run<'a> {
                     Ok(c) => Some(c),
                     Err(errors) => {
                         for e in errors {
-                            problems.push(Problem::at(
-                                self.layout.column_of_field(&e.field),
-                                e.kind.key(),
-                            ));
+                            // An import's dates come in many shapes: say which ones are read.
+                            let key = match e.kind.key() {
+                                "registry-bad-date" => "import-bad-date",
+                                k => k,
+                            };
+                            problems.push(Problem::at(self.layout.column_of_field(&e.field), key));
                         }
                         None
                     }

@@ -68,7 +68,10 @@ pub fn problem_text(tr: &Tr, pb: &Problem, headers: &[String]) -> String {
 pub fn problems_text(tr: &Tr, r: &Reject, headers: &[String]) -> String {
     r.problems
         .iter()
-        .map(|pb| problem_text(tr, pb, headers))
+        .map(|pb| {
+            let t = problem_text(tr, pb, headers);
+            t.trim_end_matches('。').to_owned()
+        })
         .collect::<Vec<_>>()
         .join(&tr.t("imp-problem-sep"))
 }
@@ -337,7 +340,7 @@ fn attachment(body: Vec<u8>, content_type: &'static str, filename: &str) -> Resp
     res
 }
 
-/// The CSV template: the header row and one example row.
+/// The CSV template: the header row.
 async fn template_csv(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -351,14 +354,8 @@ async fn template_csv(
         .iter()
         .map(|c| column_label(&tr, *c))
         .collect();
+    // The header alone: an example row would be imported as a pupil by whoever types below it.
     push_line(&mut out, &head);
-    push_line(
-        &mut out,
-        &StudentColumn::ALL
-            .iter()
-            .map(|c| tr.t(&format!("imp-example-{}", c.field().replace('_', "-"))))
-            .collect::<Vec<_>>(),
-    );
     Ok(attachment(
         out.into_bytes(),
         "text/csv; charset=utf-8",
@@ -424,8 +421,10 @@ struct BatchPage {
     c: Chrome,
     id: String,
     school_code: String,
+    school_name: String,
     file_name: String,
     state_key: String,
+    all_or_nothing: bool,
     state: String,
     busy: bool,
     percent: i32,
@@ -493,13 +492,19 @@ async fn render_batch(
         .collect();
     let next_after = rejects.last().map_or(after, |r| r.line);
     let can_manage = manage(user).contains(&b.node());
+    let school_name = Registry(&state.db)
+        .school(&view(user), &b.school_code)
+        .await?
+        .map_or_else(|| b.school_code.clone(), |s| s.name);
     let error = b.error_key.as_deref().map(|k| tr.t(k));
     let mut res = html(&BatchPage {
         c: ctx.chrome(tr.t("imp-batch-title")),
         id: b.id.to_string(),
         school_code: b.school_code.clone(),
+        school_name,
         file_name: b.file_name.clone(),
         state_key: b.state.clone(),
+        all_or_nothing: b.mode() == Mode::All,
         state: tr.t(&format!("imp-state-{}", b.state)),
         busy: b.state().busy(),
         percent,
