@@ -599,21 +599,26 @@ impl<'a> Run<'a> {
         for (line, cells) in rows {
             let input = self.layout.student(&cells);
             let mut problems = vec![];
-            let checked =
-                match check_student(self.school, &input, self.today, &|c| self.regions.known(c)) {
-                    Ok(c) => Some(c),
-                    Err(errors) => {
-                        for e in errors {
-                            // An import's dates come in many shapes: say which ones are read.
-                            let key = match e.kind.key() {
-                                "registry-bad-date" => "import-bad-date",
-                                k => k,
-                            };
-                            problems.push(Problem::at(self.layout.column_of_field(&e.field), key));
-                        }
-                        None
+            let checked = match check_student(
+                self.school,
+                &input,
+                self.today,
+                &|c| self.regions.known(c),
+                true,
+            ) {
+                Ok(c) => Some(c),
+                Err(errors) => {
+                    for e in errors {
+                        // An import's dates come in many shapes: say which ones are read.
+                        let key = match e.kind.key() {
+                            "registry-bad-date" => "import-bad-date",
+                            k => k,
+                        };
+                        problems.push(Problem::at(self.layout.column_of_field(&e.field), key));
                     }
-                };
+                    None
+                }
+            };
             let number =
                 match parse::normalize(self.layout.cell(&cells, StudentColumn::StudentNumber))
                     .replace(' ', "")
@@ -736,6 +741,15 @@ impl<'a> Run<'a> {
                         problems.push(Problem::at(
                             self.layout.index(StudentColumn::StudentNumber),
                             "import-unknown-number",
+                        ));
+                    }
+                    // A row with an ID number for a child on this roll without one: the same
+                    // child, whose ID belongs on the record by a correction, not a second record.
+                    let key = (c.name.clone(), c.birth_date, c.sex.code().to_owned());
+                    if found.is_none() && c.id.is_some() && self.unnumbered.contains_key(&key) {
+                        problems.push(Problem::at(
+                            self.layout.index(StudentColumn::IdNumber),
+                            "import-probable-duplicate",
                         ));
                     }
                     match found {
@@ -924,7 +938,9 @@ impl Imports<'_> {
         let school = self.school_for(&actor, school_code).await?;
         let batch = Uuid::now_v7();
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut tx = self.0.begin().await?;
         self.insert_batch(
+            &mut tx,
             &actor,
             batch,
             &school,
@@ -934,6 +950,7 @@ impl Imports<'_> {
             State::Committing,
         )
         .await?;
+        tx.commit().await?;
         let outcome = self
             .write(&actor, batch, &school, path, mode, limits, progress)
             .await;
@@ -967,6 +984,7 @@ impl Imports<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn insert_batch(
         &self,
+        tx: &mut Tx,
         actor: &Actor<'_>,
         id: Uuid,
         school: &SchoolRow,
@@ -984,7 +1002,7 @@ impl Imports<'_> {
             .filter(|c| !c.is_control())
             .take(120)
             .collect();
-        db_query!(self.0, write, |sql, ex| {
+        db_query!(tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "INSERT INTO import_batch (id, kind, school_code, county, file_name, file_size, \
                 mode, state, rows_total, rows_new, rows_updated, rows_unchanged, rows_rejected, \
@@ -1020,9 +1038,10 @@ impl Imports<'_> {
             self.set_tally(id, t).await?;
         }
         db_query!(self.0, write, |sql, ex| {
+            // Only a run still at work settles: a batch committed or cancelled stays so.
             sqlx::query(sql(
                 "UPDATE import_batch SET state = $2, error_key = COALESCE($3, error_key) \
-                WHERE id = $1",
+                WHERE id = $1 AND state IN ('uploaded', 'checking', 'committing')",
             ))
             .bind(id)
             .bind(state.as_str())
@@ -1411,9 +1430,19 @@ impl Imports<'_> {
         }
         let mut file = std::fs::File::open(path).map_err(|_| ImportError::Sheet(SheetError::Io))?;
         let id = Uuid::now_v7();
-        self.insert_batch(&actor, id, &school, file_name, size, mode, State::Uploaded)
-            .await?;
+        // The batch, its whole file and its check job, or nothing.
         let mut tx = self.0.begin().await?;
+        self.insert_batch(
+            &mut tx,
+            &actor,
+            id,
+            &school,
+            file_name,
+            size,
+            mode,
+            State::Uploaded,
+        )
+        .await?;
         let mut piece = vec![0u8; PIECE];
         for seq in 0.. {
             let n =
@@ -1585,6 +1614,14 @@ impl Imports<'_> {
         if marked == 0 {
             return Err(refused("batch", "import-not-ready").into());
         }
+        let mut e = actor.entry(
+            "import.commit_requested",
+            &id.to_string(),
+            "success",
+            &batch.node(),
+        );
+        e.detail = serde_json::json!({ "mode": mode.as_str() }).to_string();
+        crate::audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         self.batch(&Scope::everything(), id)
             .await?
@@ -1622,6 +1659,11 @@ impl Imports<'_> {
         if marked == 0 {
             return Err(refused("batch", "import-not-cancellable").into());
         }
+        crate::audit::record(
+            self.0,
+            &actor.entry("import.cancel", &id.to_string(), "success", &batch.node()),
+        )
+        .await?;
         db_query!(self.0, write, |sql, ex| {
             sqlx::query(sql("DELETE FROM import_file WHERE batch_id = $1"))
                 .bind(id)
@@ -1669,7 +1711,9 @@ impl Imports<'_> {
         if !matches!(batch.state(), State::Uploaded | State::Checking) {
             return Ok(());
         }
-        self.set_state(id, State::Checking).await?;
+        if !self.set_state(id, State::Checking).await? {
+            return Ok(());
+        }
         let school = Registry(self.0)
             .school(&Scope::everything(), &batch.school_code)
             .await?
@@ -1748,16 +1792,18 @@ impl Imports<'_> {
         result.map(|_| ())
     }
 
-    async fn set_state(&self, id: Uuid, state: State) -> crate::Result<()> {
-        db_query!(self.0, write, |sql, ex| {
-            sqlx::query(sql("UPDATE import_batch SET state = $2 WHERE id = $1"))
-                .bind(id)
-                .bind(state.as_str())
-                .execute(ex)
-                .await?
-                .rows_affected()
+    /// Moves an uploaded (or re-run) batch to `state`; false when it was cancelled meanwhile.
+    async fn set_state(&self, id: Uuid, state: State) -> crate::Result<bool> {
+        let moved = db_query!(self.0, write, |sql, ex| {
+            sqlx::query(sql("UPDATE import_batch SET state = $2 WHERE id = $1 \
+                AND state IN ('uploaded', 'checking')"))
+            .bind(id)
+            .bind(state.as_str())
+            .execute(ex)
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(moved == 1)
     }
 
     /// Undoes a committed batch (needs `registry_manage` at its school): its enrolments get
@@ -1792,6 +1838,13 @@ impl Imports<'_> {
             return Err(refused("batch", "import-not-undoable").into());
         }
         if pg {
+            // The school row first, as a commit takes it: an undo and a commit of one school's
+            // files never interleave.
+            let mut s = DynQuery::new(true);
+            s.push("SELECT code FROM school WHERE code = ")
+                .bind(batch.school_code.clone())
+                .push(" FOR UPDATE");
+            let _: Vec<(String,)> = s.fetch_all_in(&mut tx).await?;
             let mut l = DynQuery::new(true);
             l.push(
                 "SELECT id FROM student WHERE id IN (SELECT student_id FROM student_event \

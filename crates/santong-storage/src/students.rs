@@ -530,9 +530,13 @@ impl Students<'_> {
                 known.insert(raw.to_owned(), k);
             }
         }
-        check_student(school, input, today, &|c| {
-            known.get(c).copied().unwrap_or(RegionKnown::Unknown)
-        })
+        check_student(
+            school,
+            input,
+            today,
+            &|c| known.get(c).copied().unwrap_or(RegionKnown::Unknown),
+            false,
+        )
         .map_err(RegistryError::Fields)
     }
 }
@@ -552,6 +556,7 @@ pub(crate) fn check_student(
     input: &NewStudent,
     today: NaiveDate,
     region: &dyn Fn(&str) -> RegionKnown,
+    grade_is_current: bool,
 ) -> Result<Checked, Vec<santong_domain::paging::FieldError>> {
     {
         let mut errors = vec![];
@@ -656,7 +661,13 @@ pub(crate) fn check_student(
         }
         // A first-grader is about six: more than three years off either way is a typo, not a
         // child (a 40-year-old in grade 1 is refused here).
-        if let (Some(b), Some(g), Some(on)) = (birth_date, grade, enrolled_on) {
+        // An import gives the grade a pupil is in now, whenever they enrolled: judged today.
+        let judged_on = if grade_is_current {
+            Some(today)
+        } else {
+            enrolled_on
+        };
+        if let (Some(b), Some(g), Some(on)) = (birth_date, grade, judged_on) {
             let age = on.years_since(b).map(i64::from).unwrap_or(-1);
             let expected = i64::from(g) + 5;
             if (age - expected).abs() > 3 {

@@ -481,10 +481,7 @@ async fn render_batch(
             cells: (0..headers.len().max(r.cells.len()))
                 .map(|i| {
                     let bad = r.problems.iter().any(|pb| pb.col == Some(i));
-                    (
-                        masked_cell(&headers, i, r.cells.get(i).map_or("", String::as_str)),
-                        bad,
-                    )
+                    (masked_cell(r.cells.get(i).map_or("", String::as_str)), bad)
                 })
                 .collect(),
             problems: problems_text(&tr, r, &headers),
@@ -523,25 +520,25 @@ async fn render_batch(
     Ok(res)
 }
 
-/// A cell of a rejected row as the page shows it: ID numbers and phones masked, as in lists.
-fn masked_cell(headers: &[String], i: usize, v: &str) -> String {
-    let col = headers
-        .get(i)
-        .and_then(|h| santong_domain::import::student_column(h));
-    match col {
-        Some(StudentColumn::IdNumber | StudentColumn::StudentNumber) if v.chars().count() > 8 => {
-            let chars: Vec<char> = v.chars().collect();
-            let head: String = chars[..6].iter().collect();
-            let tail: String = chars[chars.len() - 2..].iter().collect();
-            format!("{head}********{tail}")
-        }
-        Some(StudentColumn::GuardianPhone) if v.chars().count() > 7 => {
-            let chars: Vec<char> = v.chars().collect();
-            let head: String = chars[..3].iter().collect();
-            let tail: String = chars[chars.len() - 4..].iter().collect();
-            format!("{head}****{tail}")
-        }
-        _ => v.to_owned(),
+/// A cell of a rejected row as the page shows it: anything shaped like an ID number or a mobile
+/// number is masked, whatever its column is called (a 家长身份证 column is not one the import
+/// knows).
+fn masked_cell(v: &str) -> String {
+    let t = santong_domain::import::normalize(v).replace(' ', "");
+    let chars: Vec<char> = t.chars().collect();
+    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
+    let id_like = (15..=19).contains(&chars.len()) && digits + 1 >= chars.len();
+    let phone_like = (11..=14).contains(&chars.len()) && digits >= 11;
+    if id_like {
+        let head: String = chars[..6].iter().collect();
+        let tail: String = chars[chars.len() - 2..].iter().collect();
+        format!("{head}********{tail}")
+    } else if phone_like {
+        let head: String = chars[..3].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        format!("{head}****{tail}")
+    } else {
+        v.to_owned()
     }
 }
 
@@ -652,6 +649,15 @@ async fn all_rejects(
         .batch(&manage(user), id)
         .await?
         .ok_or_else(AppError::not_found)?;
+    // The rows are the file as it came, ID and phone numbers whole: the sensitive-data right at
+    // the school, as for a full roster.
+    if !user.0.scope(Permission::SensitiveView).contains(&b.node()) {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "error-forbidden",
+        ));
+    }
     let mut rows = vec![];
     let mut after = 0;
     loop {
@@ -742,9 +748,9 @@ mod tests {
             text.contains(&format!("{},X,性别：", csv_field("=1+1"))),
             "{text}"
         );
-        assert_eq!(
-            masked_cell(&["身份证号".into()], 0, "44030520160301001X"),
-            "440305********1X"
-        );
+        assert_eq!(masked_cell("44030520160301001X"), "440305********1X");
+        assert_eq!(masked_cell("138 0013 8000"), "138****8000");
+        assert_eq!(masked_cell("张三"), "张三");
+        assert_eq!(masked_cell("2016-03-01"), "2016-03-01");
     }
 }

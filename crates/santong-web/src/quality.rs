@@ -183,7 +183,7 @@ struct SchoolPage {
 }
 
 /// Issues a school page lists at most (the counts above are complete).
-const ISSUES_SHOWN: usize = 500;
+const ISSUES_SHOWN: usize = 200;
 
 async fn school(
     State(state): State<AppState>,

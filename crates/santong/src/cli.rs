@@ -520,14 +520,17 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
             if let Some(path) = rejects {
                 let rows = match outcome.batch {
                     Some(b) => {
-                        store
-                            .rejects(
-                                &santong_domain::identity::Scope::everything(),
-                                b,
-                                0,
-                                u64::MAX,
-                            )
-                            .await?
+                        let everything = santong_domain::identity::Scope::everything();
+                        let mut all: Vec<imports::Reject> = vec![];
+                        loop {
+                            let after = all.last().map_or(0, |r| r.line);
+                            let page = store.rejects(&everything, b, after, 5000).await?;
+                            if page.is_empty() {
+                                break;
+                            }
+                            all.extend(page);
+                        }
+                        all
                     }
                     None => outcome.rejects.clone(),
                 };

@@ -16,6 +16,7 @@ santong_testkit::conformance!(
     imports_are_idempotent_and_undone_as_a_batch,
     uploads_are_checked_and_committed_by_jobs_within_scope,
     bad_files_are_refused_with_nothing_written,
+    rows_are_judged_by_todays_grade_and_known_children_are_not_doubled,
 );
 
 const SCHOOL: &str = "1144030501";
@@ -523,4 +524,61 @@ async fn bad_files_are_refused_with_nothing_written(t: TestDb) {
     let ok = go(p).await.unwrap();
     assert_eq!(ok.tally, tally(1, 1, 0, 0, 0));
     assert_eq!(roster(&t, SCHOOL).await, 1);
+}
+
+async fn rows_are_judged_by_todays_grade_and_known_children_are_not_doubled(t: TestDb) {
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A child on the roll without an ID number.
+    Students(&t.db)
+        .enrol(
+            Actor::Cli,
+            SCHOOL,
+            &pupil("孙悦", "2016-03-02", String::new(), "3"),
+        )
+        .await
+        .unwrap();
+    let year = santong_storage::registry::today()
+        .format("%Y")
+        .to_string()
+        .parse::<i32>()
+        .unwrap();
+    // Grade 6 now, enrolled in grade 1 six years ago: judged by today's age, not the age then.
+    let birth = format!("{}-05-06", year - 12);
+    let enrolled = format!("{}-09-01", year - 6);
+    let body = [
+        HEADER.to_owned(),
+        format!("李四,男,{birth},汉族,,6,王芳,母亲,13812345679,{enrolled}"),
+        row(
+            "孙悦",
+            "2016-03-02",
+            &id("440305", "20160302", 11),
+            "3",
+            "13812345678",
+        ),
+    ]
+    .join("\n");
+    let path = file(dir.path(), "c.csv", &body);
+    let school = Registry(&t.db)
+        .school(&Scope::everything(), SCHOOL)
+        .await
+        .unwrap()
+        .unwrap();
+    let checked = Imports(&t.db)
+        .check_file(
+            &school,
+            &path,
+            &Limits::default(),
+            &Progress::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(checked.tally.new, 1, "{:?}", checked.rejects);
+    assert_eq!(checked.rejects.len(), 1);
+    assert_eq!(checked.rejects[0].line, 3);
+    assert_eq!(
+        checked.rejects[0].problems[0].key,
+        "import-probable-duplicate"
+    );
 }

@@ -96,6 +96,9 @@ async fn students_are_imported_through_the_pages(app: TestApp) {
         None,
     )
     .await;
+    let ns = Node::Region(RegionCode::parse("440305").unwrap());
+    app.user("edu.ns", ns, Some((Role::Official, ns)), None)
+        .await;
     let s = app.sign_in("head.a").await;
     let page = app.get_as(&s, "/schools/1144030501/import").await;
     assert_eq!(page.status, 200);
@@ -161,6 +164,15 @@ async fn students_are_imported_through_the_pages(app: TestApp) {
         "{}",
         report.body
     );
+    // The county official manages the school but has no right to full personal data.
+    let county = app.sign_in("edu.ns").await;
+    assert_eq!(
+        app.get_as(&county, &format!("{at}/rejects.csv"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(app.get_as(&county, &at).await.status, 200);
     let report = app.get_as(&s, &format!("{at}/rejects.xlsx")).await;
     assert!(report.body.starts_with("PK\u{3}\u{4}"));
     // Everything from the outside: another school's head and another region's official.

@@ -733,3 +733,68 @@ fn oidc_clients_are_registered_and_listed_from_the_command_line() {
     let (code, out, _) = run(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn students_are_imported_and_undone_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = output(santong().args(["demo", "--data"]).arg(&data));
+    assert_eq!(code, 0, "{err}");
+    let file = dir.path().join("pupils.csv");
+    // One good row, one bad.
+    let text = "姓名,性别,出生日期,民族,年级,监护人,与学生关系,监护人电话\r\n\
+                王小一,男,2018/3/1,汉族,三年级,王大一,父亲,13800138001\r\n\
+                坏行,X,2018-13-01,汉族,3,王大一,父亲,13800138001\r\n";
+    std::fs::write(&file, text.as_bytes()).unwrap();
+    let import = |extra: &[&str]| {
+        let mut c = santong();
+        c.args(["import", "students"])
+            .arg(&file)
+            .args(["--school", "1440305001", "--data"])
+            .arg(&data)
+            .args(extra)
+            .env("LANG", "en_US.UTF-8");
+        output(&mut c)
+    };
+    // All or nothing: refused with every problem named, exit code 1, nothing written.
+    let (code, out, err) = import(&[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("2 rows: 1 new, 0 updated, 0 unchanged, 1 with problems"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Line 3:") && out.contains("Nothing was written."),
+        "{out}"
+    );
+    // The valid rows, with the rejected ones saved; a batch id to undo.
+    let rejects = dir.path().join("rejects.csv");
+    let (code, out, err) = import(&["--valid-rows", "--rejects", rejects.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let saved = std::fs::read_to_string(&rejects).unwrap();
+    assert!(
+        saved.starts_with('\u{feff}') && saved.contains("坏行"),
+        "{saved}"
+    );
+    let batch = out
+        .split_whitespace()
+        .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .expect("a batch id")
+        .to_owned();
+    // Again: unchanged.
+    let (_, out, _) = import(&["--valid-rows"]);
+    assert!(out.contains("1 unchanged"), "{out}");
+    let (code, out, err) = output(
+        santong()
+            .args(["import", "undo", &batch, "--data"])
+            .arg(&data)
+            .env("LANG", "zh_CN.UTF-8"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("已撤销"), "{out}");
+    // A file that is not a table.
+    std::fs::write(&file, b"\x89PNG\r\n\x1a\n\x00\x00").unwrap();
+    let (code, _, err) = import(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot be read as a table"), "{err}");
+}
