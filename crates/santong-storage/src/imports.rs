@@ -43,6 +43,10 @@ pub const COMMIT_JOB: &str = "import.commit";
 const CHUNK: usize = 200;
 /// Upload pieces as stored.
 const PIECE: usize = 1 << 20;
+/// Days an uploaded file waits to be committed before it is dropped.
+pub const KEEP_UPLOAD_DAYS: i64 = 7;
+/// Days the rejected rows of a batch (personal data as the file had it) are kept.
+pub const KEEP_REJECTS_DAYS: i64 = 90;
 
 /// What to do with a file that has rejected rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1702,6 +1706,33 @@ impl Imports<'_> {
         Ok(file)
     }
 
+    /// Drops what imports keep of minors' data once it has served: the uploaded file of a batch
+    /// not committed within [`KEEP_UPLOAD_DAYS`] days, and the rejected rows of batches older than
+    /// [`KEEP_REJECTS_DAYS`] days. Runs before each check; returns (pieces, rows) removed.
+    pub async fn purge_stale(&self, now: DateTime<Utc>) -> crate::Result<(u64, u64)> {
+        let upload_before = now - chrono::Duration::days(KEEP_UPLOAD_DAYS);
+        let rejects_before = now - chrono::Duration::days(KEEP_REJECTS_DAYS);
+        Ok(db_query!(self.0, write, |sql, ex| {
+            let pieces = sqlx::query(sql(
+                "DELETE FROM import_file WHERE batch_id IN (SELECT id FROM import_batch \
+                WHERE created_at < $1 AND state <> 'committing')",
+            ))
+            .bind(upload_before)
+            .execute(ex)
+            .await?
+            .rows_affected();
+            let rows = sqlx::query(sql(
+                "DELETE FROM import_reject WHERE batch_id IN (SELECT id FROM import_batch \
+                WHERE created_at < $1)",
+            ))
+            .bind(rejects_before)
+            .execute(ex)
+            .await?
+            .rows_affected();
+            (pieces, rows)
+        }))
+    }
+
     /// The check job's work: reads the stored file, records the tally and the rejected rows,
     /// and leaves the batch checked (or failed, with the file's problem).
     pub async fn run_check(&self, id: Uuid, progress: &Progress) -> Result<(), ImportError> {
@@ -1718,6 +1749,7 @@ impl Imports<'_> {
             .school(&Scope::everything(), &batch.school_code)
             .await?
             .ok_or(RegistryError::NotFound)?;
+        self.purge_stale(Utc::now()).await?;
         // A re-run after a crash starts the report afresh.
         self.store_rejects(id, &[], true).await?;
         let file = self.materialise(id).await?;

@@ -27,9 +27,9 @@ use crate::schools::{Params, audited, p};
 use crate::shell::Ctx;
 use crate::views::{Chrome, private_page as html};
 
-pub fn routes(upload_limit: usize) -> Router<AppState> {
+pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/schools/{code}/import", get(form).post(upload))
+        .route("/schools/{code}/import", get(form))
         .route("/schools/{code}/import/template.csv", get(template_csv))
         .route("/schools/{code}/import/template.xlsx", get(template_xlsx))
         .route("/imports/{id}", get(batch_page))
@@ -38,7 +38,13 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
         .route("/imports/{id}/undo", post(undo))
         .route("/imports/{id}/rejects.csv", get(rejects_csv))
         .route("/imports/{id}/rejects.xlsx", get(rejects_xlsx))
-        // The upload has its own, larger limit (set in `router`); multipart's default would cut it.
+}
+
+/// The upload alone, which `router` gives its own size limit and timeout.
+pub fn upload_routes(upload_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route("/schools/{code}/import", post(upload))
+        // Multipart's own default limit would cut a roster short.
         .layer(DefaultBodyLimit::max(upload_limit))
 }
 

@@ -88,6 +88,9 @@ impl AppState {
     }
 }
 
+/// How long a spreadsheet upload may take to arrive (200 MiB at 512 kbit/s is about an hour).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application as one tower service.
@@ -118,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(classes::routes())
         .merge(teachers::routes())
         .merge(quality::routes())
+        .merge(imports::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache
@@ -128,10 +132,20 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .layer(RequestBodyLimitLayer::new(config.body_limit))
-        // Imports take spreadsheets: their own, larger limit.
+        // 503, not 408: the server was slow, not the client; clients must not blindly resend.
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        // A spreadsheet upload: its own, larger size limit, and the time a county's roster
+        // takes over a slow school link (the work itself runs as a job afterwards).
         .merge(
-            imports::routes(config.upload_limit)
-                .layer(RequestBodyLimitLayer::new(config.upload_limit)),
+            imports::upload_routes(config.upload_limit)
+                .layer(RequestBodyLimitLayer::new(config.upload_limit))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    UPLOAD_TIMEOUT.max(config.request_timeout),
+                )),
         )
         .fallback(shell::not_found)
         .with_state(state.clone());
@@ -167,11 +181,6 @@ pub fn router(state: AppState) -> Router {
             ))
             .option_layer(hsts)
             .layer(axum::middleware::from_fn_with_state(state, shell::shell))
-            // 503, not 408: the server was slow, not the client; clients must not blindly resend.
-            .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                config.request_timeout,
-            ))
             .layer(CatchPanicLayer::new()),
     )
 }

@@ -447,6 +447,27 @@ async fn uploads_are_checked_and_committed_by_jobs_within_scope(t: TestDb) {
         .unwrap();
     imports.cancel(me(), &scope, c.id).await.unwrap();
     assert!(!worker.run_once().await.unwrap(), "the check was cancelled");
+    // A checked batch left alone for a week loses its file; after 90 days its rejected rows.
+    let d = imports
+        .upload(me(), SCHOOL, "up.csv", Mode::Valid, &path)
+        .await
+        .unwrap();
+    assert!(worker.run_once().await.unwrap());
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    let (pieces, rows) = imports.purge_stale(later).await.unwrap();
+    assert_eq!((pieces, rows), (1, 0));
+    let (_, rows) = imports
+        .purge_stale(chrono::Utc::now() + chrono::Duration::days(91))
+        .await
+        .unwrap();
+    assert!(rows >= 2, "{rows}");
+    assert!(
+        imports
+            .rejects(&scope, d.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let c = imports.batch(&scope, c.id).await.unwrap().unwrap();
     assert_eq!(c.state(), State::Cancelled);
     assert!(
