@@ -1920,54 +1920,8 @@ impl Imports<'_> {
         if later > 0 {
             return Err(refused("batch", "import-later-changes").into());
         }
-        #[derive(sqlx::FromRow)]
-        struct Target {
-            id: Uuid,
-            student_id: Uuid,
-            school_code: String,
-            grade: i32,
-            effective_on: NaiveDate,
-        }
-        let targets: Vec<Target> = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query_as(sql(
-                "SELECT id, student_id, school_code, grade, effective_on FROM student_event \
-                WHERE batch_id = $1 AND kind <> 'undo' AND undone_by IS NULL",
-            ))
-            .bind(id)
-            .fetch_all(ex)
-            .await?
-        });
-        let day = today();
-        let writes: Vec<Write> = targets
-            .iter()
-            .map(|t| Write {
-                id: Uuid::now_v7(),
-                student_id: t.student_id,
-                kind: EventKind::Undo,
-                status: Status::Out,
-                school_code: t.school_code.clone(),
-                grade: t.grade,
-                from_school: None,
-                from_grade: None,
-                effective_on: day.max(t.effective_on),
-                reason: "import".into(),
-                approval_ref: None,
-                undoes: Some(t.id),
-                batch_id: Some(id),
-            })
-            .collect();
-        write_events(&mut tx, &writes, now, &actor).await?;
-        db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "UPDATE student_event SET undone_by = (SELECT u.id FROM student_event u \
-                WHERE u.undoes = student_event.id) \
-                WHERE batch_id = $1 AND kind <> 'undo' AND undone_by IS NULL",
-            ))
-            .bind(id)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
+        let events =
+            crate::lifecycle::undo_batch_events(&mut tx, id, "import", now, &actor).await?;
         // Corrections are reverted newest first, field by field, and their lineage kept with a
         // compensating correction each.
         #[derive(sqlx::FromRow)]
@@ -2050,7 +2004,7 @@ impl Imports<'_> {
         .await?;
         let mut e = actor.entry("import.undo", &id.to_string(), "success", &school.node());
         e.detail =
-            serde_json::json!({ "events": writes.len(), "corrections": reverts.len() }).to_string();
+            serde_json::json!({ "events": events, "corrections": reverts.len() }).to_string();
         crate::audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         self.batch(&Scope::everything(), id)

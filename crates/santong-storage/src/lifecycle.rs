@@ -766,63 +766,77 @@ impl YearEnd<'_> {
         if later > 0 {
             return Err(refused("batch", "batch-later-events"));
         }
-        #[derive(sqlx::FromRow)]
-        struct Target {
-            id: Uuid,
-            student_id: Uuid,
-            status: String,
-            school_code: String,
-            grade: i32,
-            effective_on: NaiveDate,
-        }
-        let targets: Vec<Target> = db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query_as(sql(
-                "SELECT id, student_id, status, school_code, grade, effective_on \
-                FROM student_event WHERE batch_id = $1 AND kind <> 'undo' AND undone_by IS NULL",
-            ))
-            .bind(id)
-            .fetch_all(ex)
-            .await?
-        });
-        let today = today();
-        let writes: Vec<Write> = targets
-            .iter()
-            .map(|t| Write {
-                id: Uuid::now_v7(),
-                student_id: t.student_id,
-                kind: EventKind::Undo,
-                status: Status::parse(&t.status).unwrap_or(Status::Out),
-                school_code: t.school_code.clone(),
-                grade: t.grade,
-                from_school: None,
-                from_grade: None,
-                effective_on: today.max(t.effective_on),
-                reason: "batch".into(),
-                approval_ref: None,
-                undoes: Some(t.id),
-                batch_id: Some(id),
-            })
-            .collect();
-        write_events(&mut tx, &writes, now, &actor).await?;
-        db_query!(&mut tx, tx, |sql, ex| {
-            sqlx::query(sql(
-                "UPDATE student_event SET undone_by = (SELECT u.id FROM student_event u \
-                WHERE u.undoes = student_event.id) \
-                WHERE batch_id = $1 AND kind <> 'undo' AND undone_by IS NULL",
-            ))
-            .bind(id)
-            .execute(ex)
-            .await?
-            .rows_affected()
-        });
+        let undone = undo_batch_events(&mut tx, id, "batch", now, &actor).await?;
         let mut e = actor.entry("student.batch_undo", &id.to_string(), "success", &node);
-        e.detail = format!("events={}", writes.len());
+        e.detail = format!("events={undone}");
         audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         self.batch(&Scope::everything(), id)
             .await?
             .ok_or(RegistryError::NotFound)
     }
+}
+
+/// Undoes every event of batch `batch` still in force (a year-end batch, an import): a
+/// compensating `undo` event each, carrying the batch, and the events marked undone by them.
+/// Returns how many.
+pub(crate) async fn undo_batch_events(
+    tx: &mut Tx,
+    batch: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+    actor: &Actor<'_>,
+) -> crate::Result<usize> {
+    #[derive(sqlx::FromRow)]
+    struct Target {
+        id: Uuid,
+        student_id: Uuid,
+        status: String,
+        school_code: String,
+        grade: i32,
+        effective_on: NaiveDate,
+    }
+    let targets: Vec<Target> = db_query!(tx, tx, |sql, ex| {
+        sqlx::query_as(sql(
+            "SELECT id, student_id, status, school_code, grade, effective_on \
+            FROM student_event WHERE batch_id = $1 AND kind <> 'undo' AND undone_by IS NULL",
+        ))
+        .bind(batch)
+        .fetch_all(ex)
+        .await?
+    });
+    let today = today();
+    let writes: Vec<Write> = targets
+        .iter()
+        .map(|t| Write {
+            id: Uuid::now_v7(),
+            student_id: t.student_id,
+            kind: EventKind::Undo,
+            status: Status::parse(&t.status).unwrap_or(Status::Out),
+            school_code: t.school_code.clone(),
+            grade: t.grade,
+            from_school: None,
+            from_grade: None,
+            effective_on: today.max(t.effective_on),
+            reason: reason.to_owned(),
+            approval_ref: None,
+            undoes: Some(t.id),
+            batch_id: Some(batch),
+        })
+        .collect();
+    write_events(tx, &writes, now, actor).await?;
+    db_query!(tx, tx, |sql, ex| {
+        sqlx::query(sql(
+            "UPDATE student_event SET undone_by = (SELECT u.id FROM student_event u \
+            WHERE u.undoes = student_event.id) \
+            WHERE batch_id = $1 AND kind <> 'undo' AND undone_by IS NULL",
+        ))
+        .bind(batch)
+        .execute(ex)
+        .await?
+        .rows_affected()
+    });
+    Ok(writes.len())
 }
 
 /// Reads every student holding a place in the target on `on` (locking them on PostgreSQL) and

@@ -109,7 +109,8 @@ struct Row {
     other: Side,
 }
 
-fn local(t: chrono::DateTime<chrono::Utc>) -> String {
+/// A time as China reads it (UTC+8), to the minute.
+pub(crate) fn local(t: chrono::DateTime<chrono::Utc>) -> String {
     (t + chrono::Duration::hours(8))
         .format("%Y-%m-%d %H:%M")
         .to_string()

@@ -152,12 +152,6 @@ struct BatchLine {
     tally: String,
 }
 
-fn local(t: chrono::DateTime<chrono::Utc>) -> String {
-    (t + chrono::Duration::hours(8))
-        .format("%Y-%m-%d %H:%M")
-        .to_string()
-}
-
 fn tally_text(tr: &Tr, b: &BatchRow) -> String {
     let t = b.tally();
     tr.f(
@@ -207,7 +201,7 @@ async fn school_page(
         .iter()
         .map(|b| BatchLine {
             id: b.id.to_string(),
-            created: local(b.created_at),
+            created: crate::duplicates::local(b.created_at),
             file_name: b.file_name.clone(),
             state: tr.t(&format!("imp-state-{}", b.state)),
             tally: tally_text(&tr, b),
