@@ -29,6 +29,8 @@ use crate::views::{Chrome, private_page as html};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/schools/{code}/classes", get(list).post(create))
+        .route("/schools/{code}/classes/export.csv", get(export))
+        .route("/schools/{code}/classes/export.xlsx", get(export))
         .route("/classes/{id}", get(detail))
         .route("/classes/{id}/members", post(assign))
 }
@@ -132,6 +134,74 @@ async fn list(
     let mut form = FormState::default();
     form.v.insert("school_year".into(), year.0.to_string());
     render_list(&state, &ctx, &user, &code, year, form, StatusCode::OK).await
+}
+
+/// A school year's classes with their head teachers and sizes, as CSV or XLSX (no pupil's data
+/// in it; audited like every export).
+async fn export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    uri: axum::http::Uri,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let format = crate::export::ListFormat::of_path(uri.path());
+    let year = parse_year(&q)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let school = santong_storage::registry::Registry(&state.db)
+        .school(&scope, &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let on = today().clamp(year.start(), year.end());
+    let classes = Classes(&state.db).list(&scope, &code, year, on).await?;
+    let detail = serde_json::json!({
+        "rows": classes.len(),
+        "school_year": year.0,
+        "format": format.ext(),
+    })
+    .to_string();
+    santong_storage::students::Students(&state.db)
+        .record_export(actor(&user, &ctx), "class.export", &school.code, detail)
+        .await?;
+    let tr = ctx.tr();
+    let head: Vec<String> = [
+        "classes-year",
+        "student-grade",
+        "classes-name",
+        "classes-head",
+        "classes-members",
+    ]
+    .iter()
+    .map(|k| tr.t(k))
+    .collect();
+    let rows: Vec<Vec<String>> = classes
+        .iter()
+        .map(|k| {
+            vec![
+                year.to_string(),
+                k.grade.to_string(),
+                k.name.clone(),
+                k.head_name.clone().unwrap_or_default(),
+                k.members.to_string(),
+            ]
+        })
+        .collect();
+    let rows = std::sync::Arc::new(rows);
+    let name = format!("classes-{}-{}", school.code, year.0);
+    Ok(crate::export::stream_list(
+        format,
+        &name,
+        head,
+        move |offset| {
+            let rows = rows.clone();
+            async move {
+                // One school year's classes are one page.
+                Ok(if offset == 0 { (*rows).clone() } else { vec![] })
+            }
+        },
+    ))
 }
 
 fn new_class(f: &Params) -> NewClass {

@@ -334,4 +334,58 @@ async fn a_full_export_imports_back_unchanged(app: TestApp) {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    // The class list exports too (no class yet: the header alone), audited.
+    let classes = app
+        .get_as(&s, "/schools/1144030501/classes/export.csv")
+        .await;
+    assert_eq!(classes.status, 200);
+    assert!(classes.body.starts_with('\u{feff}'), "{}", classes.body);
+    let xlsx = app
+        .get_as(&s, "/schools/1144030501/classes/export.xlsx")
+        .await;
+    assert!(xlsx.bytes.starts_with(b"PK\x03\x04"));
+}
+
+/// An upload over the configured limit is refused with the limit named, and no batch is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_the_limit_are_refused() {
+    let config = santong_web::WebConfig {
+        upload_limit: 4096,
+        ..Default::default()
+    };
+    let Some(app) = TestApp::with_config(santong_testkit::BackendKind::Sqlite, config).await else {
+        return;
+    };
+    Registry(&app.t.db)
+        .create_school(
+            Actor::Cli,
+            &SchoolInput {
+                code: "1144030501".into(),
+                name: "学校甲".into(),
+                kind: "211".into(),
+                urban_rural: "111".into(),
+                county: "440305".into(),
+                opened_on: "1998-09-01".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let a = school("1144030501");
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    let s = app.sign_in("head.a").await;
+    let big = vec![b'a'; 10_000];
+    let res = upload(&app, &s, "1144030501", "all", &big).await;
+    assert_eq!(res.status, 413, "{}", res.body);
+    assert!(
+        res.body.contains("4.0 KiB") || res.body.contains("4 KiB"),
+        "{}",
+        res.body
+    );
+    let batches = santong_storage::imports::Imports(&app.t.db)
+        .batches(&santong_domain::identity::Scope::everything(), None, 10)
+        .await
+        .unwrap();
+    assert!(batches.is_empty());
 }
