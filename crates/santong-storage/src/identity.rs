@@ -334,7 +334,11 @@ pub async fn set_policy(db: &Db, kind: &str, json: &str) -> crate::Result<()> {
     Ok(())
 }
 
-async fn policy<T: serde::de::DeserializeOwned + Default>(db: &Db, key: &str) -> crate::Result<T> {
+/// A policy stored as JSON under `key`, or its defaults when unset.
+pub(crate) async fn policy<T: serde::de::DeserializeOwned + Default>(
+    db: &Db,
+    key: &str,
+) -> crate::Result<T> {
     Ok(Settings(db)
         .get(key)
         .await?

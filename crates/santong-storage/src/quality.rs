@@ -13,23 +13,15 @@ use santong_domain::registry::{SchoolYear, Sex};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::Db;
 use crate::dynsql::DynQuery;
 use crate::students::push_placing;
-use crate::{Db, db_query};
 
 /// The policy key (`santong policy set quality '{…}'`).
 pub const POLICY_KEY: &str = "policy.quality";
 
 pub async fn policy(db: &Db) -> crate::Result<QualityPolicy> {
-    let raw: Option<String> = db_query!(db, read, |sql, ex| {
-        sqlx::query_scalar(sql("SELECT value FROM instance_setting WHERE key = $1"))
-            .bind(POLICY_KEY)
-            .fetch_optional(ex)
-            .await?
-    });
-    Ok(raw
-        .and_then(|r| serde_json::from_str(&r).ok())
-        .unwrap_or_default())
+    crate::identity::policy(db, POLICY_KEY).await
 }
 
 /// One school's figures.

@@ -183,6 +183,11 @@ async fn students_are_imported_through_the_pages(app: TestApp) {
         at.clone(),
         format!("{at}/rejects.csv"),
         format!("{at}/rejects.xlsx"),
+        // The Excel twins of the school's list exports, and the class list.
+        "/schools/1144030501/students/export.xlsx".to_owned(),
+        "/schools/1144030501/teachers/export.xlsx".to_owned(),
+        "/schools/1144030501/classes/export.csv".to_owned(),
+        "/schools/1144030501/classes/export.xlsx".to_owned(),
     ];
     let posts = vec![
         (format!("{at}/commit"), vec![("mode", "valid")]),
