@@ -404,6 +404,45 @@ pub fn student_columns<S: AsRef<str>>(
     Ok(cols)
 }
 
+/// One CSV cell. A value that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return) gets a leading apostrophe — unless it is only digits, spaces,
+/// dots, parentheses and signs (a phone number such as `+86 138 0013 8000`, a negative number),
+/// which cannot call anything and is kept as it is.
+pub fn csv_field(v: &str) -> String {
+    // Only a plain negative number is left alone: anything else a spreadsheet would compute
+    // (`+86 138…` is summed, `-1+1` evaluated) or run.
+    let harmless = |s: &str| {
+        let body = s.strip_prefix('-').unwrap_or("");
+        let mut parts = body.splitn(2, '.');
+        let int = parts.next().unwrap_or("");
+        let frac = parts.next();
+        !int.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) && !harmless(v) {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+/// Appends one CSV line (CRLF, as Excel writes them).
+pub fn push_line<S: AsRef<str>>(out: &mut String, fields: &[S]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&csv_field(f.as_ref()));
+    }
+    out.push_str("\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

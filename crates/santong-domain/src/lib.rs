@@ -9,6 +9,7 @@ pub mod import;
 pub mod lifecycle;
 pub mod net;
 pub mod oidc;
+pub mod oneroster;
 pub mod paging;
 pub mod password;
 pub mod quality;

@@ -16,6 +16,8 @@ pub mod imports;
 pub mod jobs;
 pub mod lifecycle;
 pub mod oidc;
+#[cfg(feature = "xlsx")]
+pub mod oneroster;
 pub mod quality;
 pub mod reference;
 pub mod regions;

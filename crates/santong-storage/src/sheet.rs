@@ -596,6 +596,9 @@ fn implausible(text: &str) -> bool {
 // XLSX and XLS
 
 #[cfg(feature = "xlsx")]
+pub(crate) use xlsx_in::check_archive;
+
+#[cfg(feature = "xlsx")]
 mod xlsx_in {
     use std::fs::File;
     use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -682,9 +685,13 @@ mod xlsx_in {
         })
     }
 
-    /// Checks the archive's directory before any part is inflated.
-    fn inspect(reader: BufReader<File>, limits: &Limits) -> Result<BufReader<File>, SheetError> {
-        let mut zip = zip::ZipArchive::new(reader).map_err(|_| SheetError::Unreadable)?;
+    /// Checks an archive's directory before any entry is inflated: one name per entry, at most
+    /// `max_entries` of them, their declared sizes within `max_uncompressed` and each within
+    /// `max_ratio` of its packed size. The entry names, lower-cased.
+    pub(crate) fn check_archive<R: Read + Seek>(
+        zip: &mut zip::ZipArchive<R>,
+        limits: &Limits,
+    ) -> Result<Vec<String>, SheetError> {
         // Two parts of one name: which one a reader takes is up to the reader.
         if zip.has_duplicate_names() {
             return Err(SheetError::Unreadable);
@@ -707,6 +714,13 @@ mod xlsx_in {
             }
             names.push(String::from_utf8_lossy(entry.name_raw()).to_ascii_lowercase());
         }
+        Ok(names)
+    }
+
+    /// Checks the archive's directory before any part is inflated.
+    fn inspect(reader: BufReader<File>, limits: &Limits) -> Result<BufReader<File>, SheetError> {
+        let mut zip = zip::ZipArchive::new(reader).map_err(|_| SheetError::Unreadable)?;
+        let names = check_archive(&mut zip, limits)?;
         let types = match zip.by_name("[Content_Types].xml") {
             Ok(part) => {
                 let mut buf = Vec::new();

@@ -74,44 +74,7 @@ pub async fn gate(
     })
 }
 
-/// One CSV cell. A value that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`,
-/// `@`, a tab or a carriage return) gets a leading apostrophe — unless it is only digits, spaces,
-/// dots, parentheses and signs (a phone number such as `+86 138 0013 8000`, a negative number),
-/// which cannot call anything and is kept as it is.
-pub fn csv_field(v: &str) -> String {
-    // Only a plain negative number is left alone: anything else a spreadsheet would compute
-    // (`+86 138…` is summed, `-1+1` evaluated) or run.
-    let harmless = |s: &str| {
-        let body = s.strip_prefix('-').unwrap_or("");
-        let mut parts = body.splitn(2, '.');
-        let int = parts.next().unwrap_or("");
-        let frac = parts.next();
-        !int.is_empty()
-            && int.bytes().all(|b| b.is_ascii_digit())
-            && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) && !harmless(v) {
-        format!("'{v}")
-    } else {
-        v.to_owned()
-    };
-    if v.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v
-    }
-}
-
-/// Appends one CSV line (CRLF, as Excel writes them).
-pub fn push_line<S: AsRef<str>>(out: &mut String, fields: &[S]) {
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&csv_field(f.as_ref()));
-    }
-    out.push_str("\r\n");
-}
+pub use santong_domain::import::{csv_field, push_line};
 
 pub type Chunks = tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>;
 
@@ -235,12 +198,33 @@ where
     if format == ListFormat::Csv {
         return stream_csv(&filename, head, fetch);
     }
+    let path = std::env::temp_dir().join(format!("santong-export-{}.xlsx", uuid::Uuid::new_v4()));
+    let written = {
+        let path = path.clone();
+        async move { write_xlsx(&path, &head, fetch).await }
+    };
+    temp_file_download(
+        path,
+        written,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        &filename,
+    )
+}
+
+/// A download of the temporary file at `path` once `written` has made it, streamed in pieces
+/// and removed afterwards (or when writing fails, which ends the download with an error).
+pub fn temp_file_download<W>(
+    path: std::path::PathBuf,
+    written: W,
+    content_type: &'static str,
+    filename: &str,
+) -> Response
+where
+    W: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
-        let path =
-            std::env::temp_dir().join(format!("santong-export-{}.xlsx", uuid::Uuid::new_v4()));
-        let result = write_xlsx(&path, &head, fetch).await;
-        match result {
+        match written.await {
             Ok(()) => send_file(&path, &tx).await,
             Err(e) => {
                 let _ = tx.send(Err(std::io::Error::other(e))).await;
@@ -250,12 +234,7 @@ where
     });
     let mut res = axum::body::Body::from_stream(BytesStream(rx)).into_response();
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        ),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

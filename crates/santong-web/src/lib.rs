@@ -20,6 +20,7 @@ pub mod i18n;
 pub mod imports;
 pub mod lifecycle;
 pub mod oidc;
+pub mod oneroster;
 pub mod pages;
 pub mod quality;
 pub mod schools;
@@ -122,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .merge(teachers::routes())
         .merge(quality::routes())
         .merge(imports::routes())
+        .merge(oneroster::routes())
         .nest(
             "/api/v1",
             // API answers hold personal data and may be fetched with a session cookie: no cache
@@ -141,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         // takes over a slow school link (the work itself runs as a job afterwards).
         .merge(
             imports::upload_routes(config.upload_limit)
+                .merge(oneroster::upload_routes(config.upload_limit))
                 .layer(RequestBodyLimitLayer::new(config.upload_limit))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,

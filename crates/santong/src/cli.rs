@@ -11,7 +11,9 @@ use santong_storage::regions::Regions;
 
 use santong_storage::imports;
 
-use crate::{AuditAction, ClientAction, ImportAction, OidcAction, PolicyAction, UserAction};
+use crate::{
+    AuditAction, ClientAction, ImportAction, OidcAction, OnerosterAction, PolicyAction, UserAction,
+};
 
 /// `440305` → region; `440305/1144030501` → school in that county; `000000` or nothing → nation.
 async fn parse_at(db: &Db, at: Option<&str>) -> anyhow::Result<Node> {
@@ -561,6 +563,112 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!(santong_web::imports::error_text(&tr, &e)))?;
             println!("{}", tr.t("import-undone"));
+            Ok(())
+        }
+    }
+}
+
+pub async fn oneroster(db: &Db, action: &OnerosterAction) -> anyhow::Result<()> {
+    use santong_storage::oneroster::{OneRoster, Source, Target};
+    let tr = santong_web::i18n::Tr::new(cli_lang());
+    let or = OneRoster(db);
+    match action {
+        OnerosterAction::Export {
+            out,
+            school,
+            region,
+            year,
+            full,
+            ..
+        } => {
+            let target = match (school, region) {
+                (Some(s), _) => Target::School(s.clone()),
+                (None, Some(r)) => Target::Region(
+                    RegionCode::parse(r)
+                        .map_err(|_| anyhow::anyhow!("{r}: {}", tr.t("student-bad-region")))?,
+                ),
+                (None, None) => bail!("--school or --region"),
+            };
+            let year =
+                year.map_or_else(
+                    || {
+                        santong_domain::registry::SchoolYear::of_date(
+                            santong_storage::registry::today(),
+                        )
+                    },
+                    santong_domain::registry::SchoolYear,
+                );
+            if let Some(p) = full {
+                santong_storage::students::check_purpose(p)
+                    .map_err(|_| anyhow::anyhow!(tr.t("student-purpose-required")))?;
+            }
+            let file = std::fs::File::create(out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let counts = or
+                .export(
+                    Actor::Cli,
+                    &santong_domain::identity::Scope::everything(),
+                    &target,
+                    year,
+                    full.as_deref(),
+                    std::io::BufWriter::new(file),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(santong_web::oneroster::error_text(&tr, &e)))?;
+            println!(
+                "{}",
+                tr.f(
+                    "or-cli-exported",
+                    &[
+                        ("orgs", santong_web::i18n::n(counts.orgs as f64)),
+                        ("classes", santong_web::i18n::n(counts.classes as f64)),
+                        ("users", santong_web::i18n::n(counts.users as f64)),
+                        (
+                            "enrollments",
+                            santong_web::i18n::n(counts.enrollments as f64)
+                        ),
+                        ("file", santong_web::i18n::s(out.display().to_string())),
+                    ]
+                )
+            );
+            Ok(())
+        }
+        OnerosterAction::Import {
+            package,
+            valid_rows,
+            dry_run,
+            ..
+        } => {
+            let source = if package.is_dir() {
+                Source::Dir(package)
+            } else {
+                Source::Zip(package)
+            };
+            let report = or
+                .import(Actor::Cli, source, *valid_rows, *dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!(santong_web::oneroster::error_text(&tr, &e)))?;
+            println!("{}", santong_web::oneroster::summary(&tr, &report));
+            for r in &report.rejected {
+                println!(
+                    "{}",
+                    tr.f(
+                        "or-cli-reject",
+                        &[
+                            ("file", santong_web::i18n::s(r.file.to_owned())),
+                            ("line", santong_web::i18n::n(r.line as f64)),
+                            ("problem", santong_web::i18n::s(tr.t(r.key))),
+                            ("id", santong_web::i18n::s(r.value.clone())),
+                        ]
+                    )
+                );
+            }
+            if !report.committed {
+                println!("{}", tr.t("import-cli-nothing-written"));
+            }
+            if !report.rejected.is_empty() && !report.committed && !dry_run {
+                bail!(tr.t("import-rejected-all"));
+            }
             Ok(())
         }
     }

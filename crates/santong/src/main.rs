@@ -87,6 +87,54 @@ enum Command {
         #[command(subcommand)]
         action: ImportAction,
     },
+    /// OneRoster 1.2 CSV packages for LMSs and rostering tools, audited as `cli`.
+    Oneroster {
+        #[command(subcommand)]
+        action: OnerosterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OnerosterAction {
+    /// Write a school's or a region's package (a zip) for the current school year.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The zip to write.
+        out: std::path::PathBuf,
+        /// One school's 10-digit code.
+        #[arg(
+            long,
+            value_name = "CODE",
+            conflicts_with = "region",
+            required_unless_present = "region"
+        )]
+        school: Option<String>,
+        /// Every open school of a region (GB/T 2260 code: county, city or province).
+        #[arg(long, value_name = "CODE")]
+        region: Option<String>,
+        /// School year, as its first calendar year (2025 = 2025–26); default: the current one.
+        #[arg(long, value_name = "YEAR")]
+        year: Option<i32>,
+        /// Include student numbers (which hold ID numbers) and birth dates, for this purpose
+        /// (recorded in the audit log).
+        #[arg(long, value_name = "PURPOSE")]
+        full: Option<String>,
+    },
+    /// Read a package (a zip, or a folder of its CSV files): classes and class membership
+    /// are updated; the student register is not changed.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        package: std::path::PathBuf,
+        /// Write the valid rows and report the rejected ones (default: nothing unless every row
+        /// is valid).
+        #[arg(long)]
+        valid_rows: bool,
+        /// Check and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,6 +452,9 @@ fn main() -> ExitCode {
         }
         | Command::Import {
             action: ImportAction::Students { config, .. } | ImportAction::Undo { config, .. },
+        }
+        | Command::Oneroster {
+            action: OnerosterAction::Export { config, .. } | OnerosterAction::Import { config, .. },
         } => (config, &cli.command),
     };
     let settings = match Settings::resolve(args, sub) {
@@ -542,6 +593,12 @@ async fn run(command: &Command, settings: Settings) -> anyhow::Result<()> {
         Command::Import { action } => {
             let db = open_db(&settings).await?;
             let result = cli::import(&db, action).await;
+            db.close().await;
+            result?;
+        }
+        Command::Oneroster { action } => {
+            let db = open_db(&settings).await?;
+            let result = cli::oneroster(&db, action).await;
             db.close().await;
             result?;
         }

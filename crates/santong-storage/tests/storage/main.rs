@@ -7,6 +7,7 @@ mod identity;
 mod imports;
 mod jobs;
 mod lifecycle;
+mod oneroster;
 mod quality;
 mod regions;
 mod registry;

@@ -8,6 +8,7 @@ mod identity;
 mod imports;
 mod lifecycle;
 mod oidc;
+mod oneroster;
 mod pages;
 mod quality;
 mod schools;

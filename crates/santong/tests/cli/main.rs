@@ -798,3 +798,44 @@ fn students_are_imported_and_undone_from_the_command_line() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot be read as a table"), "{err}");
 }
+
+#[test]
+fn oneroster_packages_are_written_and_read_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = output(santong().args(["demo", "--data"]).arg(&data));
+    assert_eq!(code, 0, "{err}");
+    let zip = dir.path().join("county.zip");
+    let run = |args: &[&str]| {
+        let mut c = santong();
+        c.args(args)
+            .arg("--data")
+            .arg(&data)
+            .env("LANG", "en_US.UTF-8");
+        output(&mut c)
+    };
+    let (code, out, err) = run(&[
+        "oneroster",
+        "export",
+        zip.to_str().unwrap(),
+        "--region",
+        "440305",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Wrote") && out.contains("users"), "{out}");
+    // Read back by the command line (which manages every school): nothing changes.
+    let (code, out, err) = run(&["oneroster", "import", zip.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 classes opened") && out.contains("0 placements, 0 ended"),
+        "{out}"
+    );
+    assert!(out.contains("0 rows rejected"), "{out}");
+    // A folder without a manifest is refused with its reason.
+    let feed = dir.path().join("feed");
+    std::fs::create_dir(&feed).unwrap();
+    std::fs::write(feed.join("orgs.csv"), "sourcedId,name,type\n").unwrap();
+    let (code, _, err) = run(&["oneroster", "import", feed.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no manifest.csv"), "{err}");
+}
