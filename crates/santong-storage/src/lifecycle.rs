@@ -159,6 +159,33 @@ fn parse_date(raw: &str, today: NaiveDate) -> Option<NaiveDate> {
     }
 }
 
+/// One event at a school, with whom it concerns (the school's 学籍变动 list).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SchoolEventRow {
+    pub id: Uuid,
+    pub student_id: Uuid,
+    pub name: String,
+    #[serde(skip)]
+    pub student_number: String,
+    pub kind: String,
+    pub code: String,
+    pub status: String,
+    pub school_code: String,
+    pub grade: i32,
+    pub from_school: Option<String>,
+    pub effective_on: NaiveDate,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+    pub undone_by: Option<Uuid>,
+}
+
+impl SchoolEventRow {
+    pub fn number_masked(&self) -> String {
+        crate::students::mask_number(&self.student_number)
+    }
+}
+
 fn grades_of(school: &SchoolRow) -> Option<Grades> {
     Grades::parse(&school.grades)
 }
@@ -181,6 +208,51 @@ impl Students<'_> {
             .fetch_all(ex)
             .await?)
         })
+    }
+
+    /// The events at `school` (recorded there, or leaving it) effective from `from` to `until`,
+    /// newest first, if the school is in `scope`.
+    pub async fn school_events(
+        &self,
+        scope: &Scope,
+        school: &str,
+        from: NaiveDate,
+        until: NaiveDate,
+        limit: u64,
+        offset: u64,
+    ) -> crate::Result<crate::Page<SchoolEventRow>> {
+        let filter = |q: &mut DynQuery| {
+            q.push(
+                " FROM student_event e JOIN student st ON st.id = e.student_id \
+                JOIN school s ON s.code = ",
+            )
+            .bind(school.to_owned())
+            .push(
+                " WHERE (e.school_code = s.code OR e.from_school = s.code) AND e.effective_on >= ",
+            )
+            .bind(from)
+            .push(" AND e.effective_on <= ")
+            .bind(until)
+            .push(" AND");
+            crate::scope::push(q, scope, "s.county", "s.code");
+        };
+        let mut q = DynQuery::for_db(self.0);
+        q.push(
+            "SELECT e.id, e.student_id, st.name, st.student_number, e.kind, e.code, e.status, \
+            e.school_code, e.grade, e.from_school, e.effective_on, e.recorded_at, e.actor, \
+            e.reason, e.undone_by",
+        );
+        filter(&mut q);
+        q.push(" ORDER BY e.effective_on DESC, e.recorded_at DESC, e.id LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        let items = q.fetch_all(self.0).await?;
+        let mut c = DynQuery::for_db(self.0);
+        c.push("SELECT COUNT(*)");
+        filter(&mut c);
+        let total = u64::try_from(c.fetch_count(self.0).await?).unwrap_or(0);
+        Ok(crate::Page { items, total })
     }
 
     /// The student's current school, for a writer who must hold `registry_manage` there.

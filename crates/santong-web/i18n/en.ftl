@@ -956,3 +956,13 @@ oneroster-class-unknown = The class is not at a school you manage.
 oneroster-user-unknown = The user is neither a student on this school's roll nor an account of this school (enrol students and open teacher accounts first).
 or-cli-exported = Wrote { $file }: { $orgs } orgs, { $classes } classes, { $users } users, { $enrollments } enrollments.
 or-cli-reject = { $file } line { $line } ({ $id }): { $problem }
+
+## A school's events
+events-title = Changes of status
+events-nav = Changes of status
+events-from = From
+events-until = Until
+events-empty = No changes of status in this period.
+event-actor = Recorded by
+event-undone-col = Undone
+event-undone-yes = yes

@@ -953,3 +953,13 @@ oneroster-class-unknown = 班级不在您管理的学校中。
 oneroster-user-unknown = 该用户不是本校在籍学生，也不是本校账号（学生须先办理入学，教师须先开通账号）。
 or-cli-exported = 已写入 { $file }：机构 { $orgs } 个，班级 { $classes } 个，用户 { $users } 个，班级成员 { $enrollments } 条。
 or-cli-reject = { $file } 第 { $line } 行（{ $id }）：{ $problem }
+
+## A school's events (学籍变动)
+events-title = 学籍变动
+events-nav = 学籍变动
+events-from = 从
+events-until = 至
+events-empty = 这段时间没有学籍变动。
+event-actor = 记录人
+event-undone-col = 已撤销
+event-undone-yes = 是

@@ -37,6 +37,9 @@ pub fn routes() -> Router<AppState> {
             "/students/{id}/events/{event}/undo",
             get(undo_form).post(undo),
         )
+        .route("/schools/{code}/events", get(school_events))
+        .route("/schools/{code}/events/export.csv", get(export_events))
+        .route("/schools/{code}/events/export.xlsx", get(export_events))
         .route("/year-end", get(year_end).post(apply))
         .route("/year-end/batches/{id}", get(batch_page))
         .route("/year-end/batches/{id}/undo", post(batch_undo))
@@ -969,4 +972,192 @@ pub async fn api_batch_undo(
         )
         .await),
     }
+}
+
+// ----- A school's events (学籍变动) ----------------------------------------------------------------
+
+/// `from` and `until` of a school's event list: the current school year to today by default.
+fn event_span(q: &Params) -> Result<(chrono::NaiveDate, chrono::NaiveDate), AppError> {
+    let today = santong_storage::registry::today();
+    let mut errors = vec![];
+    let mut date = |field: &str, default: chrono::NaiveDate| match p(q, field).trim() {
+        "" => default,
+        raw => chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").unwrap_or_else(|_| {
+            errors.push(santong_domain::paging::FieldError::new(
+                field,
+                santong_domain::paging::FieldErrorKind::Rule("registry-bad-date"),
+            ));
+            default
+        }),
+    };
+    let from = date(
+        "from",
+        santong_domain::registry::SchoolYear::of_date(today).start(),
+    );
+    let until = date("until", today);
+    if errors.is_empty() {
+        Ok((from, until))
+    } else {
+        Err(AppError::bad_params(errors))
+    }
+}
+
+struct SchoolEventLine {
+    on: String,
+    kind: String,
+    code: String,
+    student: String,
+    name: String,
+    number: String,
+    grade: i32,
+    from: String,
+    reason: String,
+    actor: String,
+    undone: bool,
+}
+
+fn event_line(tr: &Tr, e: &santong_storage::lifecycle::SchoolEventRow) -> SchoolEventLine {
+    SchoolEventLine {
+        on: e.effective_on.to_string(),
+        kind: kind_label(tr, &e.kind),
+        code: e.code.clone(),
+        student: e.student_id.to_string(),
+        name: e.name.clone(),
+        number: e.number_masked(),
+        grade: e.grade,
+        from: e.from_school.clone().unwrap_or_default(),
+        reason: reason_label(tr, &e.reason),
+        actor: e.actor.clone(),
+        undone: e.undone_by.is_some(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "events.html")]
+struct EventsPage {
+    c: Chrome,
+    code: String,
+    school: String,
+    from: String,
+    until: String,
+    export: String,
+    rows: Vec<SchoolEventLine>,
+    pager: crate::views::Pager,
+}
+
+async fn school_events(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    user.require(Permission::RegistryView)?;
+    let scope = user.0.scope(Permission::RegistryView);
+    let school = santong_storage::registry::Registry(&state.db)
+        .school(&scope, &code)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let (from, until) = event_span(&q)?;
+    let page = crate::schools::page_of(&q)?;
+    let tr = ctx.tr();
+    let events = Students(&state.db)
+        .school_events(&scope, &code, from, until, page.limit(), page.offset())
+        .await?;
+    let pages = page.page_count(events.total);
+    let href = |n: u32| format!("/schools/{code}/events?from={from}&until={until}&page={n}");
+    html(&EventsPage {
+        c: ctx.chrome(tr.t("events-title")),
+        code: code.clone(),
+        school: school.name.clone(),
+        from: from.to_string(),
+        until: until.to_string(),
+        export: format!("/schools/{code}/events/export.csv?from={from}&until={until}"),
+        rows: events.items.iter().map(|e| event_line(&tr, e)).collect(),
+        pager: crate::views::Pager::new(&tr, page.page, pages, events.total, href),
+    })
+}
+
+/// The events of the span, every page of them, masked as the page is; audited.
+async fn export_events(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    uri: axum::http::Uri,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    let format = crate::export::ListFormat::of_path(uri.path());
+    let gate = crate::export::gate(&state, &user, &code, &q, false).await?;
+    let (from, until) = event_span(&q)?;
+    let db = state.db.clone();
+    let total = Students(&db)
+        .school_events(&gate.scope, &code, from, until, 1, 0)
+        .await?
+        .total;
+    let detail = serde_json::json!({
+        "rows": total,
+        "from": from.to_string(),
+        "until": until.to_string(),
+        "format": format.ext(),
+    })
+    .to_string();
+    Students(&db)
+        .record_export(
+            actor(&user, &ctx),
+            "event.export",
+            &gate.school.code,
+            detail,
+        )
+        .await?;
+    let tr = ctx.tr();
+    let head: Vec<String> = [
+        "event-effective",
+        "event-kind",
+        "event-code",
+        "student-number",
+        "student-name",
+        "student-grade",
+        "event-from",
+        "event-reason",
+        "event-actor",
+        "event-undone-col",
+    ]
+    .iter()
+    .map(|k| tr.t(k))
+    .collect();
+    let (yes, scope) = (tr.t("event-undone-yes"), gate.scope);
+    Ok(crate::export::stream_list(
+        format,
+        &format!("events-{code}-{from}-{until}"),
+        head,
+        move |offset| {
+            let (db, scope, code, yes) = (db.clone(), scope.clone(), code.clone(), yes.clone());
+            async move {
+                let page = Students(&db)
+                    .school_events(&scope, &code, from, until, crate::export::PAGE, offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(page
+                    .items
+                    .iter()
+                    .map(|e| {
+                        let l = event_line(&tr, e);
+                        vec![
+                            l.on,
+                            l.kind,
+                            l.code,
+                            l.number,
+                            l.name,
+                            l.grade.to_string(),
+                            l.from,
+                            l.reason,
+                            l.actor,
+                            if l.undone { yes.clone() } else { String::new() },
+                        ]
+                    })
+                    .collect())
+            }
+        },
+    ))
 }

@@ -1,5 +1,6 @@
 //! OneRoster through the pages: the exchange page, the masked and full package downloads, the
-//! import of a package with its report, refused packages, and the scope matrix of every route.
+//! import of a package with its report, refused packages, and the scope matrix of every route;
+//! with the same school, its list of changes of status and that list's export.
 
 use std::io::Read;
 
@@ -205,6 +206,45 @@ async fn packages_go_out_and_come_back_through_the_pages(app: TestApp) {
     let empty = upload(&app, &s, "1144030501", &[("mode", "all")], b"").await;
     assert_eq!(empty.status, 422);
 
+    // The school's changes of status: the enrolment, masked, and its export (audited).
+    // The enrolment took effect on 2024-09-01, before this school year (the default span).
+    let events = app
+        .get_as(&s, "/schools/1144030501/events?from=2024-01-01")
+        .await;
+    assert_eq!(events.status, 200);
+    assert!(
+        events.body.contains("王小明") && events.body.contains("入学"),
+        "{}",
+        events.body
+    );
+    assert!(!events.body.contains(&idn));
+    let bad = app
+        .get_as(&s, "/schools/1144030501/events?from=2025-13-01")
+        .await;
+    assert_eq!(bad.status, 400);
+    let csv = app
+        .get_as(&s, "/schools/1144030501/events/export.csv?from=2024-01-01")
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.body.starts_with("\u{feff}生效日期,变动类别"),
+        "{}",
+        csv.body
+    );
+    assert_eq!(csv.body.lines().count(), 2, "{}", csv.body);
+    assert!(!csv.body.contains(&idn));
+    let xlsx = app
+        .get_as(&s, "/schools/1144030501/events/export.xlsx")
+        .await;
+    assert!(xlsx.bytes.starts_with(b"PK"));
+    let none = app
+        .get_as(
+            &s,
+            "/schools/1144030501/events?from=2000-01-01&until=2000-12-31",
+        )
+        .await;
+    assert!(none.body.contains("这段时间没有学籍变动"), "{}", none.body);
+
     // Another school's administrator and another county's official reach none of it.
     let hb = app.sign_in("head.b").await;
     let lh = app.sign_in("edu.lh").await;
@@ -213,6 +253,9 @@ async fn packages_go_out_and_come_back_through_the_pages(app: TestApp) {
         &[
             "/schools/1144030501/oneroster".into(),
             "/schools/1144030501/oneroster.zip".into(),
+            "/schools/1144030501/events".into(),
+            "/schools/1144030501/events/export.csv".into(),
+            "/schools/1144030501/events/export.xlsx".into(),
         ],
         &[(
             "/schools/1144030501/oneroster.zip".into(),
