@@ -264,6 +264,159 @@ impl StudentColumn {
     }
 }
 
+/// A field of an import template: its order, form name, whether a sheet must have it, and the
+/// header spellings that name it.
+pub trait Column: Copy + Eq + Sized + 'static {
+    /// Every field, in the order of the template.
+    fn all() -> &'static [Self];
+    /// The field's name in forms, field errors and message keys (`birth_date`).
+    fn field(self) -> &'static str;
+    fn required(self) -> bool;
+    /// Header spellings, as [`header_key`] leaves them.
+    fn aliases(self) -> &'static [&'static str];
+}
+
+impl Column for StudentColumn {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn field(self) -> &'static str {
+        StudentColumn::field(self)
+    }
+    fn required(self) -> bool {
+        StudentColumn::required(self)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        STUDENT_ALIASES
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map_or(&[], |(_, a)| a)
+    }
+}
+
+/// A header as compared with aliases: normalised, a note in brackets (出生日期（必填）) cut, no
+/// spaces, underscores, dashes, stars or quotes, lower case.
+pub fn header_key(header: &str) -> String {
+    let h = normalize(header);
+    let h = h.split(['(', '（']).next().unwrap_or("");
+    h.replace([' ', '_', '-', '*', '\''], "").to_lowercase()
+}
+
+/// The field of kind `C` a header names, if any.
+pub fn column_of<C: Column>(header: &str) -> Option<C> {
+    let h = header_key(header);
+    C::all()
+        .iter()
+        .copied()
+        .find(|c| c.aliases().contains(&h.as_str()))
+}
+
+/// The field of each header of a sheet (`None`: a column the import ignores), refusing a sheet
+/// where two columns name the same field rather than letting one of them win silently.
+pub fn columns<C: Column, S: AsRef<str>>(headers: &[S]) -> Result<Vec<Option<C>>, SameField> {
+    let cols: Vec<Option<C>> = headers.iter().map(|h| column_of(h.as_ref())).collect();
+    for (i, a) in cols.iter().enumerate() {
+        if let Some(a) = a
+            && let Some(j) = cols[i + 1..].iter().position(|b| b.as_ref() == Some(a))
+        {
+            return Err(SameField {
+                first: i + 1,
+                second: i + j + 2,
+                field: a.field(),
+            });
+        }
+    }
+    Ok(cols)
+}
+
+/// A field of a staff import (教职工).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeacherColumn {
+    Name,
+    Sex,
+    BirthDate,
+    Ethnicity,
+    IdNumber,
+    Qualification,
+    Title,
+    Subjects,
+    Post,
+    AppointedOn,
+}
+
+impl TeacherColumn {
+    pub const ALL: [TeacherColumn; 10] = [
+        Self::Name,
+        Self::Sex,
+        Self::BirthDate,
+        Self::Ethnicity,
+        Self::IdNumber,
+        Self::Qualification,
+        Self::Title,
+        Self::Subjects,
+        Self::Post,
+        Self::AppointedOn,
+    ];
+}
+
+impl Column for TeacherColumn {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn field(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Sex => "sex",
+            Self::BirthDate => "birth_date",
+            Self::Ethnicity => "ethnicity",
+            Self::IdNumber => "id_number",
+            Self::Qualification => "qualification",
+            Self::Title => "title",
+            Self::Subjects => "subjects",
+            Self::Post => "post",
+            Self::AppointedOn => "appointed_on",
+        }
+    }
+    fn required(self) -> bool {
+        !matches!(self, Self::Ethnicity | Self::Subjects | Self::AppointedOn)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Name => &["姓名", "教师姓名", "教职工姓名", "name", "fullname"],
+            // The person's other fields are spelled as in student sheets.
+            Self::Sex => Column::aliases(StudentColumn::Sex),
+            Self::BirthDate => Column::aliases(StudentColumn::BirthDate),
+            Self::Ethnicity => Column::aliases(StudentColumn::Ethnicity),
+            Self::IdNumber => Column::aliases(StudentColumn::IdNumber),
+            Self::Qualification => &[
+                "教师资格",
+                "教师资格种类",
+                "资格种类",
+                "qualification",
+                "teachingcertificate",
+            ],
+            Self::Title => &[
+                "职称",
+                "专业技术职务",
+                "专业技术职称",
+                "职务",
+                "title",
+                "professionaltitle",
+            ],
+            Self::Subjects => &["任教学科", "学科", "任教科目", "subjects", "subject"],
+            Self::Post => &["岗位类别", "岗位", "岗位类型", "post", "position"],
+            Self::AppointedOn => &[
+                "到校日期",
+                "任职日期",
+                "聘任日期",
+                "到岗日期",
+                "appointedon",
+                "startdate",
+            ],
+        }
+    }
+}
+
 /// Header spellings seen in provincial templates and English sheets, compared after
 /// [`normalize`], without spaces and case-insensitively.
 const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
@@ -365,14 +518,7 @@ const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[
 
 /// The student field a header names, if any.
 pub fn student_column(header: &str) -> Option<StudentColumn> {
-    // A note in brackets (出生日期（必填）) is not part of the name.
-    let h = normalize(header);
-    let h = h.split(['(', '（']).next().unwrap_or("");
-    let h = h.replace([' ', '_', '-', '*', '\''], "").to_lowercase();
-    STUDENT_ALIASES
-        .iter()
-        .find(|(_, names)| names.contains(&h.as_str()))
-        .map(|(c, _)| *c)
+    column_of(header)
 }
 
 /// Two headers of one sheet that name the same field (1-based column numbers).
@@ -380,28 +526,15 @@ pub fn student_column(header: &str) -> Option<StudentColumn> {
 pub struct SameField {
     pub first: usize,
     pub second: usize,
-    pub field: StudentColumn,
+    /// The field's name ([`Column::field`]).
+    pub field: &'static str,
 }
 
-/// The field of each header of a sheet (`None`: a column the import ignores), refusing a sheet
-/// where two columns name the same field rather than letting one of them win silently.
+/// [`columns`] of a student sheet.
 pub fn student_columns<S: AsRef<str>>(
     headers: &[S],
 ) -> Result<Vec<Option<StudentColumn>>, SameField> {
-    let cols: Vec<Option<StudentColumn>> =
-        headers.iter().map(|h| student_column(h.as_ref())).collect();
-    for (i, a) in cols.iter().enumerate() {
-        if let Some(a) = a
-            && let Some(j) = cols[i + 1..].iter().position(|b| b.as_ref() == Some(a))
-        {
-            return Err(SameField {
-                first: i + 1,
-                second: i + j + 2,
-                field: *a,
-            });
-        }
-    }
-    Ok(cols)
+    columns(headers)
 }
 
 /// One CSV cell. A value that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`,
@@ -570,7 +703,7 @@ mod tests {
             Err(SameField {
                 first: 1,
                 second: 3,
-                field: StudentColumn::Name
+                field: "name"
             })
         );
         assert_eq!(

@@ -6,13 +6,13 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use santong_domain::identity::Scope;
 use santong_domain::registry::{Ethnicity, ResidentId, SchoolStatus, Sex, parse_person_name};
-use santong_domain::staff::{POSTS, QUALIFICATIONS, TITLES, parse_code, teacher_number};
+use santong_domain::staff::teacher_number;
 use uuid::Uuid;
 
 use crate::audit;
 use crate::dynsql::DynQuery;
 use crate::identity::Actor;
-use crate::registry::{Registry, RegistryError, refused, rule, today};
+use crate::registry::{Registry, RegistryError, SchoolRow, refused, rule, today};
 use crate::{Db, Page, Tx, db_query};
 
 /// A member of staff where they are on a date. (`Debug` by hand: it holds an ID number.)
@@ -195,6 +195,164 @@ pub struct StaffFilter {
     pub descending: bool,
 }
 
+/// The highest sequence of the staff numbers of `county` and `year` given so far (0: none).
+pub(crate) async fn highest_number(tx: &mut Tx, county: &str, year: i32) -> crate::Result<u32> {
+    let prefix = format!("T{county}{year:04}");
+    let highest: Option<String> = db_query!(tx, tx, |sql, ex| {
+        sqlx::query_scalar(sql(
+            "SELECT MAX(teacher_number) FROM teacher WHERE teacher_number >= $1 \
+            AND teacher_number < $2",
+        ))
+        .bind(&prefix)
+        .bind(format!("{prefix}~"))
+        .fetch_one(ex)
+        .await?
+    });
+    Ok(highest
+        .and_then(|h| h.get(11..).and_then(|s| s.parse::<u32>().ok()))
+        .unwrap_or(0))
+}
+
+/// A staff record as entered, every field checked.
+#[derive(Clone)]
+pub(crate) struct CheckedTeacher {
+    pub(crate) name: String,
+    pub(crate) sex: Sex,
+    pub(crate) birth: NaiveDate,
+    pub(crate) ethnicity: Ethnicity,
+    pub(crate) id: ResidentId,
+    pub(crate) qualification: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) subjects: String,
+    pub(crate) post: &'static str,
+    pub(crate) on: NaiveDate,
+}
+
+/// Checks a person appointed at `school` as entered (a form or a sheet's row: coded fields by
+/// code or name): every problem is reported, each with its field.
+pub(crate) fn check_teacher(
+    school: &SchoolRow,
+    input: &NewTeacher,
+    today: NaiveDate,
+) -> Result<CheckedTeacher, Vec<santong_domain::paging::FieldError>> {
+    let mut errors = vec![];
+    let name = parse_person_name(&input.name);
+    if name.is_none() {
+        errors.push(rule("name", "student-bad-name"));
+    }
+    let sex = Sex::parse(&input.sex);
+    if sex.is_none() {
+        errors.push(rule("sex", "student-bad-sex"));
+    }
+    let birth = NaiveDate::parse_from_str(input.birth_date.trim(), "%Y-%m-%d")
+        .ok()
+        .filter(|b| {
+            let age = today.years_since(*b).unwrap_or(0);
+            (18..=75).contains(&age)
+        });
+    if birth.is_none() {
+        errors.push(rule("birth_date", "teacher-bad-birth"));
+    }
+    let ethnicity = match input.ethnicity.trim() {
+        "" => Ethnicity::parse("01"),
+        e => Ethnicity::parse(e),
+    };
+    if ethnicity.is_none() {
+        errors.push(rule("ethnicity", "student-bad-ethnicity"));
+    }
+    let id = match ResidentId::parse(input.id_number.trim()) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            errors.push(rule(
+                "id_number",
+                match e {
+                    santong_domain::registry::IdProblem::Shape => "student-id-shape",
+                    santong_domain::registry::IdProblem::BirthDate => "student-id-date",
+                    santong_domain::registry::IdProblem::CheckDigit => "student-id-check",
+                },
+            ));
+            None
+        }
+    };
+    if let (Some(id), Some(b)) = (&id, birth)
+        && id.birth_date() != (b.year(), b.month(), b.day())
+    {
+        errors.push(rule("id_number", "student-id-birth-mismatch"));
+    }
+    if let (Some(id), Some(s)) = (&id, sex)
+        && id.sex() != s
+    {
+        errors.push(rule("id_number", "student-id-sex-mismatch"));
+    }
+    let qualification = santong_domain::staff::qualification(&input.qualification);
+    if qualification.is_none() {
+        errors.push(rule("qualification", "teacher-bad-code"));
+    }
+    let title = santong_domain::staff::title(&input.title);
+    if title.is_none() {
+        errors.push(rule("title", "teacher-bad-code"));
+    }
+    let post = santong_domain::staff::post(&input.post);
+    if post.is_none() {
+        errors.push(rule("post", "teacher-bad-code"));
+    }
+    let subjects = input.subjects.trim();
+    if subjects.chars().count() > 50 {
+        errors.push(rule("subjects", "teacher-bad-subjects"));
+    }
+    let on = match input.appointed_on.trim() {
+        "" => Some(today),
+        d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .ok()
+            .filter(|d| *d <= today && *d >= school.opened_on),
+    };
+    if on.is_none() {
+        errors.push(rule("appointed_on", "student-bad-enrol-date"));
+    }
+    if school.status() != Some(SchoolStatus::Open) {
+        errors.push(rule("school", "registry-not-open"));
+    }
+    let (
+        Some(name),
+        Some(sex),
+        Some(birth),
+        Some(ethnicity),
+        Some(id),
+        Some(qualification),
+        Some(title),
+        Some(post),
+        Some(on),
+    ) = (
+        name,
+        sex,
+        birth,
+        ethnicity,
+        id,
+        qualification,
+        title,
+        post,
+        on,
+    )
+    else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CheckedTeacher {
+        name,
+        sex,
+        birth,
+        ethnicity,
+        id,
+        qualification,
+        title,
+        subjects: subjects.to_owned(),
+        post,
+        on,
+    })
+}
+
 pub struct Teachers<'a>(pub &'a Db);
 
 impl Teachers<'_> {
@@ -282,94 +440,7 @@ impl Teachers<'_> {
     ) -> Result<StaffRow, RegistryError> {
         let school = Registry(self.0).managed_school(&actor, school).await?;
         let today = today();
-        let mut errors = vec![];
-        let name = parse_person_name(&input.name);
-        if name.is_none() {
-            errors.push(rule("name", "student-bad-name"));
-        }
-        let sex = Sex::parse(&input.sex);
-        if sex.is_none() {
-            errors.push(rule("sex", "student-bad-sex"));
-        }
-        let birth = NaiveDate::parse_from_str(input.birth_date.trim(), "%Y-%m-%d")
-            .ok()
-            .filter(|b| {
-                let age = today.years_since(*b).unwrap_or(0);
-                (18..=75).contains(&age)
-            });
-        if birth.is_none() {
-            errors.push(rule("birth_date", "teacher-bad-birth"));
-        }
-        let ethnicity = match input.ethnicity.trim() {
-            "" => Ethnicity::parse("01"),
-            e => Ethnicity::parse(e),
-        };
-        if ethnicity.is_none() {
-            errors.push(rule("ethnicity", "student-bad-ethnicity"));
-        }
-        let id = match ResidentId::parse(input.id_number.trim()) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                errors.push(rule(
-                    "id_number",
-                    match e {
-                        santong_domain::registry::IdProblem::Shape => "student-id-shape",
-                        santong_domain::registry::IdProblem::BirthDate => "student-id-date",
-                        santong_domain::registry::IdProblem::CheckDigit => "student-id-check",
-                    },
-                ));
-                None
-            }
-        };
-        if let (Some(id), Some(b)) = (&id, birth)
-            && id.birth_date() != (b.year(), b.month(), b.day())
-        {
-            errors.push(rule("id_number", "student-id-birth-mismatch"));
-        }
-        if let (Some(id), Some(s)) = (&id, sex)
-            && id.sex() != s
-        {
-            errors.push(rule("id_number", "student-id-sex-mismatch"));
-        }
-        let qualification = parse_code(&QUALIFICATIONS, &input.qualification);
-        if qualification.is_none() {
-            errors.push(rule("qualification", "teacher-bad-code"));
-        }
-        let title = parse_code(&TITLES, &input.title);
-        if title.is_none() {
-            errors.push(rule("title", "teacher-bad-code"));
-        }
-        let post = parse_code(&POSTS, &input.post);
-        if post.is_none() {
-            errors.push(rule("post", "teacher-bad-code"));
-        }
-        let subjects = input.subjects.trim();
-        if subjects.chars().count() > 50 {
-            errors.push(rule("subjects", "teacher-bad-subjects"));
-        }
-        let on = match input.appointed_on.trim() {
-            "" => Some(today),
-            d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .ok()
-                .filter(|d| *d <= today && *d >= school.opened_on),
-        };
-        if on.is_none() {
-            errors.push(rule("appointed_on", "student-bad-enrol-date"));
-        }
-        if school.status() != Some(SchoolStatus::Open) {
-            errors.push(rule("school", "registry-not-open"));
-        }
-        let (
-            Some(name),
-            Some(sex),
-            Some(birth),
-            Some(ethnicity),
-            Some(id),
-            Some(qualification),
-            Some(title),
-            Some(post),
-            Some(on),
-        ) = (
+        let CheckedTeacher {
             name,
             sex,
             birth,
@@ -377,15 +448,11 @@ impl Teachers<'_> {
             id,
             qualification,
             title,
+            subjects,
             post,
             on,
-        )
-        else {
-            return Err(RegistryError::Fields(errors));
-        };
-        if !errors.is_empty() {
-            return Err(RegistryError::Fields(errors));
-        }
+        } = check_teacher(&school, input, today).map_err(RegistryError::Fields)?;
+        let subjects = subjects.as_str();
         let now = Utc::now();
         let mut tx = self.0.begin().await?;
         let mut tried: Option<u32> = None;
@@ -442,20 +509,7 @@ impl Teachers<'_> {
             // A new record: the next free number of the county and year. Of two first
             // appointments racing for it (PostgreSQL), the loser tries the next; if the race was
             // for the same person, the loop finds their record at the top.
-            let prefix = format!("T{}{:04}", school.county, on.year());
-            let highest: Option<String> = db_query!(&mut tx, tx, |sql, ex| {
-                sqlx::query_scalar(sql(
-                    "SELECT MAX(teacher_number) FROM teacher WHERE teacher_number >= $1 \
-                    AND teacher_number < $2",
-                ))
-                .bind(&prefix)
-                .bind(format!("{prefix}~"))
-                .fetch_one(ex)
-                .await?
-            });
-            let seq = highest
-                .and_then(|h| h.get(11..).and_then(|s| s.parse::<u32>().ok()))
-                .map_or(1, |n| n + 1)
+            let seq = (highest_number(&mut tx, &school.county, on.year()).await? + 1)
                 .max(tried.map_or(0, |t| t + 1));
             let number = teacher_number(&school.county, on.year(), seq)
                 .ok_or_else(|| refused("school", "teacher-no-number"))?;

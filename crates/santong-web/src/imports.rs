@@ -10,9 +10,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use santong_domain::identity::{Permission, Scope};
-use santong_domain::import::StudentColumn;
+use santong_domain::import::{Column, StudentColumn, TeacherColumn};
 use santong_domain::registry::Ethnicity;
-use santong_storage::imports::{BatchRow, ImportError, Imports, Mode, Problem, Reject};
+use santong_storage::imports::{BatchRow, ImportError, Imports, Kind, Mode, Problem, Reject};
 use santong_storage::jobs::Jobs;
 use santong_storage::registry::{Registry, RegistryError};
 use uuid::Uuid;
@@ -51,8 +51,35 @@ pub fn upload_routes(upload_limit: usize) -> Router<AppState> {
 // ----- Messages ----------------------------------------------------------------------------------
 
 /// The header of a field in the template, in the reader's language.
-fn column_label(tr: &Tr, c: StudentColumn) -> String {
-    tr.t(&format!("imp-col-{}", c.field().replace('_', "-")))
+fn column_label(tr: &Tr, field: &str) -> String {
+    tr.t(&format!("imp-col-{}", field.replace('_', "-")))
+}
+
+/// A kind's fields in template order: (field, required).
+fn fields_of(kind: Kind) -> Vec<(&'static str, bool)> {
+    fn all<C: Column>() -> Vec<(&'static str, bool)> {
+        C::all().iter().map(|c| (c.field(), c.required())).collect()
+    }
+    match kind {
+        Kind::Students => all::<StudentColumn>(),
+        Kind::Teachers => all::<TeacherColumn>(),
+    }
+}
+
+/// `kind` of the query or form: students unless it says otherwise; an unknown kind is no page.
+fn kind_of(q: &Params) -> Result<Kind, AppError> {
+    match p(q, "kind") {
+        "" => Ok(Kind::Students),
+        k => Kind::parse(k).ok_or_else(AppError::not_found),
+    }
+}
+
+/// A message key of the kind: `imp-title` for students, `imp-title-teachers` for staff.
+fn kind_key(base: &str, kind: Kind) -> String {
+    match kind {
+        Kind::Students => base.to_owned(),
+        k => format!("{base}-{}", k.as_str()),
+    }
 }
 
 /// One problem of a row: `出生日期：…` when it is one cell's.
@@ -96,9 +123,9 @@ pub fn reject_line(tr: &Tr, r: &Reject, headers: &[String]) -> String {
 /// The message for a refused file or batch.
 pub fn error_text(tr: &Tr, e: &ImportError) -> String {
     match e {
-        ImportError::MissingColumn(c) => tr.f(
+        ImportError::MissingColumn(field) => tr.f(
             "import-missing-column",
-            &[("column", s(column_label(tr, *c)))],
+            &[("column", s(column_label(tr, field)))],
         ),
         ImportError::SameField(a, b) => tr.f(
             "import-same-field",
@@ -170,6 +197,7 @@ fn tally_text(tr: &Tr, b: &BatchRow) -> String {
 #[template(path = "imports.html")]
 struct FormPage {
     c: Chrome,
+    kind: &'static str,
     school_code: String,
     school_name: String,
     columns: Vec<(String, bool)>,
@@ -187,6 +215,7 @@ async fn school_page(
     ctx: &Ctx,
     user: &User,
     code: &str,
+    kind: Kind,
     error: Option<String>,
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryManage)?;
@@ -208,12 +237,13 @@ async fn school_page(
         })
         .collect();
     let mut res = html(&FormPage {
-        c: ctx.chrome(tr.t("imp-title")),
+        c: ctx.chrome(tr.t(&kind_key("imp-title", kind))),
+        kind: kind.as_str(),
         school_code: school.code.clone(),
         school_name: school.name.clone(),
-        columns: StudentColumn::ALL
-            .iter()
-            .map(|c| (column_label(&tr, *c), c.required()))
+        columns: fields_of(kind)
+            .into_iter()
+            .map(|(f, required)| (column_label(&tr, f), required))
             .collect(),
         batches,
         limit: crate::shell::human_size(state.config.upload_limit),
@@ -230,8 +260,10 @@ async fn form(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
-    school_page(&state, &ctx, &user, &code, None).await
+    let kind = kind_of(&q)?;
+    school_page(&state, &ctx, &user, &code, kind, None).await
 }
 
 /// A file spooled to disk while it uploads, removed when dropped.
@@ -255,8 +287,8 @@ async fn upload(
     user.require(Permission::RegistryManage)?;
     let tr = ctx.tr();
     let spool = Spool(std::env::temp_dir().join(format!("santong-upload-{}", Uuid::new_v4())));
-    let (mut csrf, mut mode, mut file_name, mut size) =
-        (String::new(), Mode::All, String::new(), 0u64);
+    let (mut csrf, mut mode, mut file_name, mut size, mut kind) =
+        (String::new(), Mode::All, String::new(), 0u64, String::new());
     let too_large = || {
         AppError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
             .arg("limit", crate::shell::human_size(state.config.upload_limit))
@@ -264,6 +296,7 @@ async fn upload(
     while let Some(mut field) = form.next_field().await.map_err(|_| too_large())? {
         match field.name() {
             Some("_csrf") => csrf = field.text().await.unwrap_or_default(),
+            Some("kind") => kind = field.text().await.unwrap_or_default(),
             Some("mode") => {
                 mode = Mode::parse(&field.text().await.unwrap_or_default()).unwrap_or(Mode::All)
             }
@@ -285,27 +318,45 @@ async fn upload(
         }
     }
     check_csrf(&user.0, Some(&csrf))?;
+    let kind = match kind.as_str() {
+        "" => Kind::Students,
+        k => Kind::parse(k).ok_or_else(AppError::not_found)?,
+    };
     if size == 0 {
-        return school_page(&state, &ctx, &user, &code, Some(tr.t("sheet-empty"))).await;
+        return school_page(&state, &ctx, &user, &code, kind, Some(tr.t("sheet-empty"))).await;
     }
     match Imports(&state.db)
-        .upload(actor(&user, &ctx), &code, &file_name, mode, &spool.0)
+        .upload(actor(&user, &ctx), kind, &code, &file_name, mode, &spool.0)
         .await
     {
         Ok(b) => Ok(Redirect::to(&format!("/imports/{}", b.id)).into_response()),
         Err(ImportError::Registry(e)) => {
             Err(audited(&state, &ctx, &user, "import.upload", &code, e).await)
         }
-        Err(e) => school_page(&state, &ctx, &user, &code, Some(error_text(&tr, &e))).await,
+        Err(e) => school_page(&state, &ctx, &user, &code, kind, Some(error_text(&tr, &e))).await,
     }
 }
 
 // ----- Templates ---------------------------------------------------------------------------------
 
-fn choices_of(tr: &Tr, c: StudentColumn) -> Vec<String> {
-    match c {
-        StudentColumn::Sex => vec![tr.t("imp-sex-1"), tr.t("imp-sex-2")],
-        StudentColumn::Ethnicity => Ethnicity::all()
+/// The drop-down list of a coded field: names in Chinese, codes otherwise (the import reads
+/// both, but not every language's names).
+fn choices_of(tr: &Tr, field: &str) -> Vec<String> {
+    let coded = |kind: &str, codes: &[&str]| -> Vec<String> {
+        codes
+            .iter()
+            .map(|c| {
+                if tr.tag() == "zh-CN" {
+                    tr.t(&format!("teacher-{kind}-{c}"))
+                } else {
+                    (*c).to_owned()
+                }
+            })
+            .collect()
+    };
+    match field {
+        "sex" => vec![tr.t("imp-sex-1"), tr.t("imp-sex-2")],
+        "ethnicity" => Ethnicity::all()
             .iter()
             .map(|(_, zh, roman)| {
                 if tr.tag() == "zh-CN" {
@@ -315,9 +366,20 @@ fn choices_of(tr: &Tr, c: StudentColumn) -> Vec<String> {
                 }
             })
             .collect(),
-        StudentColumn::Grade => (1..=12).map(|g| g.to_string()).collect(),
+        "grade" => (1..=12).map(|g| g.to_string()).collect(),
+        "qualification" => coded("qualification", &santong_domain::staff::QUALIFICATIONS),
+        "title" => coded("title", &santong_domain::staff::TITLES),
+        "post" => coded("post", &santong_domain::staff::POSTS),
         _ => vec![],
     }
+}
+
+/// Fields a spreadsheet must keep as text (long digit strings).
+fn text_field(field: &str) -> bool {
+    matches!(
+        field,
+        "id_number" | "student_number" | "guardian_phone" | "household_region"
+    )
 }
 
 async fn template_school(state: &AppState, user: &User, code: &str) -> Result<(), AppError> {
@@ -346,20 +408,22 @@ async fn template_csv(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
+    let kind = kind_of(&q)?;
     template_school(&state, &user, &code).await?;
     let tr = ctx.tr();
     let mut out = String::from("\u{feff}");
-    let head: Vec<String> = StudentColumn::ALL
-        .iter()
-        .map(|c| column_label(&tr, *c))
+    let head: Vec<String> = fields_of(kind)
+        .into_iter()
+        .map(|(f, _)| column_label(&tr, f))
         .collect();
     // The header alone: an example row would be imported as a pupil by whoever types below it.
     push_line(&mut out, &head);
     Ok(attachment(
         out.into_bytes(),
         "text/csv; charset=utf-8",
-        "students-template.csv",
+        &format!("{}-template.csv", kind.as_str()),
     ))
 }
 
@@ -370,28 +434,33 @@ async fn template_xlsx(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
+    let kind = kind_of(&q)?;
     template_school(&state, &user, &code).await?;
     let tr = ctx.tr();
-    let columns: Vec<santong_storage::sheet::TemplateColumn> = StudentColumn::ALL
-        .iter()
-        .map(|c| santong_storage::sheet::TemplateColumn {
-            header: column_label(&tr, *c),
-            note: tr.t(&format!("imp-note-{}", c.field().replace('_', "-"))),
-            required: c.required(),
-            choices: choices_of(&tr, *c),
-            text: matches!(
-                c,
-                StudentColumn::IdNumber
-                    | StudentColumn::StudentNumber
-                    | StudentColumn::GuardianPhone
-                    | StudentColumn::HouseholdRegion
-            ),
+    let columns: Vec<santong_storage::sheet::TemplateColumn> = fields_of(kind)
+        .into_iter()
+        .map(|(f, required)| santong_storage::sheet::TemplateColumn {
+            header: column_label(&tr, f),
+            note: tr.t(&kind_key(
+                &format!("imp-note-{}", f.replace('_', "-")),
+                kind,
+            )),
+            required,
+            choices: choices_of(&tr, f),
+            text: text_field(f),
         })
         .collect();
-    let instructions: Vec<String> = (1..=6).map(|i| tr.t(&format!("imp-howto-{i}"))).collect();
+    let steps = match kind {
+        Kind::Students => 6,
+        Kind::Teachers => 4,
+    };
+    let instructions: Vec<String> = (1..=steps)
+        .map(|i| tr.t(&kind_key(&format!("imp-howto-{i}"), kind)))
+        .collect();
     let body = santong_storage::sheet::template_xlsx(
-        &tr.t("imp-sheet-students"),
+        &tr.t(&format!("imp-sheet-{}", kind.as_str())),
         &columns,
         &tr.t("imp-sheet-instructions"),
         &instructions,
@@ -403,7 +472,7 @@ async fn template_xlsx(
     Ok(attachment(
         body,
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "students-template.xlsx",
+        &format!("{}-template.xlsx", kind.as_str()),
     ))
 }
 
@@ -420,6 +489,8 @@ struct RejectLine {
 struct BatchPage {
     c: Chrome,
     id: String,
+    kind: &'static str,
+    kind_title: String,
     school_code: String,
     school_name: String,
     file_name: String,
@@ -497,6 +568,8 @@ async fn render_batch(
     let mut res = html(&BatchPage {
         c: ctx.chrome(tr.t("imp-batch-title")),
         id: b.id.to_string(),
+        kind: b.kind().as_str(),
+        kind_title: tr.t(&kind_key("imp-title", b.kind())),
         school_code: b.school_code.clone(),
         school_name,
         file_name: b.file_name.clone(),

@@ -470,7 +470,20 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
             dry_run,
             rejects,
             ..
+        }
+        | ImportAction::Teachers {
+            file,
+            school,
+            valid_rows,
+            dry_run,
+            rejects,
+            ..
         } => {
+            let kind = if matches!(action, ImportAction::Teachers { .. }) {
+                imports::Kind::Teachers
+            } else {
+                imports::Kind::Students
+            };
             let limits = santong_storage::sheet::Limits::default();
             let progress = imports::Progress::new();
             let bar = progress_bar(progress.clone());
@@ -484,14 +497,25 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
                     .school(&santong_domain::identity::Scope::everything(), school)
                     .await?
                     .with_context(|| format!("no school has the code {school}"))?;
-                store.check_file(&row, file, &limits, &progress, None).await
+                store
+                    .check_file(kind, &row, file, &limits, &progress, None)
+                    .await
             } else {
                 let name = file
                     .file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or("import");
                 store
-                    .import_file(Actor::Cli, school, file, name, mode, &limits, &progress)
+                    .import_file(
+                        Actor::Cli,
+                        kind,
+                        school,
+                        file,
+                        name,
+                        mode,
+                        &limits,
+                        &progress,
+                    )
                     .await
             };
             bar.abort();

@@ -160,6 +160,28 @@ enum ImportAction {
         #[arg(long, value_name = "FILE")]
         rejects: Option<std::path::PathBuf>,
     },
+    /// Staff of one school: people new to the register are recorded and appointed, those on
+    /// its staff (by ID number) updated, those who left appointed again; in one transaction as
+    /// a batch.
+    Teachers {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The spreadsheet; its first row names the columns (姓名, 身份证号, 教师资格 … or English).
+        file: std::path::PathBuf,
+        /// The school's 10-digit code.
+        #[arg(long, value_name = "CODE")]
+        school: String,
+        /// Write the valid rows and report the rejected ones (default: nothing unless every row
+        /// is valid).
+        #[arg(long)]
+        valid_rows: bool,
+        /// Check every row and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the rejected rows, with their problems, to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<std::path::PathBuf>,
+    },
     /// Undo a committed import batch (by the id `import students` printed).
     Undo {
         #[command(flatten)]
@@ -451,7 +473,10 @@ fn main() -> ExitCode {
                 },
         }
         | Command::Import {
-            action: ImportAction::Students { config, .. } | ImportAction::Undo { config, .. },
+            action:
+                ImportAction::Students { config, .. }
+                | ImportAction::Teachers { config, .. }
+                | ImportAction::Undo { config, .. },
         }
         | Command::Oneroster {
             action: OnerosterAction::Export { config, .. } | OnerosterAction::Import { config, .. },

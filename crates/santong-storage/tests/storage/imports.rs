@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use santong_domain::identity::{Permission, Role, Scope};
 use santong_storage::identity::Actor;
-use santong_storage::imports::{ImportError, Imports, Mode, Progress, State, Tally};
+use santong_storage::imports::{ImportError, Imports, Kind, Mode, Progress, State, Tally};
 use santong_storage::jobs::{Worker, WorkerOptions};
 use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::sheet::{Limits, SheetError};
@@ -17,6 +17,7 @@ santong_testkit::conformance!(
     uploads_are_checked_and_committed_by_jobs_within_scope,
     bad_files_are_refused_with_nothing_written,
     rows_are_judged_by_todays_grade_and_known_children_are_not_doubled,
+    staff_are_matched_by_id_number_updated_and_undone,
 );
 
 const SCHOOL: &str = "1144030501";
@@ -97,6 +98,7 @@ async fn a_file_is_checked_whole_and_committed_once(t: TestDb) {
     // The check writes nothing and reports every rejected row with its line and columns.
     let checked = imports
         .check_file(
+            Kind::Students,
             &school,
             &path,
             &Limits::default(),
@@ -121,6 +123,7 @@ async fn a_file_is_checked_whole_and_committed_once(t: TestDb) {
     let all = imports
         .import_file(
             Actor::Cli,
+            Kind::Students,
             SCHOOL,
             &path,
             "students.csv",
@@ -137,6 +140,7 @@ async fn a_file_is_checked_whole_and_committed_once(t: TestDb) {
     let valid = imports
         .import_file(
             Actor::Cli,
+            Kind::Students,
             SCHOOL,
             &path,
             "students.csv",
@@ -202,6 +206,7 @@ async fn imports_are_idempotent_and_undone_as_a_batch(t: TestDb) {
             imports
                 .import_file(
                     Actor::Cli,
+                    Kind::Students,
                     SCHOOL,
                     &p,
                     "a.csv",
@@ -336,6 +341,7 @@ async fn uploads_are_checked_and_committed_by_jobs_within_scope(t: TestDb) {
                 principal: &other,
                 ip: "10.0.0.2",
             },
+            Kind::Students,
             SCHOOL,
             "up.csv",
             Mode::All,
@@ -349,7 +355,14 @@ async fn uploads_are_checked_and_committed_by_jobs_within_scope(t: TestDb) {
         ))
     ));
     let b = imports
-        .upload(me(), SCHOOL, "../../etc/up.csv", Mode::All, &path)
+        .upload(
+            me(),
+            Kind::Students,
+            SCHOOL,
+            "../../etc/up.csv",
+            Mode::All,
+            &path,
+        )
         .await
         .unwrap();
     assert_eq!(b.state(), State::Uploaded);
@@ -442,14 +455,14 @@ async fn uploads_are_checked_and_committed_by_jobs_within_scope(t: TestDb) {
     assert_eq!(tagged, 1);
     // A second upload, cancelled before its check runs: nothing is written.
     let c = imports
-        .upload(me(), SCHOOL, "up.csv", Mode::Valid, &path)
+        .upload(me(), Kind::Students, SCHOOL, "up.csv", Mode::Valid, &path)
         .await
         .unwrap();
     imports.cancel(me(), &scope, c.id).await.unwrap();
     assert!(!worker.run_once().await.unwrap(), "the check was cancelled");
     // A checked batch left alone for a week loses its file; after 90 days its rejected rows.
     let d = imports
-        .upload(me(), SCHOOL, "up.csv", Mode::Valid, &path)
+        .upload(me(), Kind::Students, SCHOOL, "up.csv", Mode::Valid, &path)
         .await
         .unwrap();
     assert!(worker.run_once().await.unwrap());
@@ -488,6 +501,7 @@ async fn bad_files_are_refused_with_nothing_written(t: TestDb) {
             imports
                 .import_file(
                     Actor::Cli,
+                    Kind::Students,
                     SCHOOL,
                     &p,
                     "x",
@@ -500,7 +514,7 @@ async fn bad_files_are_refused_with_nothing_written(t: TestDb) {
     };
     let missing = go(file(dir.path(), "m.csv", "姓名,性别\n张三,男\n")).await;
     assert!(
-        matches!(missing, Err(ImportError::MissingColumn(c)) if c.field() == "birth_date"),
+        matches!(missing, Err(ImportError::MissingColumn("birth_date"))),
         "{missing:?}"
     );
     let twice = go(file(dir.path(), "t.csv", &format!("{HEADER},学生姓名\n"))).await;
@@ -587,6 +601,7 @@ async fn rows_are_judged_by_todays_grade_and_known_children_are_not_doubled(t: T
         .unwrap();
     let checked = Imports(&t.db)
         .check_file(
+            Kind::Students,
             &school,
             &path,
             &Limits::default(),
@@ -602,4 +617,237 @@ async fn rows_are_judged_by_todays_grade_and_known_children_are_not_doubled(t: T
         checked.rejects[0].problems[0].key,
         "import-probable-duplicate"
     );
+}
+
+const STAFF_HEADER: &str =
+    "姓名,性别,出生日期,民族,身份证号,教师资格,职称,任教学科,岗位类别,到校日期";
+
+async fn staff_count(t: &TestDb, school: &str) -> u64 {
+    santong_storage::teachers::Teachers(&t.db)
+        .staff(
+            &Scope::everything(),
+            school,
+            santong_storage::registry::today(),
+            100,
+            0,
+        )
+        .await
+        .unwrap()
+        .total
+}
+
+async fn staff_are_matched_by_id_number_updated_and_undone(t: TestDb) {
+    use santong_storage::teachers::{NewTeacher, Teachers};
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let li = id("440305", "19850601", 11);
+    let zhou = id("440305", "19800202", 22);
+    // 周老师 is on the other school's staff.
+    Teachers(&t.db)
+        .appoint(
+            Actor::Cli,
+            "1144030502",
+            &NewTeacher {
+                name: "周老师".into(),
+                sex: "2".into(),
+                birth_date: "1980-02-02".into(),
+                ethnicity: "01".into(),
+                id_number: zhou.clone(),
+                qualification: "primary".into(),
+                title: "first".into(),
+                subjects: "数学".into(),
+                post: "teaching".into(),
+                appointed_on: "2015-09-01".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let body = [
+        STAFF_HEADER.to_owned(),
+        // Names for the coded fields, a lower-case x, a date in Chinese.
+        format!(
+            "李老师,男,1985/6/1,汉族,{},小学教师资格,一级教师,语文,专任教师,2020年9月1日",
+            li.to_lowercase()
+        ),
+        "王,X,1985-13-01,汉族,123,火星,一级,语文,校长,".to_owned(),
+        format!("李老师,男,1985-06-01,汉族,{li},primary,first,语文,teaching,"),
+        format!("周老师,女,1980-02-02,汉族,{zhou},小学,一级,数学,教学,"),
+    ]
+    .join("\r\n");
+    let path = file(dir.path(), "staff.csv", &body);
+    let imports = Imports(&t.db);
+    let school = Registry(&t.db)
+        .school(&Scope::everything(), SCHOOL)
+        .await
+        .unwrap()
+        .unwrap();
+    let checked = imports
+        .check_file(
+            Kind::Teachers,
+            &school,
+            &path,
+            &Limits::default(),
+            &Progress::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(checked.tally, tally(4, 1, 0, 0, 3));
+    let keys: Vec<Vec<(Option<usize>, &str)>> = checked
+        .rejects
+        .iter()
+        .map(|r| r.problems.iter().map(|p| (p.col, p.key.as_str())).collect())
+        .collect();
+    for c in [1, 2, 4, 5, 8] {
+        assert!(
+            keys[0].iter().any(|(col, _)| *col == Some(c)),
+            "column {c}: {keys:?}"
+        );
+    }
+    assert_eq!(keys[1], [(None, "import-dup-in-file")]);
+    assert_eq!(keys[2], [(Some(4), "teacher-elsewhere")]);
+    // A sheet without the ID number column is refused as a whole.
+    let no_id = file(
+        dir.path(),
+        "no-id.csv",
+        "姓名,性别,出生日期,教师资格,职称,岗位类别\r\n",
+    );
+    let missing = imports
+        .check_file(
+            Kind::Teachers,
+            &school,
+            &no_id,
+            &Limits::default(),
+            &Progress::default(),
+            None,
+        )
+        .await;
+    assert!(matches!(
+        missing,
+        Err(ImportError::MissingColumn("id_number"))
+    ));
+
+    let import = |p: PathBuf| {
+        let imports = Imports(&t.db);
+        async move {
+            imports
+                .import_file(
+                    Actor::Cli,
+                    Kind::Teachers,
+                    SCHOOL,
+                    &p,
+                    "staff.csv",
+                    Mode::Valid,
+                    &Limits::default(),
+                    &Progress::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let first = import(path.clone()).await;
+    assert!(first.committed);
+    assert_eq!(first.tally, tally(4, 1, 0, 0, 3));
+    assert_eq!(staff_count(&t, SCHOOL).await, 1);
+    let staff = Teachers(&t.db)
+        .staff(
+            &Scope::everything(),
+            SCHOOL,
+            santong_storage::registry::today(),
+            10,
+            0,
+        )
+        .await
+        .unwrap();
+    let li_row = &staff.items[0];
+    assert_eq!(
+        (li_row.qualification.as_str(), li_row.title.as_str()),
+        ("primary", "first")
+    );
+    assert!(li_row.teacher_number.starts_with("T4403052020"));
+    // The same file again: unchanged. A promotion to 高级教师: updated.
+    let again = import(path.clone()).await;
+    assert_eq!(again.tally, tally(4, 0, 0, 1, 3));
+    let promoted = file(
+        dir.path(),
+        "promoted.csv",
+        &format!(
+            "{STAFF_HEADER}\r\n李老师,男,1985-06-01,汉族,{li},小学教师资格,高级教师,语文,专任教师,\r\n"
+        ),
+    );
+    let update = import(promoted.clone()).await;
+    assert_eq!(update.tally, tally(1, 0, 1, 0, 0));
+    let title = |t: &TestDb| {
+        let db = t.db.clone();
+        async move {
+            Teachers(&db)
+                .staff(
+                    &Scope::everything(),
+                    SCHOOL,
+                    santong_storage::registry::today(),
+                    10,
+                    0,
+                )
+                .await
+                .unwrap()
+                .items[0]
+                .title
+                .clone()
+        }
+    };
+    assert_eq!(title(&t).await, "senior");
+    // Undo the promotion, then the first batch: the record is gone as if never imported.
+    let scope = Scope::everything();
+    imports
+        .undo(Actor::Cli, &scope, update.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(title(&t).await, "first");
+    imports
+        .undo(Actor::Cli, &scope, again.batch.unwrap())
+        .await
+        .unwrap();
+    imports
+        .undo(Actor::Cli, &scope, first.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(staff_count(&t, SCHOOL).await, 0);
+    let left =
+        t.db.scalar_unchecked(&format!(
+            "SELECT COUNT(*) FROM teacher WHERE id_number = '{li}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    // A change by hand since a batch stands on it: its undo is refused, nothing reverted.
+    let third = import(path.clone()).await;
+    assert_eq!(staff_count(&t, SCHOOL).await, 1);
+    let member = Teachers(&t.db)
+        .staff(
+            &Scope::everything(),
+            SCHOOL,
+            santong_storage::registry::today(),
+            10,
+            0,
+        )
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    Teachers(&t.db)
+        .leave(Actor::Cli, &scope, member, "", "退休")
+        .await
+        .unwrap();
+    let refused = imports.undo(Actor::Cli, &scope, third.batch.unwrap()).await;
+    assert!(
+        matches!(&refused, Err(ImportError::Registry(RegistryError::Fields(f))) if f[0].kind.key() == "import-later-changes"),
+        "{refused:?}"
+    );
+    let kept =
+        t.db.scalar_unchecked(&format!(
+            "SELECT COUNT(*) FROM teacher WHERE id_number = '{li}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
 }

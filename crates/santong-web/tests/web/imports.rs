@@ -12,6 +12,7 @@ use santong_testkit::TestApp;
 santong_testkit::web_conformance!(
     students_are_imported_through_the_pages,
     a_full_export_imports_back_unchanged,
+    staff_are_imported_through_the_pages,
 );
 
 fn school(code: &str) -> Node {
@@ -319,6 +320,7 @@ async fn a_full_export_imports_back_unchanged(app: TestApp) {
         std::fs::write(&path, &res.bytes).unwrap();
         let outcome = santong_storage::imports::Imports(&app.t.db)
             .check_file(
+                santong_storage::imports::Kind::Students,
                 &school_row,
                 &path,
                 &santong_storage::sheet::Limits::default(),
@@ -393,4 +395,122 @@ async fn uploads_over_the_limit_are_refused() {
         .await
         .unwrap();
     assert!(batches.is_empty());
+}
+
+/// The staff list of a school from a sheet: the page of the kind, its template, the upload, the
+/// check and commit jobs, the staff list, undo.
+async fn staff_are_imported_through_the_pages(app: TestApp) {
+    for code in ["1144030501", "1144030502"] {
+        Registry(&app.t.db)
+            .create_school(
+                Actor::Cli,
+                &SchoolInput {
+                    code: code.into(),
+                    name: format!("学校{code}"),
+                    kind: "211".into(),
+                    urban_rural: "111".into(),
+                    county: "440305".into(),
+                    opened_on: "1998-09-01".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let (a, b) = (school("1144030501"), school("1144030502"));
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    app.user("head.b", b, Some((Role::SchoolAdmin, b)), None)
+        .await;
+    let s = app.sign_in("head.a").await;
+    let list = app.get_as(&s, "/schools/1144030501/teachers").await;
+    assert!(
+        list.body
+            .contains("/schools/1144030501/import?kind=teachers")
+    );
+    let page = app
+        .get_as(&s, "/schools/1144030501/import?kind=teachers")
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("导入教职工") && page.body.contains("教师资格"));
+    assert!(page.body.contains("name=\"kind\" value=\"teachers\""));
+    assert_eq!(
+        app.get_as(&s, "/schools/1144030501/import?kind=pets")
+            .await
+            .status,
+        404
+    );
+    let csv = app
+        .get_as(&s, "/schools/1144030501/import/template.csv?kind=teachers")
+        .await;
+    assert!(
+        csv.body
+            .starts_with("\u{feff}姓名,性别,出生日期,民族,身份证件号,教师资格,职称"),
+        "{}",
+        csv.body
+    );
+    let xlsx = app
+        .get_as(&s, "/schools/1144030501/import/template.xlsx?kind=teachers")
+        .await;
+    assert!(xlsx.bytes.starts_with(b"PK"));
+    let body17 = "44030519850601011";
+    let idn = format!("{body17}{}", char::from(id_check_char(body17.as_bytes())));
+    let text = format!(
+        "姓名,性别,出生日期,身份证号,教师资格,职称,岗位类别\r\n\
+         李老师,男,1985-06-01,{idn},小学教师资格,一级教师,专任教师\r\n"
+    );
+    let b = "santongboundaryT9";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nteachers\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"mode\"\r\n\r\nall\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"教职工.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n",
+        s.csrf
+    )
+    .into_bytes();
+    body.extend_from_slice(text.as_bytes());
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let req = axum::http::Request::post("/schools/1144030501/import")
+        .header("cookie", format!("santong_session={}", s.cookie))
+        .header("content-type", format!("multipart/form-data; boundary={b}"))
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let res = app.request(req).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let at = res.header("location").unwrap().to_owned();
+    assert!(worker(&app).run_once().await.unwrap());
+    let preview = app.get_as(&s, &at).await;
+    assert!(
+        preview.body.contains("<dd id=\"new\">1</dd>"),
+        "{}",
+        preview.body
+    );
+    assert!(preview.body.contains("import?kind=teachers"));
+    assert!(!preview.body.contains(&idn));
+    let done = app
+        .post_as(&s, &format!("{at}/commit"), &[("mode", "all")])
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(worker(&app).run_once().await.unwrap());
+    let staff = app.get_as(&s, "/schools/1144030501/teachers").await;
+    assert!(staff.body.contains("李老师"), "{}", staff.body);
+    // The other school's head sees none of it.
+    let hb = app.sign_in("head.b").await;
+    app.assert_out_of_scope(
+        &[&hb],
+        &[
+            "/schools/1144030501/import?kind=teachers".to_owned(),
+            "/schools/1144030501/import/template.csv?kind=teachers".to_owned(),
+            at.clone(),
+        ],
+        &[(format!("{at}/undo"), vec![("confirm", "on")])],
+    )
+    .await;
+    let undone = app
+        .post_as(&s, &format!("{at}/undo"), &[("confirm", "on")])
+        .await;
+    assert_eq!(undone.status, 303);
+    let staff = app.get_as(&s, "/schools/1144030501/teachers").await;
+    assert!(!staff.body.contains("李老师"));
 }

@@ -839,3 +839,44 @@ fn oneroster_packages_are_written_and_read_from_the_command_line() {
     assert_eq!(code, 1);
     assert!(err.contains("no manifest.csv"), "{err}");
 }
+
+#[test]
+fn staff_are_imported_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = output(santong().args(["demo", "--data"]).arg(&data));
+    assert_eq!(code, 0, "{err}");
+    let file = dir.path().join("staff.csv");
+    // 44030519850601011 and its check character.
+    let body17 = "44030519850601011";
+    let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body17
+        .bytes()
+        .zip(weights)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    std::fs::write(
+        &file,
+        format!(
+            "姓名,性别,出生日期,身份证号,教师资格,职称,岗位类别\r\n\
+             李老师,男,1985-06-01,{body17}{check},小学教师资格,一级教师,专任教师\r\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let mut c = santong();
+        c.args(["import", "teachers"])
+            .arg(&file)
+            .args(["--school", "1440305001", "--data"])
+            .arg(&data)
+            .env("LANG", "en_US.UTF-8");
+        output(&mut c)
+    };
+    let (code, out, err) = run();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 rows: 1 new"), "{out}");
+    let (code, out, _) = run();
+    assert_eq!(code, 0);
+    assert!(out.contains("1 unchanged"), "{out}");
+}

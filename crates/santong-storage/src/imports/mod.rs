@@ -34,6 +34,8 @@ use crate::sheet::{self, Limits, SheetError};
 use crate::students::{Checked, NewStudent, RegionKnown, check_student, next_j_number};
 use crate::{Db, Tx, db_query};
 
+mod teachers;
+
 /// The job that checks an uploaded file.
 pub const CHECK_JOB: &str = "import.check";
 /// The job that commits a checked file.
@@ -72,6 +74,30 @@ impl Mode {
             "valid" => Some(Mode::Valid),
             _ => None,
         }
+    }
+}
+
+/// What a batch imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Students,
+    /// Teachers and other staff (教职工).
+    Teachers,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Students, Kind::Teachers];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Students => "students",
+            Kind::Teachers => "teachers",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -181,9 +207,9 @@ pub enum ImportError {
     /// The file cannot be read as a sheet (message key from [`SheetError::key`]).
     #[error("the file was refused: {0}")]
     Sheet(SheetError),
-    /// A column the import needs is missing from the header.
+    /// A column the import needs is missing from the header (its field name).
     #[error("a required column is missing")]
-    MissingColumn(StudentColumn),
+    MissingColumn(&'static str),
     /// Two columns name the same field (1-based column numbers).
     #[error("two columns name the same field")]
     SameField(usize, usize),
@@ -289,6 +315,10 @@ impl BatchRow {
         Mode::parse(&self.mode).unwrap_or(Mode::All)
     }
 
+    pub fn kind(&self) -> Kind {
+        Kind::parse(&self.kind).unwrap_or(Kind::Students)
+    }
+
     /// The school the batch belongs to, as a node of the hierarchy.
     pub fn node(&self) -> Node {
         match (
@@ -334,7 +364,7 @@ impl Layout {
             .map_err(|s| ImportError::SameField(s.first, s.second))?;
         for c in StudentColumn::ALL {
             if c.required() && !cols.contains(&Some(c)) {
-                return Err(ImportError::MissingColumn(c));
+                return Err(ImportError::MissingColumn(c.field()));
             }
         }
         Ok(Layout { cols })
@@ -826,11 +856,159 @@ fn push_list(q: &mut DynQuery, values: &[String]) {
     }
 }
 
-/// A sheet opened for a run, with its header read and mapped.
+/// The writes of a batch of a kind without events of its own to undo (staff), in order, for
+/// its undo: see `import_change`.
+#[derive(Default)]
+pub(crate) struct ChangeLog {
+    seq: i64,
+    rows: Vec<Logged>,
+}
+
+/// One write: (seq, table, record, field — none for a record created — old, new).
+type Logged = (
+    i64,
+    &'static str,
+    Uuid,
+    Option<&'static str>,
+    Option<String>,
+    Option<String>,
+);
+
+impl ChangeLog {
+    fn created(&mut self, table: &'static str, record: Uuid) {
+        self.seq += 1;
+        self.rows.push((self.seq, table, record, None, None, None));
+    }
+
+    fn changed(
+        &mut self,
+        table: &'static str,
+        record: Uuid,
+        field: &'static str,
+        old: &str,
+        new: &str,
+    ) {
+        self.seq += 1;
+        self.rows.push((
+            self.seq,
+            table,
+            record,
+            Some(field),
+            Some(old.into()),
+            Some(new.into()),
+        ));
+    }
+
+    /// Writes what was logged since the last call.
+    async fn write(&mut self, tx: &mut Tx, batch: Uuid) -> crate::Result<()> {
+        let rows = std::mem::take(&mut self.rows);
+        insert_batched(
+            tx,
+            "INSERT INTO import_change (batch_id, seq, table_name, record_id, field, old_value, \
+            new_value) VALUES ",
+            "",
+            &rows,
+            |(seq, table, record, field, old, new)| {
+                vec![
+                    Val::Uuid(batch),
+                    Val::BigInt(*seq),
+                    Val::Text((*table).to_owned()),
+                    Val::Uuid(*record),
+                    Val::OptText(field.map(str::to_owned)),
+                    Val::OptText(old.clone()),
+                    Val::OptText(new.clone()),
+                ]
+            },
+        )
+        .await
+    }
+}
+
+/// One run over a file, of its kind.
+enum Runner<'a> {
+    Students(Run<'a>),
+    Teachers(teachers::TeacherRun<'a>),
+}
+
+/// A checked chunk's valid rows, of the run's kind.
+enum Actions {
+    Students(Vec<Action>),
+    Teachers(Vec<teachers::TeacherAction>),
+}
+
+impl<'a> Runner<'a> {
+    async fn start(
+        kind: Kind,
+        conn: &mut Conn<'_>,
+        school: &'a SchoolRow,
+        headers: &[String],
+        regions: &'a Regions,
+        pg: bool,
+    ) -> Result<Runner<'a>, ImportError> {
+        Ok(match kind {
+            Kind::Students => {
+                let layout = Layout::of(headers)?;
+                Runner::Students(Run::start(conn, school, layout, regions, pg).await?)
+            }
+            Kind::Teachers => {
+                Runner::Teachers(teachers::TeacherRun::start(school, headers, today(), pg)?)
+            }
+        })
+    }
+
+    async fn check(
+        &mut self,
+        conn: &mut Conn<'_>,
+        rows: Vec<(u64, Vec<String>)>,
+    ) -> crate::Result<(Actions, Vec<Reject>)> {
+        Ok(match self {
+            Runner::Students(run) => {
+                let c = run.check(conn, rows).await?;
+                (Actions::Students(c.actions), c.rejects)
+            }
+            Runner::Teachers(run) => {
+                let (a, r) = run.check(conn, rows).await?;
+                (Actions::Teachers(a), r)
+            }
+        })
+    }
+
+    fn tally(&self) -> Tally {
+        match self {
+            Runner::Students(run) => run.tally,
+            Runner::Teachers(run) => run.tally,
+        }
+    }
+}
+
+/// What a commit carries from one chunk to the next: the next J-numbers and staff numbers, and
+/// the change log.
+#[derive(Default)]
+struct Carry {
+    j_next: HashMap<String, u16>,
+    staff_numbers: HashMap<i32, u32>,
+    log: ChangeLog,
+}
+
+async fn apply_actions(
+    tx: &mut Tx,
+    actor: &Actor<'_>,
+    batch: Uuid,
+    school: &SchoolRow,
+    actions: Actions,
+    now: DateTime<Utc>,
+    carry: &mut Carry,
+) -> Result<(), ImportError> {
+    match actions {
+        Actions::Students(a) => apply(tx, actor, batch, school, a, now, &mut carry.j_next).await,
+        Actions::Teachers(a) => teachers::apply(tx, actor, batch, school, a, now, carry).await,
+    }
+}
+
+/// A sheet opened for a run, with its header read.
 struct Opened {
     rows: sheet::Rows,
     headers: Vec<String>,
-    layout: Result<Layout, ImportError>,
 }
 
 fn open_sheet(path: &Path, limits: &Limits) -> Result<Opened, ImportError> {
@@ -839,12 +1017,7 @@ fn open_sheet(path: &Path, limits: &Limits) -> Result<Opened, ImportError> {
         Some(h) => h.map_err(ImportError::Sheet)?,
         None => return Err(ImportError::Sheet(SheetError::Empty)),
     };
-    let layout = Layout::of(&headers);
-    Ok(Opened {
-        rows,
-        headers,
-        layout,
-    })
+    Ok(Opened { rows, headers })
 }
 
 /// Reads the next chunk of data rows with their lines as the person's editor numbers them.
@@ -882,34 +1055,37 @@ impl Imports<'_> {
     /// Checks a file for `school` and writes nothing (the CLI's `--dry-run`, and the check job).
     pub async fn check_file(
         &self,
+        kind: Kind,
         school: &SchoolRow,
         path: &Path,
         limits: &Limits,
         progress: &Progress,
         store_rejects: Option<Uuid>,
     ) -> Result<Outcome, ImportError> {
-        let opened = open_sheet(path, limits)?;
-        let Opened {
-            mut rows,
-            headers,
-            layout,
-        } = opened;
-        let layout = layout?;
+        let Opened { mut rows, headers } = open_sheet(path, limits)?;
         let regions = Regions::load(self.0).await?;
         let mut conn = Conn::Db(self.0);
-        let mut run = Run::start(&mut conn, school, layout, &regions, self.0.is_postgres()).await?;
+        let mut run = Runner::start(
+            kind,
+            &mut conn,
+            school,
+            &headers,
+            &regions,
+            self.0.is_postgres(),
+        )
+        .await?;
         let mut shown = vec![];
         loop {
             let chunk = next_chunk(&mut rows)?;
             if chunk.is_empty() {
                 break;
             }
-            let checks = run.check(&mut conn, chunk).await?;
+            let (_, rejects) = run.check(&mut conn, chunk).await?;
             if let Some(batch) = store_rejects {
-                self.store_rejects(batch, &checks.rejects, false).await?;
+                self.store_rejects(batch, &rejects, false).await?;
             }
             let room = REJECTS_SHOWN.saturating_sub(shown.len());
-            shown.extend(checks.rejects.into_iter().take(room));
+            shown.extend(rejects.into_iter().take(room));
             progress.set(rows.fraction_done() * 0.99);
             if progress.cancelled() {
                 return Err(ImportError::Cancelled);
@@ -918,7 +1094,7 @@ impl Imports<'_> {
         progress.set(1.0);
         Ok(Outcome {
             headers,
-            tally: run.tally,
+            tally: run.tally(),
             rejects: shown,
             batch: None,
             committed: false,
@@ -932,6 +1108,7 @@ impl Imports<'_> {
     pub async fn import_file(
         &self,
         actor: Actor<'_>,
+        kind: Kind,
         school_code: &str,
         path: &Path,
         file_name: &str,
@@ -947,6 +1124,7 @@ impl Imports<'_> {
             &mut tx,
             &actor,
             batch,
+            kind,
             &school,
             file_name,
             size,
@@ -956,7 +1134,7 @@ impl Imports<'_> {
         .await?;
         tx.commit().await?;
         let outcome = self
-            .write(&actor, batch, &school, path, mode, limits, progress)
+            .write(&actor, batch, kind, &school, path, mode, limits, progress)
             .await;
         match &outcome {
             Err(e) => self.settle_failure(batch, e).await?,
@@ -991,6 +1169,7 @@ impl Imports<'_> {
         tx: &mut Tx,
         actor: &Actor<'_>,
         id: Uuid,
+        kind: Kind,
         school: &SchoolRow,
         file_name: &str,
         size: u64,
@@ -1011,7 +1190,7 @@ impl Imports<'_> {
                 "INSERT INTO import_batch (id, kind, school_code, county, file_name, file_size, \
                 mode, state, rows_total, rows_new, rows_updated, rows_unchanged, rows_rejected, \
                 headers, actor, actor_id, created_at) \
-                VALUES ($1, 'students', $2, $3, $4, $5, $6, $7, 0, 0, 0, 0, 0, '[]', $8, $9, $10)",
+                VALUES ($1, $11, $2, $3, $4, $5, $6, $7, 0, 0, 0, 0, 0, '[]', $8, $9, $10)",
             ))
             .bind(id)
             .bind(&school.code)
@@ -1023,6 +1202,7 @@ impl Imports<'_> {
             .bind(actor.name())
             .bind(actor.id())
             .bind(Utc::now())
+            .bind(kind.as_str())
             .execute(ex)
             .await?
             .rows_affected()
@@ -1083,18 +1263,14 @@ impl Imports<'_> {
         &self,
         actor: &Actor<'_>,
         batch: Uuid,
+        kind: Kind,
         school: &SchoolRow,
         path: &Path,
         mode: Mode,
         limits: &Limits,
         progress: &Progress,
     ) -> Result<Outcome, ImportError> {
-        let Opened {
-            mut rows,
-            headers,
-            layout,
-        } = open_sheet(path, limits)?;
-        let layout = layout?;
+        let Opened { mut rows, headers } = open_sheet(path, limits)?;
         let regions = Regions::load(self.0).await?;
         let pg = self.0.is_postgres();
         let mut tx = self.0.begin().await?;
@@ -1110,45 +1286,45 @@ impl Imports<'_> {
         write_rejects(&mut tx, batch, &[], true).await?;
         let mut run = {
             let mut conn = Conn::Tx(&mut tx);
-            Run::start(&mut conn, school, layout, &regions, pg).await?
+            Runner::start(kind, &mut conn, school, &headers, &regions, pg).await?
         };
         // All-or-nothing drops the transaction at the first rejected row and goes on checking
         // only, to report every rejected row.
         let mut tx = Some(tx);
         let now = Utc::now();
         let mut shown: Vec<Reject> = vec![];
-        let mut j_next: HashMap<String, u16> = HashMap::new();
+        let mut carry = Carry::default();
         loop {
             let chunk = next_chunk(&mut rows)?;
             if chunk.is_empty() {
                 break;
             }
-            let checks = {
+            let (actions, rejects) = {
                 let mut conn = match tx.as_mut() {
                     Some(t) => Conn::Tx(t),
                     None => Conn::Db(self.0),
                 };
                 run.check(&mut conn, chunk).await?
             };
-            if mode == Mode::All && !checks.rejects.is_empty() && tx.is_some() {
+            if mode == Mode::All && !rejects.is_empty() && tx.is_some() {
                 drop(tx.take());
                 self.store_rejects(batch, &[], true).await?;
             }
             match tx.as_mut() {
                 Some(t) => {
-                    apply(t, actor, batch, school, checks.actions, now, &mut j_next).await?;
-                    write_rejects(t, batch, &checks.rejects, false).await?;
+                    apply_actions(t, actor, batch, school, actions, now, &mut carry).await?;
+                    write_rejects(t, batch, &rejects, false).await?;
                 }
-                None => self.store_rejects(batch, &checks.rejects, false).await?,
+                None => self.store_rejects(batch, &rejects, false).await?,
             }
             let room = REJECTS_SHOWN.saturating_sub(shown.len());
-            shown.extend(checks.rejects.into_iter().take(room));
+            shown.extend(rejects.into_iter().take(room));
             progress.set(rows.fraction_done() * 0.99);
             if progress.cancelled() {
                 return Err(ImportError::Cancelled);
             }
         }
-        let tally = run.tally;
+        let tally = run.tally();
         let Some(mut tx) = tx else {
             return Ok(Outcome {
                 headers,
@@ -1195,7 +1371,7 @@ impl Imports<'_> {
             &school.node(),
         );
         e.detail = serde_json::json!({
-            "kind": "students",
+            "kind": kind.as_str(),
             "school": school.code,
             "mode": mode.as_str(),
             "rows": tally.rows,
@@ -1422,6 +1598,7 @@ impl Imports<'_> {
     pub async fn upload(
         &self,
         actor: Actor<'_>,
+        kind: Kind,
         school_code: &str,
         file_name: &str,
         mode: Mode,
@@ -1440,6 +1617,7 @@ impl Imports<'_> {
             &mut tx,
             &actor,
             id,
+            kind,
             &school,
             file_name,
             size,
@@ -1481,7 +1659,7 @@ impl Imports<'_> {
                 .rows_affected()
         });
         let mut e = actor.entry("import.upload", &id.to_string(), "success", &school.node());
-        e.detail = serde_json::json!({ "kind": "students", "bytes": size }).to_string();
+        e.detail = serde_json::json!({ "kind": kind.as_str(), "bytes": size }).to_string();
         crate::audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         self.batch(&Scope::everything(), id)
@@ -1754,7 +1932,14 @@ impl Imports<'_> {
         self.store_rejects(id, &[], true).await?;
         let file = self.materialise(id).await?;
         let result = self
-            .check_file(&school, &file.0, &Limits::default(), progress, Some(id))
+            .check_file(
+                batch.kind(),
+                &school,
+                &file.0,
+                &Limits::default(),
+                progress,
+                Some(id),
+            )
             .await;
         let outcome = match result {
             Ok(o) => o,
@@ -1806,6 +1991,7 @@ impl Imports<'_> {
             .write(
                 &actor,
                 id,
+                batch.kind(),
                 &school,
                 &file.0,
                 batch.mode(),
@@ -2002,9 +2188,15 @@ impl Imports<'_> {
             },
         )
         .await?;
+        // Staff batches: their change log, read backwards.
+        let staff = teachers::undo(&mut tx, id).await?;
         let mut e = actor.entry("import.undo", &id.to_string(), "success", &school.node());
-        e.detail =
-            serde_json::json!({ "events": events, "corrections": reverts.len() }).to_string();
+        e.detail = serde_json::json!({
+            "events": events,
+            "corrections": reverts.len(),
+            "staff": staff,
+        })
+        .to_string();
         crate::audit::append(&mut tx, &e).await?;
         tx.commit().await?;
         self.batch(&Scope::everything(), id)
@@ -2120,7 +2312,7 @@ mod tests {
         assert_eq!(l.column_of_field("guardian_phone"), Some(7));
         assert!(matches!(
             Layout::of(&h(&["姓名", "性别"])),
-            Err(ImportError::MissingColumn(StudentColumn::BirthDate))
+            Err(ImportError::MissingColumn("birth_date"))
         ));
         let row = h(&[
             "张三",
