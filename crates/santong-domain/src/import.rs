@@ -417,6 +417,59 @@ impl Column for TeacherColumn {
     }
 }
 
+/// A field of a class import (班级).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassColumn {
+    SchoolYear,
+    Grade,
+    Name,
+    HeadTeacher,
+}
+
+impl ClassColumn {
+    pub const ALL: [ClassColumn; 4] =
+        [Self::SchoolYear, Self::Grade, Self::Name, Self::HeadTeacher];
+}
+
+impl Column for ClassColumn {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn field(self) -> &'static str {
+        match self {
+            Self::SchoolYear => "school_year",
+            Self::Grade => "grade",
+            Self::Name => "class_name",
+            Self::HeadTeacher => "head_teacher",
+        }
+    }
+    fn required(self) -> bool {
+        matches!(self, Self::Grade | Self::Name)
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::SchoolYear => &["学年", "学年度", "schoolyear", "year"],
+            Self::Grade => Column::aliases(StudentColumn::Grade),
+            Self::Name => &[
+                "班级",
+                "班级名称",
+                "班名",
+                "班号",
+                "class",
+                "classname",
+                "name",
+            ],
+            Self::HeadTeacher => &[
+                "班主任",
+                "班主任用户名",
+                "班主任账号",
+                "headteacher",
+                "homeroomteacher",
+            ],
+        }
+    }
+}
+
 /// Header spellings seen in provincial templates and English sheets, compared after
 /// [`normalize`], without spaces and case-insensitively.
 const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[

@@ -84,6 +84,69 @@ fn push_members(q: &mut DynQuery, on: NaiveDate) {
 /// The most students placed in one go (a grade of a large school).
 pub const MAX_PLACED: usize = 500;
 
+/// A class as entered, every field checked.
+pub(crate) struct CheckedClass {
+    pub(crate) year: SchoolYear,
+    pub(crate) grade: u8,
+    pub(crate) name: String,
+    pub(crate) head: Option<Uuid>,
+}
+
+/// Checks a class as entered (a form or a sheet's row) for `school`: every problem is reported,
+/// each with its field. `head` answers for a head teacher's user name: the account, if it may
+/// head a class at the school (a teacher or administrator there).
+pub(crate) fn check_class(
+    school: &crate::registry::SchoolRow,
+    input: &NewClass,
+    today: NaiveDate,
+    head: impl Fn(&str) -> Option<Uuid>,
+) -> Result<CheckedClass, Vec<santong_domain::paging::FieldError>> {
+    let mut errors = vec![];
+    let year = match input.school_year.trim() {
+        "" => Some(SchoolYear::of_date(today)),
+        y => SchoolYear::parse(y),
+    }
+    .filter(|y| y.end() >= school.opened_on && y.0 <= SchoolYear::of_date(today).0 + 1);
+    if year.is_none() {
+        errors.push(rule("school_year", "class-bad-year"));
+    }
+    let grade = input
+        .grade
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|g| Grades::parse(&school.grades).is_some_and(|r| r.contains(*g)));
+    if grade.is_none() {
+        errors.push(rule("grade", "student-bad-grade"));
+    }
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 20 {
+        errors.push(rule("name", "class-bad-name"));
+    }
+    let head = match input.head_teacher.trim() {
+        "" => None,
+        username => {
+            let found = head(username);
+            if found.is_none() {
+                errors.push(rule("head_teacher", "class-bad-teacher"));
+            }
+            found
+        }
+    };
+    if school.status() != Some(SchoolStatus::Open) {
+        errors.push(rule("school", "registry-not-open"));
+    }
+    match (year, grade) {
+        (Some(year), Some(grade)) if errors.is_empty() => Ok(CheckedClass {
+            year,
+            grade,
+            name: name.to_owned(),
+            head,
+        }),
+        _ => Err(errors),
+    }
+}
+
 pub struct Classes<'a>(pub &'a Db);
 
 impl Classes<'_> {
@@ -234,57 +297,27 @@ impl Classes<'_> {
     ) -> Result<ClassRow, RegistryError> {
         let school = Registry(self.0).managed_school(&actor, school).await?;
         let today = today();
-        let mut errors = vec![];
-        let year = match input.school_year.trim() {
-            "" => Some(SchoolYear::of_date(today)),
-            y => SchoolYear::parse(y),
-        }
-        .filter(|y| y.end() >= school.opened_on && y.0 <= SchoolYear::of_date(today).0 + 1);
-        if year.is_none() {
-            errors.push(rule("school_year", "class-bad-year"));
-        }
-        let grade = input
-            .grade
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|g| Grades::parse(&school.grades).is_some_and(|r| r.contains(*g)));
-        if grade.is_none() {
-            errors.push(rule("grade", "student-bad-grade"));
-        }
-        let name = input.name.trim();
-        if name.is_empty() || name.chars().count() > 20 {
-            errors.push(rule("name", "class-bad-name"));
-        }
-        let head = match input.head_teacher.trim() {
+        let found: Option<Uuid> = match input.head_teacher.trim() {
             "" => None,
-            username => {
-                let found: Option<Uuid> = db_query!(self.0, read, |sql, ex| {
-                    sqlx::query_scalar(sql(
-                        "SELECT u.id FROM app_user u JOIN role_grant g ON g.user_id = u.id \
-                        WHERE u.username = $1 AND g.node_school = $2 \
-                        AND u.disabled_at IS NULL AND g.role IN ('teacher', 'school_admin') LIMIT 1",
-                    ))
-                    .bind(username)
-                    .bind(&school.code)
-                    .fetch_optional(ex)
-                    .await?
-                });
-                if found.is_none() {
-                    errors.push(rule("head_teacher", "class-bad-teacher"));
-                }
-                found
-            }
+            username => db_query!(self.0, read, |sql, ex| {
+                sqlx::query_scalar(sql(
+                    "SELECT u.id FROM app_user u JOIN role_grant g ON g.user_id = u.id \
+                    WHERE u.username = $1 AND g.node_school = $2 \
+                    AND u.disabled_at IS NULL AND g.role IN ('teacher', 'school_admin') LIMIT 1",
+                ))
+                .bind(username)
+                .bind(&school.code)
+                .fetch_optional(ex)
+                .await?
+            }),
         };
-        if school.status() != Some(SchoolStatus::Open) {
-            errors.push(rule("school", "registry-not-open"));
-        }
-        let (Some(year), Some(grade)) = (year, grade) else {
-            return Err(RegistryError::Fields(errors));
-        };
-        if !errors.is_empty() {
-            return Err(RegistryError::Fields(errors));
-        }
+        let CheckedClass {
+            year,
+            grade,
+            name,
+            head,
+        } = check_class(&school, input, today, |_| found).map_err(RegistryError::Fields)?;
+        let name = name.as_str();
         let id = Uuid::now_v7();
         let mut tx = self.0.begin().await?;
         let inserted = db_query!(&mut tx, tx, |sql, ex| {

@@ -991,3 +991,19 @@ imp-howto-2-teachers = Columns marked * are required; ethnic group, subjects and
 imp-howto-3-teachers = Choose qualification, title and post from the lists, or type the code or the Chinese name.
 imp-howto-4-teachers = Keep ID numbers as text; importing the same person again updates their record instead of doubling it.
 teachers-import = Import staff
+
+## Class imports
+imp-title-classes = Import classes
+imp-help-classes = Upload an Excel or CSV file with one class per row: school year, grade, class name and head teacher (their user name). A class of the same year, grade and name that exists gets its head teacher updated (an empty cell leaves it as it is); otherwise the class is opened. Every row is checked first and shown; then it is written in one go. Undo removes the classes the batch opened that have no students yet and restores the head teachers.
+imp-sheet-classes = Classes
+imp-col-school-year = School year
+imp-col-class-name = Class name
+imp-col-head-teacher = Head teacher
+imp-note-school-year-classes = Such as 2026 or 2026-2027; empty: the current one.
+imp-note-grade-classes = 1 to 12, or 三年级, 初一. Required.
+imp-note-class-name-classes = Such as 1班 or (2)班, at most 20 characters. Required.
+imp-note-head-teacher-classes = The user name of a teacher or administrator of the school; may be empty.
+imp-howto-1-classes = One class per row; the first row holds the column names: do not change them.
+imp-howto-2-classes = Grade and class name are required; an empty school year is the current one, the head teacher may be empty.
+imp-howto-3-classes = Importing the same file again opens no class twice: existing classes only get their head teacher updated.
+classes-import = Import classes

@@ -988,3 +988,19 @@ imp-howto-2-teachers = 带 * 的列必须填写；民族、任教学科、到校
 imp-howto-3-teachers = 教师资格、职称、岗位类别请从下拉列表选择，也可填写代码。
 imp-howto-4-teachers = 身份证件号请以文本格式填写；同一人再次导入时更新原有档案，不会重复建档。
 teachers-import = 导入教职工
+
+## Class imports (导入班级)
+imp-title-classes = 导入班级
+imp-help-classes = 上传 Excel 或 CSV 文件，每行一个班级：学年、年级、班级名称、班主任（账号用户名）。同一学年、年级和名称的班级已存在时只更新班主任（班主任一栏留空则不变），否则新建班级。系统先逐行检查并显示结果，确认后再一次性写入；撤销时删除本批新建且尚未编入学生的班级，恢复原班主任。
+imp-sheet-classes = 班级
+imp-col-school-year = 学年
+imp-col-class-name = 班级名称
+imp-col-head-teacher = 班主任
+imp-note-school-year-classes = 如 2026 或 2026-2027；留空为本学年。
+imp-note-grade-classes = 1 至 12，也可写 三年级、初一。必填。
+imp-note-class-name-classes = 如 1班、(2)班，不超过 20 个字。必填。
+imp-note-head-teacher-classes = 本校教师或管理员的账号用户名；可留空。
+imp-howto-1-classes = 每行一个班级，第一行是列名，请不要改动列名。
+imp-howto-2-classes = 年级和班级名称必须填写；学年留空为本学年，班主任可留空。
+imp-howto-3-classes = 再次导入同一文件不会重复建班：已有班级只会更新班主任。
+classes-import = 导入班级

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use santong_domain::identity::{Permission, Scope};
-use santong_domain::import::{Column, StudentColumn, TeacherColumn};
+use santong_domain::import::{ClassColumn, Column, StudentColumn, TeacherColumn};
 use santong_domain::registry::Ethnicity;
 use santong_storage::imports::{BatchRow, ImportError, Imports, Kind, Mode, Problem, Reject};
 use santong_storage::jobs::Jobs;
@@ -63,6 +63,7 @@ fn fields_of(kind: Kind) -> Vec<(&'static str, bool)> {
     match kind {
         Kind::Students => all::<StudentColumn>(),
         Kind::Teachers => all::<TeacherColumn>(),
+        Kind::Classes => all::<ClassColumn>(),
     }
 }
 
@@ -455,6 +456,7 @@ async fn template_xlsx(
     let steps = match kind {
         Kind::Students => 6,
         Kind::Teachers => 4,
+        Kind::Classes => 3,
     };
     let instructions: Vec<String> = (1..=steps)
         .map(|i| tr.t(&kind_key(&format!("imp-howto-{i}"), kind)))

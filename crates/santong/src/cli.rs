@@ -478,11 +478,19 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
             dry_run,
             rejects,
             ..
+        }
+        | ImportAction::Classes {
+            file,
+            school,
+            valid_rows,
+            dry_run,
+            rejects,
+            ..
         } => {
-            let kind = if matches!(action, ImportAction::Teachers { .. }) {
-                imports::Kind::Teachers
-            } else {
-                imports::Kind::Students
+            let kind = match action {
+                ImportAction::Teachers { .. } => imports::Kind::Teachers,
+                ImportAction::Classes { .. } => imports::Kind::Classes,
+                _ => imports::Kind::Students,
             };
             let limits = santong_storage::sheet::Limits::default();
             let progress = imports::Progress::new();

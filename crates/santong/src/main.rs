@@ -182,6 +182,25 @@ enum ImportAction {
         #[arg(long, value_name = "FILE")]
         rejects: Option<std::path::PathBuf>,
     },
+    /// Classes of one school (学年, 年级, 班级名称, 班主任): new ones opened, existing ones (same
+    /// year, grade and name) given the head teacher the sheet names; in one transaction.
+    Classes {
+        #[command(flatten)]
+        config: ConfigArgs,
+        file: std::path::PathBuf,
+        /// The school's 10-digit code.
+        #[arg(long, value_name = "CODE")]
+        school: String,
+        /// Write the valid rows and report the rejected ones.
+        #[arg(long)]
+        valid_rows: bool,
+        /// Check every row and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the rejected rows, with their problems, to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<std::path::PathBuf>,
+    },
     /// Undo a committed import batch (by the id `import students` printed).
     Undo {
         #[command(flatten)]
@@ -476,6 +495,7 @@ fn main() -> ExitCode {
             action:
                 ImportAction::Students { config, .. }
                 | ImportAction::Teachers { config, .. }
+                | ImportAction::Classes { config, .. }
                 | ImportAction::Undo { config, .. },
         }
         | Command::Oneroster {

@@ -34,6 +34,7 @@ use crate::sheet::{self, Limits, SheetError};
 use crate::students::{Checked, NewStudent, RegionKnown, check_student, next_j_number};
 use crate::{Db, Tx, db_query};
 
+mod classes;
 mod teachers;
 
 /// The job that checks an uploaded file.
@@ -84,15 +85,18 @@ pub enum Kind {
     Students,
     /// Teachers and other staff (教职工).
     Teachers,
+    /// A school's classes (班级) with their head teachers.
+    Classes,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Students, Kind::Teachers];
+    pub const ALL: [Kind; 3] = [Kind::Students, Kind::Teachers, Kind::Classes];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Students => "students",
             Kind::Teachers => "teachers",
+            Kind::Classes => "classes",
         }
     }
 
@@ -928,12 +932,14 @@ impl ChangeLog {
 enum Runner<'a> {
     Students(Run<'a>),
     Teachers(teachers::TeacherRun<'a>),
+    Classes(classes::ClassRun<'a>),
 }
 
 /// A checked chunk's valid rows, of the run's kind.
 enum Actions {
     Students(Vec<Action>),
     Teachers(Vec<teachers::TeacherAction>),
+    Classes(Vec<classes::ClassAction>),
 }
 
 impl<'a> Runner<'a> {
@@ -953,6 +959,9 @@ impl<'a> Runner<'a> {
             Kind::Teachers => {
                 Runner::Teachers(teachers::TeacherRun::start(school, headers, today(), pg)?)
             }
+            Kind::Classes => {
+                Runner::Classes(classes::ClassRun::start(conn, school, headers, today(), pg).await?)
+            }
         })
     }
 
@@ -970,6 +979,10 @@ impl<'a> Runner<'a> {
                 let (a, r) = run.check(conn, rows).await?;
                 (Actions::Teachers(a), r)
             }
+            Runner::Classes(run) => {
+                let (a, r) = run.check(rows);
+                (Actions::Classes(a), r)
+            }
         })
     }
 
@@ -977,6 +990,7 @@ impl<'a> Runner<'a> {
         match self {
             Runner::Students(run) => run.tally,
             Runner::Teachers(run) => run.tally,
+            Runner::Classes(run) => run.tally,
         }
     }
 }
@@ -1002,6 +1016,7 @@ async fn apply_actions(
     match actions {
         Actions::Students(a) => apply(tx, actor, batch, school, a, now, &mut carry.j_next).await,
         Actions::Teachers(a) => teachers::apply(tx, actor, batch, school, a, now, carry).await,
+        Actions::Classes(a) => classes::apply(tx, actor, batch, school, a, now, carry).await,
     }
 }
 
@@ -2188,13 +2203,15 @@ impl Imports<'_> {
             },
         )
         .await?;
-        // Staff batches: their change log, read backwards.
+        // Staff and class batches: their change log, read backwards.
         let staff = teachers::undo(&mut tx, id).await?;
+        let classes = classes::undo(&mut tx, id).await?;
         let mut e = actor.entry("import.undo", &id.to_string(), "success", &school.node());
         e.detail = serde_json::json!({
             "events": events,
             "corrections": reverts.len(),
             "staff": staff,
+            "classes": classes,
         })
         .to_string();
         crate::audit::append(&mut tx, &e).await?;

@@ -18,6 +18,7 @@ santong_testkit::conformance!(
     bad_files_are_refused_with_nothing_written,
     rows_are_judged_by_todays_grade_and_known_children_are_not_doubled,
     staff_are_matched_by_id_number_updated_and_undone,
+    classes_are_opened_or_given_their_head_teacher_and_undone,
 );
 
 const SCHOOL: &str = "1144030501";
@@ -850,4 +851,128 @@ async fn staff_are_matched_by_id_number_updated_and_undone(t: TestDb) {
         .await
         .unwrap();
     assert_eq!(kept, 1);
+}
+
+async fn classes_are_opened_or_given_their_head_teacher_and_undone(t: TestDb) {
+    use santong_domain::registry::SchoolYear;
+    use santong_storage::classes::Classes;
+    ready(&t).await;
+    person(&t, "teacher.a", Role::Teacher, node(SCHOOL, "440305")).await;
+    person(&t, "teacher.b", Role::Teacher, node("1144030502", "440305")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let today = santong_storage::registry::today();
+    let year = SchoolYear::of_date(today).0;
+    let body = format!(
+        "学年,年级,班级名称,班主任\r\n\
+         {year},三年级,1班,teacher.a\r\n\
+         ,3,2班,\r\n\
+         {year},20,3班,\r\n\
+         ,3,1班,\r\n\
+         ,3,4班,teacher.b\r\n"
+    );
+    let path = file(dir.path(), "classes.csv", &body);
+    let import = |p: PathBuf, mode: Mode| {
+        let imports = Imports(&t.db);
+        async move {
+            imports
+                .import_file(
+                    Actor::Cli,
+                    Kind::Classes,
+                    SCHOOL,
+                    &p,
+                    "classes.csv",
+                    mode,
+                    &Limits::default(),
+                    &Progress::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let list = || {
+        let db = t.db.clone();
+        async move {
+            let mut v: Vec<(String, Option<String>)> = Classes(&db)
+                .list(&Scope::everything(), SCHOOL, SchoolYear(year), today)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.name, c.head_name))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    // All or nothing: every bad row named, nothing opened.
+    let all = import(path.clone(), Mode::All).await;
+    assert!(!all.committed);
+    assert_eq!(all.tally, tally(5, 2, 0, 0, 3));
+    let keys: Vec<(u64, Option<usize>, String)> = all
+        .rejects
+        .iter()
+        .map(|r| (r.line, r.problems[0].col, r.problems[0].key.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (4, Some(1), "student-bad-grade".to_owned()),
+            (5, None, "import-dup-in-file".to_owned()),
+            (6, Some(3), "class-bad-teacher".to_owned()),
+        ]
+    );
+    assert!(list().await.is_empty());
+    let first = import(path.clone(), Mode::Valid).await;
+    assert!(first.committed);
+    assert_eq!(
+        list().await,
+        [
+            ("1班".to_owned(), Some("teacher.a".to_owned())),
+            ("2班".to_owned(), None)
+        ]
+    );
+    // A second sheet: 2班 gets a head teacher, 1班 (empty cell) keeps its own.
+    let heads = file(
+        dir.path(),
+        "heads.csv",
+        "年级,班级名称,班主任\r\n3,2班,teacher.a\r\n3,1班,\r\n",
+    );
+    let second = import(heads, Mode::All).await;
+    assert_eq!(second.tally, tally(2, 0, 1, 1, 0));
+    assert_eq!(list().await[1].1.as_deref(), Some("teacher.a"));
+    let scope = Scope::everything();
+    let imports = Imports(&t.db);
+    imports
+        .undo(Actor::Cli, &scope, second.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(list().await[1].1, None);
+    // A pupil placed in 1班 since: the first batch can no longer be undone.
+    let pupil_id = Students(&t.db)
+        .enrol(
+            Actor::Cli,
+            SCHOOL,
+            &pupil("小明", "2017-03-02", String::new(), "3"),
+        )
+        .await
+        .unwrap()
+        .student
+        .id;
+    let one = Classes(&t.db)
+        .list(&scope, SCHOOL, SchoolYear(year), today)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "1班")
+        .unwrap()
+        .id;
+    Classes(&t.db)
+        .assign(Actor::Cli, &scope, one, &[pupil_id], "")
+        .await
+        .unwrap();
+    let refused = imports.undo(Actor::Cli, &scope, first.batch.unwrap()).await;
+    assert!(
+        matches!(&refused, Err(ImportError::Registry(RegistryError::Fields(f))) if f[0].kind.key() == "import-later-changes"),
+        "{refused:?}"
+    );
+    assert_eq!(list().await.len(), 2);
 }

@@ -513,4 +513,27 @@ async fn staff_are_imported_through_the_pages(app: TestApp) {
     assert_eq!(undone.status, 303);
     let staff = app.get_as(&s, "/schools/1144030501/teachers").await;
     assert!(!staff.body.contains("李老师"));
+    // Classes have their page and templates too, linked from the class list.
+    let classes = app.get_as(&s, "/schools/1144030501/classes").await;
+    assert!(
+        classes
+            .body
+            .contains("/schools/1144030501/import?kind=classes")
+    );
+    let page = app
+        .get_as(&s, "/schools/1144030501/import?kind=classes")
+        .await;
+    assert!(page.body.contains("导入班级"), "{}", page.body);
+    let csv = app
+        .get_as(&s, "/schools/1144030501/import/template.csv?kind=classes")
+        .await;
+    assert!(
+        csv.body.starts_with("\u{feff}学年,年级,班级名称,班主任"),
+        "{}",
+        csv.body
+    );
+    let xlsx = app
+        .get_as(&s, "/schools/1144030501/import/template.xlsx?kind=classes")
+        .await;
+    assert!(xlsx.bytes.starts_with(b"PK"));
 }
