@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use santong_domain::identity::{Permission, Scope};
 use santong_domain::import::{ClassColumn, Column, StudentColumn, TeacherColumn};
 use santong_domain::registry::Ethnicity;
-use santong_storage::imports::{BatchRow, ImportError, Imports, Kind, Mode, Problem, Reject};
+use santong_storage::imports::{
+    BatchRow, ImportError, Imports, Kind, Mode, Place, Problem, Reject,
+};
 use santong_storage::jobs::Jobs;
 use santong_storage::registry::{Registry, RegistryError};
 use uuid::Uuid;
@@ -199,12 +201,26 @@ fn tally_text(tr: &Tr, b: &BatchRow) -> String {
 struct FormPage {
     c: Chrome,
     kind: &'static str,
-    school_code: String,
-    school_name: String,
+    /// `/schools/{code}` or `/regions/{code}`: the page's place, under which its import lives.
+    base: String,
+    place_name: String,
+    /// The list the place belongs to, for the crumbs: (href, label).
+    root: (&'static str, String),
     columns: Vec<(String, bool)>,
     batches: Vec<BatchLine>,
     error: Option<String>,
     limit: String,
+}
+
+/// A region's name, or its code if there is none.
+async fn region_name(state: &AppState, code: &str) -> Result<String, AppError> {
+    Ok(match santong_domain::region::RegionCode::parse(code) {
+        Ok(c) => santong_storage::regions::Regions(&state.db)
+            .get(c)
+            .await?
+            .map_or_else(|| code.to_owned(), |r| r.name),
+        Err(_) => code.to_owned(),
+    })
 }
 
 fn manage(user: &User) -> Scope {
@@ -225,8 +241,9 @@ async fn school_page(
         .school(&manage(user), code)
         .await?
         .ok_or_else(AppError::not_found)?;
+    let place = Place::School(school.clone());
     let batches = Imports(&state.db)
-        .batches(&manage(user), Some(code), 20)
+        .batches(&manage(user), Some(&place), 20)
         .await?
         .iter()
         .map(|b| BatchLine {
@@ -240,8 +257,9 @@ async fn school_page(
     let mut res = html(&FormPage {
         c: ctx.chrome(tr.t(&kind_key("imp-title", kind))),
         kind: kind.as_str(),
-        school_code: school.code.clone(),
-        school_name: school.name.clone(),
+        base: format!("/schools/{}", school.code),
+        place_name: school.name.clone(),
+        root: ("/schools", tr.t("schools-title")),
         columns: fields_of(kind)
             .into_iter()
             .map(|(f, required)| (column_label(&tr, f), required))
@@ -493,8 +511,9 @@ struct BatchPage {
     id: String,
     kind: &'static str,
     kind_title: String,
-    school_code: String,
-    school_name: String,
+    base: String,
+    place_name: String,
+    root: (&'static str, String),
     file_name: String,
     state_key: String,
     all_or_nothing: bool,
@@ -562,18 +581,30 @@ async fn render_batch(
         .collect();
     let next_after = rejects.last().map_or(after, |r| r.line);
     let can_manage = manage(user).contains(&b.node());
-    let school_name = Registry(&state.db)
-        .school(&view(user), &b.school_code)
-        .await?
-        .map_or_else(|| b.school_code.clone(), |s| s.name);
+    let (base, place_name, root) = match &b.school_code {
+        Some(code) => (
+            format!("/schools/{code}"),
+            Registry(&state.db)
+                .school(&view(user), code)
+                .await?
+                .map_or_else(|| code.clone(), |s| s.name),
+            ("/schools", tr.t("schools-title")),
+        ),
+        None => (
+            format!("/regions/{}", b.county),
+            region_name(state, &b.county).await?,
+            ("/regions", tr.t("regions-title")),
+        ),
+    };
     let error = b.error_key.as_deref().map(|k| tr.t(k));
     let mut res = html(&BatchPage {
         c: ctx.chrome(tr.t("imp-batch-title")),
         id: b.id.to_string(),
         kind: b.kind().as_str(),
         kind_title: tr.t(&kind_key("imp-title", b.kind())),
-        school_code: b.school_code.clone(),
-        school_name,
+        base,
+        place_name,
+        root,
         file_name: b.file_name.clone(),
         state_key: b.state.clone(),
         all_or_nothing: b.mode() == Mode::All,

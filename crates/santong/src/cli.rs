@@ -506,7 +506,14 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
                     .await?
                     .with_context(|| format!("no school has the code {school}"))?;
                 store
-                    .check_file(kind, &row, file, &limits, &progress, None)
+                    .check_file(
+                        kind,
+                        &imports::Place::School(row),
+                        file,
+                        &limits,
+                        &progress,
+                        None,
+                    )
                     .await
             } else {
                 let name = file

@@ -6,7 +6,8 @@ CREATE TABLE import_change (
     batch_id   UUID NOT NULL REFERENCES import_batch (id),
     seq        BIGINT NOT NULL,
     table_name TEXT NOT NULL,
-    record_id  UUID NOT NULL,
+    -- The record's key: its id, or its code (a school).
+    record_id  TEXT NOT NULL,
     -- NULL: the batch created the record.
     field      TEXT,
     old_value  TEXT,

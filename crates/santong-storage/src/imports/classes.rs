@@ -184,9 +184,13 @@ pub(super) async fn apply(
                     .bind(id);
                 u.execute_in(tx).await?;
                 let text = |v: Option<Uuid>| v.map_or_else(String::new, |u| u.to_string());
-                carry
-                    .log
-                    .changed("school_class", id, "head_teacher", &text(old), &text(head));
+                carry.log.changed(
+                    "school_class",
+                    id.to_string(),
+                    "head_teacher",
+                    &text(old),
+                    &text(head),
+                );
             }
             ClassAction::Unchanged => {}
         }
@@ -212,7 +216,7 @@ pub(super) async fn apply(
     )
     .await?;
     for (id, _) in &new {
-        carry.log.created("school_class", *id);
+        carry.log.created("school_class", id.to_string());
     }
     carry.log.write(tx, batch).await?;
     Ok(())
@@ -225,7 +229,7 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     let refused = || ImportError::from(crate::registry::refused("batch", "import-later-changes"));
     #[derive(sqlx::FromRow)]
     struct Logged {
-        record_id: Uuid,
+        record_id: String,
         field: Option<String>,
         old_value: Option<String>,
         new_value: Option<String>,
@@ -242,16 +246,19 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     let mut created = vec![];
     let mut touched = HashSet::new();
     for l in &logged {
-        touched.insert(l.record_id);
+        let Ok(record) = Uuid::parse_str(&l.record_id) else {
+            continue;
+        };
+        touched.insert(record);
         if l.field.is_none() {
-            created.push(l.record_id);
+            created.push(record);
             continue;
         }
         let mut u = DynQuery::new(pg);
         u.push("UPDATE school_class SET head_teacher = ")
             .bind_val(Val::OptUuid(uuid(&l.old_value)))
             .push(" WHERE id = ")
-            .bind(l.record_id)
+            .bind(record)
             .push(if pg {
                 " AND head_teacher IS NOT DISTINCT FROM "
             } else {

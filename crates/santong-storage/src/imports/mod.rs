@@ -21,6 +21,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use santong_domain::identity::{Node, Permission, Scope};
 use santong_domain::import::{self as parse, StudentColumn};
 use santong_domain::lifecycle::{EventKind, Status};
+use santong_domain::region::RegionCode;
 use santong_domain::registry::StudentNumber;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -90,6 +91,11 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether a batch of the kind belongs to a county rather than to one school.
+    pub fn county_level(self) -> bool {
+        false
+    }
+
     pub const ALL: [Kind; 3] = [Kind::Students, Kind::Teachers, Kind::Classes];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +108,44 @@ impl Kind {
 
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a batch's rows go: one school (its roll, staff or classes), or a county.
+#[derive(Debug, Clone)]
+pub enum Place {
+    School(SchoolRow),
+    County(RegionCode),
+}
+
+impl Place {
+    pub fn node(&self) -> Node {
+        match self {
+            Place::School(s) => s.node(),
+            Place::County(c) => Node::Region(*c),
+        }
+    }
+
+    pub fn school(&self) -> Option<&SchoolRow> {
+        match self {
+            Place::School(s) => Some(s),
+            Place::County(_) => None,
+        }
+    }
+
+    /// The school's code, or the county's.
+    pub fn code(&self) -> String {
+        match self {
+            Place::School(s) => s.code.clone(),
+            Place::County(c) => c.to_string(),
+        }
+    }
+
+    fn county(&self) -> String {
+        match self {
+            Place::School(s) => s.county.clone(),
+            Place::County(c) => c.to_string(),
+        }
     }
 }
 
@@ -289,7 +333,8 @@ impl Progress {
 pub struct BatchRow {
     pub id: Uuid,
     pub kind: String,
-    pub school_code: String,
+    /// None: a county's batch.
+    pub school_code: Option<String>,
     pub county: String,
     pub file_name: String,
     pub file_size: i64,
@@ -323,15 +368,24 @@ impl BatchRow {
         Kind::parse(&self.kind).unwrap_or(Kind::Students)
     }
 
-    /// The school the batch belongs to, as a node of the hierarchy.
+    /// The school or county the batch belongs to, as a node of the hierarchy.
     pub fn node(&self) -> Node {
-        match (
-            santong_domain::identity::SchoolCode::parse(&self.school_code),
-            santong_domain::region::RegionCode::parse(&self.county).ok(),
-        ) {
-            (Some(code), Some(county)) => Node::School { code, county },
+        let county = RegionCode::parse(&self.county).ok();
+        match (self.school_code.as_deref(), county) {
+            (Some(code), Some(county)) => match santong_domain::identity::SchoolCode::parse(code) {
+                Some(code) => Node::School { code, county },
+                None => Node::Nation,
+            },
+            (None, Some(county)) => Node::Region(county),
             _ => Node::Nation,
         }
+    }
+
+    /// The school's code, or the county's for a county's batch.
+    pub fn place_code(&self) -> String {
+        self.school_code
+            .clone()
+            .unwrap_or_else(|| self.county.clone())
     }
 
     /// The header row of the file, as read.
@@ -868,18 +922,18 @@ pub(crate) struct ChangeLog {
     rows: Vec<Logged>,
 }
 
-/// One write: (seq, table, record, field — none for a record created — old, new).
+/// One write: (seq, table, record key, field — none for a record created — old, new).
 type Logged = (
     i64,
     &'static str,
-    Uuid,
+    String,
     Option<&'static str>,
     Option<String>,
     Option<String>,
 );
 
 impl ChangeLog {
-    fn created(&mut self, table: &'static str, record: Uuid) {
+    fn created(&mut self, table: &'static str, record: String) {
         self.seq += 1;
         self.rows.push((self.seq, table, record, None, None, None));
     }
@@ -887,7 +941,7 @@ impl ChangeLog {
     fn changed(
         &mut self,
         table: &'static str,
-        record: Uuid,
+        record: String,
         field: &'static str,
         old: &str,
         new: &str,
@@ -917,7 +971,7 @@ impl ChangeLog {
                     Val::Uuid(batch),
                     Val::BigInt(*seq),
                     Val::Text((*table).to_owned()),
-                    Val::Uuid(*record),
+                    Val::Text(record.clone()),
                     Val::OptText(field.map(str::to_owned)),
                     Val::OptText(old.clone()),
                     Val::OptText(new.clone()),
@@ -946,22 +1000,23 @@ impl<'a> Runner<'a> {
     async fn start(
         kind: Kind,
         conn: &mut Conn<'_>,
-        school: &'a SchoolRow,
+        place: &'a Place,
         headers: &[String],
         regions: &'a Regions,
         pg: bool,
     ) -> Result<Runner<'a>, ImportError> {
+        let school = place.school().ok_or(RegistryError::NotFound);
         Ok(match kind {
             Kind::Students => {
                 let layout = Layout::of(headers)?;
-                Runner::Students(Run::start(conn, school, layout, regions, pg).await?)
+                Runner::Students(Run::start(conn, school?, layout, regions, pg).await?)
             }
             Kind::Teachers => {
-                Runner::Teachers(teachers::TeacherRun::start(school, headers, today(), pg)?)
+                Runner::Teachers(teachers::TeacherRun::start(school?, headers, today(), pg)?)
             }
-            Kind::Classes => {
-                Runner::Classes(classes::ClassRun::start(conn, school, headers, today(), pg).await?)
-            }
+            Kind::Classes => Runner::Classes(
+                classes::ClassRun::start(conn, school?, headers, today(), pg).await?,
+            ),
         })
     }
 
@@ -1008,15 +1063,16 @@ async fn apply_actions(
     tx: &mut Tx,
     actor: &Actor<'_>,
     batch: Uuid,
-    school: &SchoolRow,
+    place: &Place,
     actions: Actions,
     now: DateTime<Utc>,
     carry: &mut Carry,
 ) -> Result<(), ImportError> {
+    let school = place.school().ok_or(RegistryError::NotFound);
     match actions {
-        Actions::Students(a) => apply(tx, actor, batch, school, a, now, &mut carry.j_next).await,
-        Actions::Teachers(a) => teachers::apply(tx, actor, batch, school, a, now, carry).await,
-        Actions::Classes(a) => classes::apply(tx, actor, batch, school, a, now, carry).await,
+        Actions::Students(a) => apply(tx, actor, batch, school?, a, now, &mut carry.j_next).await,
+        Actions::Teachers(a) => teachers::apply(tx, actor, batch, school?, a, now, carry).await,
+        Actions::Classes(a) => classes::apply(tx, actor, batch, school?, a, now, carry).await,
     }
 }
 
@@ -1071,7 +1127,7 @@ impl Imports<'_> {
     pub async fn check_file(
         &self,
         kind: Kind,
-        school: &SchoolRow,
+        place: &Place,
         path: &Path,
         limits: &Limits,
         progress: &Progress,
@@ -1083,7 +1139,7 @@ impl Imports<'_> {
         let mut run = Runner::start(
             kind,
             &mut conn,
-            school,
+            place,
             &headers,
             &regions,
             self.0.is_postgres(),
@@ -1124,14 +1180,14 @@ impl Imports<'_> {
         &self,
         actor: Actor<'_>,
         kind: Kind,
-        school_code: &str,
+        code: &str,
         path: &Path,
         file_name: &str,
         mode: Mode,
         limits: &Limits,
         progress: &Progress,
     ) -> Result<Outcome, ImportError> {
-        let school = self.school_for(&actor, school_code).await?;
+        let place = self.place_for(&actor, kind, code).await?;
         let batch = Uuid::now_v7();
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         let mut tx = self.0.begin().await?;
@@ -1140,7 +1196,7 @@ impl Imports<'_> {
             &actor,
             batch,
             kind,
-            &school,
+            &place,
             file_name,
             size,
             mode,
@@ -1149,7 +1205,7 @@ impl Imports<'_> {
         .await?;
         tx.commit().await?;
         let outcome = self
-            .write(&actor, batch, kind, &school, path, mode, limits, progress)
+            .write(&actor, batch, kind, &place, path, mode, limits, progress)
             .await;
         match &outcome {
             Err(e) => self.settle_failure(batch, e).await?,
@@ -1161,6 +1217,51 @@ impl Imports<'_> {
             Ok(_) => {}
         }
         outcome
+    }
+
+    /// The school, or the county for a county's kind, if the actor may import there.
+    async fn place_for(
+        &self,
+        actor: &Actor<'_>,
+        kind: Kind,
+        code: &str,
+    ) -> Result<Place, ImportError> {
+        if kind.county_level() {
+            let county = RegionCode::parse(code).map_err(|_| RegistryError::NotFound)?;
+            let is_county = crate::regions::Regions(self.0)
+                .get(county)
+                .await?
+                .is_some_and(|r| {
+                    santong_domain::region::RegionLevel::parse(&r.level)
+                        == Some(santong_domain::region::RegionLevel::County)
+                });
+            let node = Node::Region(county);
+            if !is_county
+                || (!actor.may(Permission::RegistryView, &node) && !matches!(actor, Actor::Cli))
+            {
+                return Err(RegistryError::NotFound.into());
+            }
+            if !actor.may(Permission::RegistryManage, &node) {
+                return Err(RegistryError::Forbidden.into());
+            }
+            return Ok(Place::County(county));
+        }
+        Ok(Place::School(self.school_for(actor, code).await?))
+    }
+
+    /// Where a stored batch's rows go (for its jobs).
+    async fn place_of(&self, batch: &BatchRow) -> Result<Place, ImportError> {
+        match &batch.school_code {
+            Some(code) => Ok(Place::School(
+                Registry(self.0)
+                    .school(&Scope::everything(), code)
+                    .await?
+                    .ok_or(RegistryError::NotFound)?,
+            )),
+            None => Ok(Place::County(
+                RegionCode::parse(&batch.county).map_err(|_| RegistryError::NotFound)?,
+            )),
+        }
     }
 
     /// The school, if the actor may import there.
@@ -1185,7 +1286,7 @@ impl Imports<'_> {
         actor: &Actor<'_>,
         id: Uuid,
         kind: Kind,
-        school: &SchoolRow,
+        place: &Place,
         file_name: &str,
         size: u64,
         mode: Mode,
@@ -1208,8 +1309,8 @@ impl Imports<'_> {
                 VALUES ($1, $11, $2, $3, $4, $5, $6, $7, 0, 0, 0, 0, 0, '[]', $8, $9, $10)",
             ))
             .bind(id)
-            .bind(&school.code)
-            .bind(&school.county)
+            .bind(place.school().map(|s| s.code.clone()))
+            .bind(place.county())
             .bind(&file_name)
             .bind(i64::try_from(size).unwrap_or(i64::MAX))
             .bind(mode.as_str())
@@ -1279,7 +1380,7 @@ impl Imports<'_> {
         actor: &Actor<'_>,
         batch: Uuid,
         kind: Kind,
-        school: &SchoolRow,
+        place: &Place,
         path: &Path,
         mode: Mode,
         limits: &Limits,
@@ -1289,7 +1390,7 @@ impl Imports<'_> {
         let regions = Regions::load(self.0).await?;
         let pg = self.0.is_postgres();
         let mut tx = self.0.begin().await?;
-        if pg {
+        if pg && let Some(school) = place.school() {
             // Two commits of one school's files at once would each see the other's new records
             // as absent; the school row serialises them.
             let mut l = DynQuery::new(true);
@@ -1301,7 +1402,7 @@ impl Imports<'_> {
         write_rejects(&mut tx, batch, &[], true).await?;
         let mut run = {
             let mut conn = Conn::Tx(&mut tx);
-            Runner::start(kind, &mut conn, school, &headers, &regions, pg).await?
+            Runner::start(kind, &mut conn, place, &headers, &regions, pg).await?
         };
         // All-or-nothing drops the transaction at the first rejected row and goes on checking
         // only, to report every rejected row.
@@ -1327,7 +1428,7 @@ impl Imports<'_> {
             }
             match tx.as_mut() {
                 Some(t) => {
-                    apply_actions(t, actor, batch, school, actions, now, &mut carry).await?;
+                    apply_actions(t, actor, batch, place, actions, now, &mut carry).await?;
                     write_rejects(t, batch, &rejects, false).await?;
                 }
                 None => self.store_rejects(batch, &rejects, false).await?,
@@ -1383,11 +1484,11 @@ impl Imports<'_> {
             "import.commit",
             &batch.to_string(),
             "success",
-            &school.node(),
+            &place.node(),
         );
         e.detail = serde_json::json!({
             "kind": kind.as_str(),
-            "school": school.code,
+            "school": place.code(),
             "mode": mode.as_str(),
             "rows": tally.rows,
             "new": tally.new,
@@ -1614,12 +1715,12 @@ impl Imports<'_> {
         &self,
         actor: Actor<'_>,
         kind: Kind,
-        school_code: &str,
+        code: &str,
         file_name: &str,
         mode: Mode,
         path: &Path,
     ) -> Result<BatchRow, ImportError> {
-        let school = self.school_for(&actor, school_code).await?;
+        let place = self.place_for(&actor, kind, code).await?;
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         if size == 0 {
             return Err(ImportError::Sheet(SheetError::Empty));
@@ -1633,7 +1734,7 @@ impl Imports<'_> {
             &actor,
             id,
             kind,
-            &school,
+            &place,
             file_name,
             size,
             mode,
@@ -1673,7 +1774,7 @@ impl Imports<'_> {
                 .await?
                 .rows_affected()
         });
-        let mut e = actor.entry("import.upload", &id.to_string(), "success", &school.node());
+        let mut e = actor.entry("import.upload", &id.to_string(), "success", &place.node());
         e.detail = serde_json::json!({ "kind": kind.as_str(), "bytes": size }).to_string();
         crate::audit::append(&mut tx, &e).await?;
         tx.commit().await?;
@@ -1687,30 +1788,39 @@ impl Imports<'_> {
         let mut q = DynQuery::for_db(self.0);
         q.push("SELECT ")
             .push(BATCH_COLUMNS)
-            .push(" FROM import_batch b JOIN school s ON s.code = b.school_code WHERE b.id = ")
+            .push(" FROM import_batch b WHERE b.id = ")
             .bind(id)
             .push(" AND");
-        crate::scope::push(&mut q, scope, "s.county", "s.code");
+        crate::scope::push(&mut q, scope, "b.county", "b.school_code");
         Ok(q.fetch_all(self.0).await?.into_iter().next())
     }
 
-    /// The latest batches of a school (or every school in `scope` when `school` is `None`).
+    /// The latest batches of a school or a county (or everywhere in `scope` when `place` is
+    /// `None`).
     pub async fn batches(
         &self,
         scope: &Scope,
-        school: Option<&str>,
+        place: Option<&Place>,
         limit: u64,
     ) -> crate::Result<Vec<BatchRow>> {
         let mut q = DynQuery::for_db(self.0);
         q.push("SELECT ")
             .push(BATCH_COLUMNS)
-            .push(" FROM import_batch b JOIN school s ON s.code = b.school_code WHERE");
-        if let Some(code) = school {
-            q.push(" b.school_code = ")
-                .bind(code.to_owned())
-                .push(" AND");
+            .push(" FROM import_batch b WHERE");
+        match place {
+            Some(Place::School(s)) => {
+                q.push(" b.school_code = ")
+                    .bind(s.code.clone())
+                    .push(" AND");
+            }
+            Some(Place::County(c)) => {
+                q.push(" b.school_code IS NULL AND b.county = ")
+                    .bind(c.to_string())
+                    .push(" AND");
+            }
+            None => {}
         }
-        crate::scope::push(&mut q, scope, "s.county", "s.code");
+        crate::scope::push(&mut q, scope, "b.county", "b.school_code");
         q.push(" ORDER BY b.created_at DESC, b.id DESC LIMIT ")
             .bind(i64::try_from(limit).unwrap_or(100));
         q.fetch_all(self.0).await
@@ -1785,7 +1895,8 @@ impl Imports<'_> {
             .batch(scope, id)
             .await?
             .ok_or(RegistryError::NotFound)?;
-        self.school_for(&actor, &batch.school_code).await?;
+        self.place_for(&actor, batch.kind(), &batch.place_code())
+            .await?;
         if mode == Mode::All && batch.rows_rejected > 0 {
             return Err(ImportError::Rejected(batch.tally()));
         }
@@ -1837,7 +1948,8 @@ impl Imports<'_> {
             .batch(scope, id)
             .await?
             .ok_or(RegistryError::NotFound)?;
-        self.school_for(&actor, &batch.school_code).await?;
+        self.place_for(&actor, batch.kind(), &batch.place_code())
+            .await?;
         if let Some(job) = batch.job_id
             && batch.state().busy()
         {
@@ -1938,10 +2050,7 @@ impl Imports<'_> {
         if !self.set_state(id, State::Checking).await? {
             return Ok(());
         }
-        let school = Registry(self.0)
-            .school(&Scope::everything(), &batch.school_code)
-            .await?
-            .ok_or(RegistryError::NotFound)?;
+        let place = self.place_of(&batch).await?;
         self.purge_stale(Utc::now()).await?;
         // A re-run after a crash starts the report afresh.
         self.store_rejects(id, &[], true).await?;
@@ -1949,7 +2058,7 @@ impl Imports<'_> {
         let result = self
             .check_file(
                 batch.kind(),
-                &school,
+                &place,
                 &file.0,
                 &Limits::default(),
                 progress,
@@ -1993,10 +2102,7 @@ impl Imports<'_> {
         if batch.state() != State::Committing {
             return Ok(());
         }
-        let school = Registry(self.0)
-            .school(&Scope::everything(), &batch.school_code)
-            .await?
-            .ok_or(RegistryError::NotFound)?;
+        let place = self.place_of(&batch).await?;
         let actor = Actor::OnBehalf {
             name: &batch.actor,
             id: batch.actor_id,
@@ -2007,7 +2113,7 @@ impl Imports<'_> {
                 &actor,
                 id,
                 batch.kind(),
-                &school,
+                &place,
                 &file.0,
                 batch.mode(),
                 &Limits::default(),
@@ -2052,7 +2158,9 @@ impl Imports<'_> {
             .batch(scope, id)
             .await?
             .ok_or(RegistryError::NotFound)?;
-        let school = self.school_for(&actor, &batch.school_code).await?;
+        let place = self
+            .place_for(&actor, batch.kind(), &batch.place_code())
+            .await?;
         let pg = self.0.is_postgres();
         let mut tx = self.0.begin().await?;
         let now = Utc::now();
@@ -2073,11 +2181,13 @@ impl Imports<'_> {
         if pg {
             // The school row first, as a commit takes it: an undo and a commit of one school's
             // files never interleave.
-            let mut s = DynQuery::new(true);
-            s.push("SELECT code FROM school WHERE code = ")
-                .bind(batch.school_code.clone())
-                .push(" FOR UPDATE");
-            let _: Vec<(String,)> = s.fetch_all_in(&mut tx).await?;
+            if let Some(code) = &batch.school_code {
+                let mut s = DynQuery::new(true);
+                s.push("SELECT code FROM school WHERE code = ")
+                    .bind(code.clone())
+                    .push(" FOR UPDATE");
+                let _: Vec<(String,)> = s.fetch_all_in(&mut tx).await?;
+            }
             let mut l = DynQuery::new(true);
             l.push(
                 "SELECT id FROM student WHERE id IN (SELECT student_id FROM student_event \
@@ -2206,7 +2316,7 @@ impl Imports<'_> {
         // Staff and class batches: their change log, read backwards.
         let staff = teachers::undo(&mut tx, id).await?;
         let classes = classes::undo(&mut tx, id).await?;
-        let mut e = actor.entry("import.undo", &id.to_string(), "success", &school.node());
+        let mut e = actor.entry("import.undo", &id.to_string(), "success", &place.node());
         e.detail = serde_json::json!({
             "events": events,
             "corrections": reverts.len(),

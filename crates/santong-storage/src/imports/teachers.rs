@@ -350,7 +350,7 @@ pub(super) async fn apply(
     )
     .await?;
     for (id, ..) in &records {
-        log.created("teacher", *id);
+        log.created("teacher", id.to_string());
     }
     insert_batched(
         tx,
@@ -384,7 +384,7 @@ pub(super) async fn apply(
                 .push(" WHERE id = ")
                 .bind(*id);
             u.execute_in(tx).await?;
-            log.changed("teacher", *id, field, old, new);
+            log.changed("teacher", id.to_string(), field, old, new);
         }
     }
     log.write(tx, batch).await?;
@@ -398,29 +398,9 @@ pub(super) async fn apply(
 pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     let pg = matches!(tx, Tx::Postgres(_));
     let refused = || ImportError::from(crate::registry::refused("batch", "import-later-changes"));
-    let later = {
-        let mut q = DynQuery::new(pg);
-        q.push(
-            "SELECT COUNT(*) FROM teacher_event l WHERE l.teacher_id IN \
-            (SELECT teacher_id FROM teacher_event WHERE batch_id = ",
-        )
-        .bind(batch)
-        .push(" UNION SELECT record_id FROM import_change WHERE table_name = 'teacher' AND batch_id = ")
-        .bind(batch)
-        .push(") AND (l.batch_id IS NULL OR l.batch_id <> ")
-        .bind(batch)
-        .push(") AND l.recorded_at > (SELECT committed_at FROM import_batch WHERE id = ")
-        .bind(batch)
-        .push(")");
-        let n: Vec<(i64,)> = q.fetch_all_in(tx).await?;
-        n.first().map_or(0, |r| r.0)
-    };
-    if later > 0 {
-        return Err(refused());
-    }
     #[derive(sqlx::FromRow)]
     struct Logged {
-        record_id: Uuid,
+        record_id: String,
         field: Option<String>,
         old_value: Option<String>,
         new_value: Option<String>,
@@ -433,12 +413,49 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     .bind(batch)
     .push(" ORDER BY seq DESC");
     let logged: Vec<Logged> = q.fetch_all_in(tx).await?;
+    let mut d = DynQuery::new(pg);
+    d.push("SELECT teacher_id FROM teacher_event WHERE batch_id = ")
+        .bind(batch);
+    let appointed: Vec<(Uuid,)> = d.fetch_all_in(tx).await?;
+    let mut touched: Vec<Uuid> = logged
+        .iter()
+        .filter_map(|l| Uuid::parse_str(&l.record_id).ok())
+        .chain(appointed.iter().map(|r| r.0))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let ids = |q: &mut DynQuery, chunk: &[Uuid]| {
+        q.push(" (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(*id);
+        }
+        q.push(")");
+    };
+    // Anything recorded since the commit on someone the batch touched stands on top of it.
+    for chunk in touched.chunks(200) {
+        let mut q = DynQuery::new(pg);
+        q.push("SELECT COUNT(*) FROM teacher_event l WHERE l.teacher_id IN");
+        ids(&mut q, chunk);
+        q.push(" AND (l.batch_id IS NULL OR l.batch_id <> ")
+            .bind(batch)
+            .push(") AND l.recorded_at > (SELECT committed_at FROM import_batch WHERE id = ")
+            .bind(batch)
+            .push(")");
+        let n: Vec<(i64,)> = q.fetch_all_in(tx).await?;
+        if n.first().is_some_and(|r| r.0 > 0) {
+            return Err(refused());
+        }
+    }
     let mut created = vec![];
-    let mut touched = std::collections::HashSet::new();
     for l in &logged {
-        touched.insert(l.record_id);
+        let Ok(record) = Uuid::parse_str(&l.record_id) else {
+            continue;
+        };
         let Some(field) = &l.field else {
-            created.push(l.record_id);
+            created.push(record);
             continue;
         };
         // The column from the fixed list, never from the log's text.
@@ -451,7 +468,7 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
             .push(" = ")
             .bind_val(Val::OptText(l.old_value.clone()))
             .push(" WHERE id = ")
-            .bind(l.record_id)
+            .bind(record)
             .push(" AND ")
             .push(column)
             .push(" = ")
@@ -462,24 +479,13 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
         }
     }
     let mut d = DynQuery::new(pg);
-    d.push("SELECT teacher_id FROM teacher_event WHERE batch_id = ")
-        .bind(batch);
-    let appointed: Vec<(Uuid,)> = d.fetch_all_in(tx).await?;
-    touched.extend(appointed.iter().map(|r| r.0));
-    let mut d = DynQuery::new(pg);
     d.push("DELETE FROM teacher_event WHERE batch_id = ")
         .bind(batch);
     d.execute_in(tx).await?;
     for chunk in created.chunks(200) {
         let mut d = DynQuery::new(pg);
-        d.push("DELETE FROM teacher WHERE id IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                d.push(", ");
-            }
-            d.bind(*id);
-        }
-        d.push(")");
+        d.push("DELETE FROM teacher WHERE id IN");
+        ids(&mut d, chunk);
         d.execute_in(tx).await?;
     }
     Ok(touched.len() as u64)

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use santong_domain::identity::{Permission, Role, Scope};
 use santong_storage::identity::Actor;
-use santong_storage::imports::{ImportError, Imports, Kind, Mode, Progress, State, Tally};
+use santong_storage::imports::{ImportError, Imports, Kind, Mode, Place, Progress, State, Tally};
 use santong_storage::jobs::{Worker, WorkerOptions};
 use santong_storage::registry::{Registry, RegistryError};
 use santong_storage::sheet::{Limits, SheetError};
@@ -32,6 +32,16 @@ fn file(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 fn row(name: &str, birth: &str, id: &str, grade: &str, phone: &str) -> String {
     format!("{name},男,{birth},汉族,{id},{grade},王芳,母亲,{phone},2024-09-01")
+}
+
+async fn at_school(t: &TestDb) -> Place {
+    Place::School(
+        Registry(&t.db)
+            .school(&Scope::everything(), SCHOOL)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
 }
 
 async fn roster(t: &TestDb, school: &str) -> u64 {
@@ -100,7 +110,7 @@ async fn a_file_is_checked_whole_and_committed_once(t: TestDb) {
     let checked = imports
         .check_file(
             Kind::Students,
-            &school,
+            &Place::School(school.clone()),
             &path,
             &Limits::default(),
             &Progress::default(),
@@ -402,7 +412,7 @@ async fn uploads_are_checked_and_committed_by_jobs_within_scope(t: TestDb) {
     );
     assert_eq!(
         imports
-            .batches(&scope, Some(SCHOOL), 10)
+            .batches(&scope, Some(&at_school(&t).await), 10)
             .await
             .unwrap()
             .len(),
@@ -538,7 +548,7 @@ async fn bad_files_are_refused_with_nothing_written(t: TestDb) {
     assert_eq!(roster(&t, SCHOOL).await, 0);
     // Each refused run is a failed batch with the file's message key.
     let failed = imports
-        .batches(&Scope::everything(), Some(SCHOOL), 10)
+        .batches(&Scope::everything(), Some(&at_school(&t).await), 10)
         .await
         .unwrap();
     assert_eq!(failed.len(), 4);
@@ -603,7 +613,7 @@ async fn rows_are_judged_by_todays_grade_and_known_children_are_not_doubled(t: T
     let checked = Imports(&t.db)
         .check_file(
             Kind::Students,
-            &school,
+            &Place::School(school.clone()),
             &path,
             &Limits::default(),
             &Progress::default(),
@@ -685,7 +695,7 @@ async fn staff_are_matched_by_id_number_updated_and_undone(t: TestDb) {
     let checked = imports
         .check_file(
             Kind::Teachers,
-            &school,
+            &Place::School(school.clone()),
             &path,
             &Limits::default(),
             &Progress::default(),
@@ -716,7 +726,7 @@ async fn staff_are_matched_by_id_number_updated_and_undone(t: TestDb) {
     let missing = imports
         .check_file(
             Kind::Teachers,
-            &school,
+            &Place::School(school.clone()),
             &no_id,
             &Limits::default(),
             &Progress::default(),

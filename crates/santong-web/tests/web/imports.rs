@@ -321,7 +321,7 @@ async fn a_full_export_imports_back_unchanged(app: TestApp) {
         let outcome = santong_storage::imports::Imports(&app.t.db)
             .check_file(
                 santong_storage::imports::Kind::Students,
-                &school_row,
+                &santong_storage::imports::Place::School(school_row.clone()),
                 &path,
                 &santong_storage::sheet::Limits::default(),
                 &santong_storage::imports::Progress::default(),
