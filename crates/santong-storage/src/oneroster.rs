@@ -475,8 +475,8 @@ impl OneRoster<'_> {
                     cells[0] = &id;
                     cells[1] = "active";
                     cells[2] = stamp;
-                    // Students sign in through their own accounts, not these records.
-                    cells[3] = "false";
+                    // Enabled: a receiving LMS would otherwise shut the pupil out.
+                    cells[3] = "true";
                     cells[4] = if full.is_some() {
                         &s.student_number
                     } else {
@@ -508,7 +508,7 @@ impl OneRoster<'_> {
             for a in &accounts {
                 let id = format!("role-{}-{}-{}", a.id, a.school, a.role);
                 let role = if a.role == "school_admin" {
-                    "administrator"
+                    "siteAdministrator"
                 } else {
                     "teacher"
                 };
@@ -612,7 +612,10 @@ impl OneRoster<'_> {
                 .bind(on)
                 .push(") AND");
                 push_placing(&mut q, on);
-                q.push(" AND e.school_code = c.school_code AND e.status <> 'out' AND");
+                q.push(
+                    " AND e.school_code = c.school_code AND e.status <> 'out' \
+                    AND s.status = 'open' AND",
+                );
                 push_target(&mut q, target);
                 q.push(" AND");
                 crate::scope::push(&mut q, scope, "s.county", "s.code");
@@ -1257,16 +1260,25 @@ impl OneRoster<'_> {
         let mut heads: Vec<(Uuid, Uuid)> = vec![];
         let mut listed: HashSet<(Uuid, Uuid)> = HashSet::new();
         let mut covered: HashSet<Uuid> = HashSet::new();
+        // A student's class per school year in this file: a second one is refused.
+        let mut class_in_year: HashMap<(Uuid, String, i32), Uuid> = HashMap::new();
+        // Classes named by id only (a delta without classes.csv), looked up once each.
+        let mut by_id: HashMap<String, Option<ClassRef>> = HashMap::new();
         let today = today();
         if let Some((t, _)) = &enrollments {
             for (line, cells) in &t.rows {
                 let r = Row { cells, table: t };
-                let class = match class_of.get(r.get("classSourcedId")) {
+                let sid = r.get("classSourcedId");
+                let class = match class_of.get(sid) {
                     Some(c) => Some(c.clone()),
-                    None => {
-                        self.class_by_id(&actor, &mut places, r.get("classSourcedId"))
-                            .await?
-                    }
+                    None => match by_id.get(sid) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = self.class_by_id(&actor, &mut places, sid).await?;
+                            by_id.insert(sid.to_owned(), c.clone());
+                            c
+                        }
+                    },
                 };
                 let Some(class) = class else {
                     reject(
@@ -1316,6 +1328,8 @@ impl OneRoster<'_> {
                             ending.push((class_id, s, on));
                             continue;
                         }
+                        // A rejected row leaves the membership it names as it is, bulk or not.
+                        listed.insert((class_id, s));
                         if grade != Some(class.grade) {
                             reject(
                                 &mut report,
@@ -1326,10 +1340,31 @@ impl OneRoster<'_> {
                             );
                             continue;
                         }
+                        let key = (s, class.school.clone(), class.year.0);
+                        match class_in_year.get(&key) {
+                            Some(other) if *other == class_id => {
+                                report.unchanged += 1;
+                                continue;
+                            }
+                            Some(_) => {
+                                reject(
+                                    &mut report,
+                                    ENROLLMENTS.name,
+                                    *line,
+                                    "oneroster-two-classes",
+                                    user,
+                                );
+                                continue;
+                            }
+                            None => {
+                                class_in_year.insert(key, class_id);
+                            }
+                        }
+                        // A class of next year starts on its first day.
+                        let start = class.year.start();
                         let from = parse_date(r.get("beginDate"))
                             .unwrap_or(today)
-                            .clamp(class.year.start(), class.year.end().min(today));
-                        listed.insert((class_id, s));
+                            .clamp(start, class.year.end().min(today).max(start));
                         placed.push((class_id, s, from, class.school.clone(), class.year.0));
                     }
                     ("teacher", Some(Person::Account(a))) => {
@@ -1485,18 +1520,12 @@ impl OneRoster<'_> {
         }
 
         let write = !dry_run && (valid_only || report.rejected.is_empty());
-        let node = places
-            .values()
-            .flatten()
-            .next()
-            .map_or(Node::Nation, |p| p.row.node());
-        let mut entry = actor.entry(
-            "oneroster.import",
-            &node.code(),
-            if write { "success" } else { "refused" },
-            &node,
-        );
-        entry.detail = serde_json::json!({
+        // One entry per school the package reached, so each school's trail shows it.
+        let mut nodes: Vec<Node> = places.values().flatten().map(|p| p.row.node()).collect();
+        if nodes.is_empty() {
+            nodes.push(Node::Nation);
+        }
+        let detail = serde_json::json!({
             "dry_run": dry_run,
             "schools": places.values().flatten().count(),
             "classes_new": report.classes_new,
@@ -1507,15 +1536,32 @@ impl OneRoster<'_> {
             "rejected": report.rejected.len(),
         })
         .to_string();
+        let entries: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let mut e = actor.entry(
+                    "oneroster.import",
+                    &node.code(),
+                    if write { "success" } else { "refused" },
+                    node,
+                );
+                e.detail.clone_from(&detail);
+                e
+            })
+            .collect();
         if write {
-            audit::append(&mut tx, &entry).await?;
+            for e in &entries {
+                audit::append(&mut tx, e).await?;
+            }
             tx.commit().await?;
             report.committed = true;
         } else {
             drop(tx);
             if !dry_run {
                 let mut tx = self.0.begin().await?;
-                audit::append(&mut tx, &entry).await?;
+                for e in &entries {
+                    audit::append(&mut tx, e).await?;
+                }
                 tx.commit().await?;
             }
         }

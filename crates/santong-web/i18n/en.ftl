@@ -1007,3 +1007,4 @@ imp-howto-1-classes = One class per row; the first row holds the column names: d
 imp-howto-2-classes = Grade and class name are required; an empty school year is the current one, the head teacher may be empty.
 imp-howto-3-classes = Importing the same file again opens no class twice: existing classes only get their head teacher updated.
 classes-import = Import classes
+oneroster-two-classes = The package already places this student in another class of the same school year.

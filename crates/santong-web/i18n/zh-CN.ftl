@@ -1004,3 +1004,4 @@ imp-howto-1-classes = 每行一个班级，第一行是列名，请不要改动�
 imp-howto-2-classes = 年级和班级名称必须填写；学年留空为本学年，班主任可留空。
 imp-howto-3-classes = 再次导入同一文件不会重复建班：已有班级只会更新班主任。
 classes-import = 导入班级
+oneroster-two-classes = 同一学年中该学生已在数据包的另一个班级中。

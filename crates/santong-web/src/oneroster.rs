@@ -200,8 +200,10 @@ async fn export_zip(
 ) -> Result<Response, AppError> {
     let gate = crate::export::gate(&state, &user, &code, &q, posted).await?;
     let year = SchoolYear::of_date(today());
-    let path = std::env::temp_dir().join(format!("santong-oneroster-{}.zip", Uuid::new_v4()));
-    let file = std::fs::File::create(&path).map_err(|e| {
+    // Removed if the request ends before the download starts (the file holds personal data).
+    let spool =
+        Spool(std::env::temp_dir().join(format!("santong-oneroster-{}.zip", Uuid::new_v4())));
+    let file = std::fs::File::create(&spool.0).map_err(|e| {
         tracing::error!(error = %e, "cannot write an export");
         AppError::internal()
     })?;
@@ -216,7 +218,6 @@ async fn export_zip(
         )
         .await;
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&path);
         return Err(match e {
             OneRosterError::NotFound => AppError::not_found(),
             other => {
@@ -226,6 +227,8 @@ async fn export_zip(
         });
     }
     let name = format!("oneroster-{}-{}.zip", gate.school.code, year.0);
+    // The download removes it from here on.
+    let path = spool.into_path();
     Ok(crate::export::temp_file_download(
         path,
         async { Ok(()) },
@@ -237,9 +240,18 @@ async fn export_zip(
 /// A file spooled to disk while it uploads, removed when dropped.
 struct Spool(std::path::PathBuf);
 
+impl Spool {
+    /// The path, no longer removed on drop.
+    fn into_path(mut self) -> std::path::PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
 impl Drop for Spool {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

@@ -297,6 +297,14 @@ pub(super) async fn apply(
         ..
     } = carry;
     use chrono::Datelike;
+    if matches!(tx, Tx::Postgres(_)) && actions.iter().any(|a| matches!(a, TeacherAction::New(_))) {
+        // Staff numbers run per county and year: two imports of one county take turns.
+        let mut l = DynQuery::new(true);
+        l.push("SELECT code FROM region WHERE code = ")
+            .bind(school.county.clone())
+            .push(" FOR UPDATE");
+        let _: Vec<(String,)> = l.fetch_all_in(tx).await?;
+    }
     let mut records: Vec<(Uuid, String, CheckedTeacher)> = vec![];
     let mut appointments: Vec<(Uuid, Uuid, NaiveDate)> = vec![];
     let mut updates: Vec<(Uuid, Vec<Change>)> = vec![];
@@ -434,8 +442,16 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
         }
         q.push(")");
     };
-    // Anything recorded since the commit on someone the batch touched stands on top of it.
+    // Anything recorded since the commit on someone the batch touched stands on top of it: an
+    // event, or a staff move asked for.
     for chunk in touched.chunks(200) {
+        let mut q = DynQuery::new(pg);
+        q.push("SELECT COUNT(*) FROM staff_move WHERE teacher_id IN");
+        ids(&mut q, chunk);
+        let n: Vec<(i64,)> = q.fetch_all_in(tx).await?;
+        if n.first().is_some_and(|r| r.0 > 0) {
+            return Err(refused());
+        }
         let mut q = DynQuery::new(pg);
         q.push("SELECT COUNT(*) FROM teacher_event l WHERE l.teacher_id IN");
         ids(&mut q, chunk);

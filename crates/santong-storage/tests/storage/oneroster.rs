@@ -20,6 +20,7 @@ santong_testkit::conformance!(
     an_export_has_every_required_column_and_comes_back_unchanged,
     a_vendor_feed_places_students_in_bulk_and_delta_and_reports_bad_rows,
     bad_packages_are_refused_with_nothing_written,
+    one_class_per_year_and_next_years_classes,
 );
 
 const SCHOOL: &str = "1144030501";
@@ -584,4 +585,76 @@ async fn bad_packages_are_refused_with_nothing_written(t: TestDb) {
         ),
         "oneroster-bad-manifest"
     );
+}
+
+/// A student is in one class a school year (a second is refused, the same one twice is one
+/// placement); a class of next year takes its members from its first day.
+async fn one_class_per_year_and_next_years_classes(t: TestDb) {
+    let (class1, ids, _) = school_with_a_class(&t).await;
+    let (nana, lei) = (ids[1], ids[2]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let y = SchoolYear::of_date(today()).0;
+    write(
+        d,
+        "manifest.csv",
+        "propertyName,value\noneroster.version,1.2\nfile.academicSessions,bulk\n\
+        file.classes,bulk\nfile.enrollments,delta\n",
+    );
+    write(
+        d,
+        "academicSessions.csv",
+        &format!(
+            "sourcedId,title,type,startDate,endDate,schoolYear\n\
+            now,{y},schoolYear,{y}-09-01,{}-08-31,{}\n\
+            next,{},schoolYear,{}-09-01,{}-08-31,{}\n",
+            y + 1,
+            y + 1,
+            y + 1,
+            y + 1,
+            y + 2,
+            y + 2
+        ),
+    );
+    write(
+        d,
+        "classes.csv",
+        &format!(
+            "sourcedId,title,grades,courseSourcedId,classType,schoolSourcedId,termSourcedIds\n\
+            {class1},三(1)班,03,c,homeroom,{SCHOOL},now\n\
+            k2,三(2)班,03,c,homeroom,{SCHOOL},now\n\
+            k3,三(1)班,03,c,homeroom,{SCHOOL},next\n"
+        ),
+    );
+    write(
+        d,
+        "enrollments.csv",
+        &format!(
+            "sourcedId,classSourcedId,schoolSourcedId,userSourcedId,role\n\
+            e1,{class1},{SCHOOL},{lei},student\n\
+            e2,k2,{SCHOOL},{lei},student\n\
+            e3,k3,{SCHOOL},{nana},student\n\
+            e4,{class1},{SCHOOL},{lei},student\n"
+        ),
+    );
+    let report = OneRoster(&t.db)
+        .import(Actor::Cli, Source::Dir(d), true, false)
+        .await
+        .unwrap();
+    let got: Vec<(u64, &str)> = report.rejected.iter().map(|r| (r.line, r.key)).collect();
+    assert_eq!(got, [(3, "oneroster-two-classes")]);
+    assert_eq!((report.placed, report.classes_new), (2, 2));
+    assert_eq!(members(&t, class1).await, ["李雷", "欧阳娜娜", "王小明"]);
+    // Next year's class: 娜娜 is in it from 1 September, and still in 三(1)班 this year.
+    let next = Classes(&t.db)
+        .list(
+            &Scope::everything(),
+            SCHOOL,
+            SchoolYear(y + 1),
+            SchoolYear(y + 1).start(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].members, 1);
 }
