@@ -470,6 +470,131 @@ impl Column for ClassColumn {
     }
 }
 
+/// A field of an import of a county's schools and teaching points (学校名录).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchoolColumn {
+    Code,
+    Name,
+    Kind,
+    UrbanRural,
+    ParentCode,
+    Grades,
+    OpenedOn,
+}
+
+impl SchoolColumn {
+    pub const ALL: [SchoolColumn; 7] = [
+        Self::Code,
+        Self::Name,
+        Self::Kind,
+        Self::UrbanRural,
+        Self::ParentCode,
+        Self::Grades,
+        Self::OpenedOn,
+    ];
+}
+
+impl Column for SchoolColumn {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn field(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::Name => "school_name",
+            Self::Kind => "kind",
+            Self::UrbanRural => "urban_rural",
+            Self::ParentCode => "parent_code",
+            Self::Grades => "grades",
+            Self::OpenedOn => "opened_on",
+        }
+    }
+    fn required(self) -> bool {
+        matches!(
+            self,
+            Self::Code | Self::Name | Self::Kind | Self::UrbanRural
+        )
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Code => &["学校标识码", "学校代码", "标识码", "schoolcode", "code"],
+            Self::Name => &["学校名称", "学校", "名称", "schoolname", "name"],
+            Self::Kind => &["办学类型", "办学类型码", "学校类型", "kind", "schooltype"],
+            Self::UrbanRural => &[
+                "城乡类型",
+                "城乡分类",
+                "城乡类型码",
+                "urbanrural",
+                "urbanrural",
+            ],
+            Self::ParentCode => &[
+                "上级学校标识码",
+                "所属学校标识码",
+                "上级学校",
+                "所属学校",
+                "parentcode",
+                "parentschool",
+            ],
+            Self::Grades => &["年级", "开设年级", "grades"],
+            Self::OpenedOn => &["开办日期", "建校日期", "成立日期", "openedon", "opened"],
+        }
+    }
+}
+
+/// 办学类型 by code (211) or by name (小学), as GB/T 33782 names them.
+pub fn school_kind(raw: &str) -> Option<crate::registry::SchoolKind> {
+    const NAMES: [(&str, &str); 23] = [
+        ("111", "幼儿园"),
+        ("119", "附设幼儿班"),
+        ("211", "小学"),
+        ("218", "小学教学点"),
+        ("219", "附设小学班"),
+        ("311", "初级中学"),
+        ("312", "九年一贯制学校"),
+        ("319", "附设普通初中班"),
+        ("341", "完全中学"),
+        ("342", "高级中学"),
+        ("345", "十二年一贯制学校"),
+        ("349", "附设普通高中班"),
+        ("361", "调整后中等职业学校"),
+        ("362", "中等技术学校"),
+        ("363", "中等师范学校"),
+        ("364", "成人中等专业学校"),
+        ("365", "职业高中学校"),
+        ("366", "技工学校"),
+        ("511", "盲人学校"),
+        ("512", "聋人学校"),
+        ("513", "培智学校"),
+        ("514", "其他特教学校"),
+        ("519", "附设特教班"),
+    ];
+    let raw = normalize(raw);
+    let code = NAMES
+        .iter()
+        .find(|(_, name)| *name == raw || (raw == "教学点" && *name == "小学教学点"))
+        .map_or(raw.as_str(), |(code, _)| code);
+    crate::registry::SchoolKind::parse(code)
+}
+
+/// 城乡类型 by code (111) or by name (主城区).
+pub fn urban_rural(raw: &str) -> Option<crate::registry::UrbanRural> {
+    const NAMES: [(&str, &str); 7] = [
+        ("111", "主城区"),
+        ("112", "城乡结合区"),
+        ("121", "镇中心区"),
+        ("122", "镇乡结合区"),
+        ("123", "特殊区域"),
+        ("210", "乡中心区"),
+        ("220", "村庄"),
+    ];
+    let raw = normalize(raw);
+    let code = NAMES
+        .iter()
+        .find(|(_, name)| *name == raw)
+        .map_or(raw.as_str(), |(code, _)| code);
+    crate::registry::UrbanRural::parse(code)
+}
+
 /// Header spellings seen in provincial templates and English sheets, compared after
 /// [`normalize`], without spaces and case-insensitively.
 const STUDENT_ALIASES: &[(StudentColumn, &[&str])] = &[

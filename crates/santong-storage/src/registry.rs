@@ -189,15 +189,93 @@ pub struct SchoolFilter {
 }
 
 /// A school's input, checked: what is written.
-struct Checked {
-    code: String,
-    name: String,
-    kind: SchoolKind,
-    urban_rural: UrbanRural,
-    county: RegionCode,
-    parent: Option<String>,
-    grades: Grades,
-    opened_on: NaiveDate,
+pub(crate) struct Checked {
+    pub(crate) code: String,
+    pub(crate) name: String,
+    pub(crate) kind: SchoolKind,
+    pub(crate) urban_rural: UrbanRural,
+    pub(crate) county: RegionCode,
+    pub(crate) parent: Option<String>,
+    pub(crate) grades: Grades,
+    pub(crate) opened_on: NaiveDate,
+}
+
+/// Checks a school as entered (a form or a sheet's row) field by field; `county_known` answers
+/// whether a code is a county's.
+pub(crate) fn check_school(
+    input: &SchoolInput,
+    today: NaiveDate,
+    county_known: &dyn Fn(RegionCode) -> bool,
+) -> Result<Checked, Vec<FieldError>> {
+    let mut errors = vec![];
+    let code = SchoolCode::parse(input.code.trim()).map(|c| c.to_string());
+    if code.is_none() {
+        errors.push(rule("code", "registry-bad-code"));
+    }
+    let name = parse_school_name(&input.name);
+    if name.is_none() {
+        errors.push(rule("name", "registry-bad-name"));
+    }
+    let kind = SchoolKind::parse(&input.kind);
+    if kind.is_none() {
+        errors.push(rule("kind", "registry-bad-kind"));
+    }
+    let urban_rural = UrbanRural::parse(&input.urban_rural);
+    if urban_rural.is_none() {
+        errors.push(rule("urban_rural", "registry-bad-urban-rural"));
+    }
+    let county = RegionCode::parse(input.county.trim())
+        .ok()
+        .filter(|c| county_known(*c));
+    if county.is_none() {
+        errors.push(rule("county", "registry-bad-county"));
+    }
+    let grades = match input.grades.trim() {
+        "" => kind.map(SchoolKind::default_grades),
+        g => Grades::parse(g).filter(|g| kind.is_none_or(|k| g.fits(k))),
+    };
+    if grades.is_none() {
+        errors.push(rule("grades", "registry-bad-grades"));
+    }
+    let opened_on = match input.opened_on.trim() {
+        "" => Some(today),
+        d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .ok()
+            .filter(|d| *d <= today && d.year() >= 1900),
+    };
+    if opened_on.is_none() {
+        errors.push(rule("opened_on", "registry-bad-date"));
+    }
+    let parent = Some(input.parent_code.trim())
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
+    if kind.is_some_and(SchoolKind::is_teaching_point) && parent.is_none() {
+        errors.push(rule("parent_code", "registry-parent-required"));
+    }
+    if kind.is_some_and(|k| !k.is_teaching_point()) && parent.is_some() {
+        errors.push(rule("parent_code", "registry-parent-only-for-points"));
+    }
+    match (code, name, kind, urban_rural, county, grades, opened_on) {
+        (
+            Some(code),
+            Some(name),
+            Some(kind),
+            Some(urban_rural),
+            Some(county),
+            Some(grades),
+            Some(opened_on),
+        ) if errors.is_empty() => Ok(Checked {
+            code,
+            name,
+            kind,
+            urban_rural,
+            county,
+            parent,
+            grades,
+            opened_on,
+        }),
+        _ => Err(errors),
+    }
 }
 
 pub struct Registry<'a>(pub &'a Db);
@@ -338,79 +416,14 @@ impl Registry<'_> {
 
     /// Checks every field and reports every problem at once.
     async fn check(&self, input: &SchoolInput, today: NaiveDate) -> RegResult<Checked> {
-        let mut errors = vec![];
-        let code = SchoolCode::parse(input.code.trim()).map(|c| c.to_string());
-        if code.is_none() {
-            errors.push(rule("code", "registry-bad-code"));
-        }
-        let name = parse_school_name(&input.name);
-        if name.is_none() {
-            errors.push(rule("name", "registry-bad-name"));
-        }
-        let kind = SchoolKind::parse(&input.kind);
-        if kind.is_none() {
-            errors.push(rule("kind", "registry-bad-kind"));
-        }
-        let urban_rural = UrbanRural::parse(&input.urban_rural);
-        if urban_rural.is_none() {
-            errors.push(rule("urban_rural", "registry-bad-urban-rural"));
-        }
         let county = match RegionCode::parse(input.county.trim()) {
-            Ok(c) => match Regions(self.0).get(c).await? {
-                Some(r) if RegionLevel::parse(&r.level) == Some(RegionLevel::County) => Some(c),
-                _ => None,
-            },
-            Err(_) => None,
+            Ok(c) => Regions(self.0)
+                .get(c)
+                .await?
+                .is_some_and(|r| RegionLevel::parse(&r.level) == Some(RegionLevel::County)),
+            Err(_) => false,
         };
-        if county.is_none() {
-            errors.push(rule("county", "registry-bad-county"));
-        }
-        let grades = match input.grades.trim() {
-            "" => kind.map(SchoolKind::default_grades),
-            g => Grades::parse(g).filter(|g| kind.is_none_or(|k| g.fits(k))),
-        };
-        if grades.is_none() {
-            errors.push(rule("grades", "registry-bad-grades"));
-        }
-        let opened_on = match input.opened_on.trim() {
-            "" => Some(today),
-            d => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .ok()
-                .filter(|d| *d <= today && d.year() >= 1900),
-        };
-        if opened_on.is_none() {
-            errors.push(rule("opened_on", "registry-bad-date"));
-        }
-        let parent = Some(input.parent_code.trim())
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned);
-        if kind.is_some_and(SchoolKind::is_teaching_point) && parent.is_none() {
-            errors.push(rule("parent_code", "registry-parent-required"));
-        }
-        if kind.is_some_and(|k| !k.is_teaching_point()) && parent.is_some() {
-            errors.push(rule("parent_code", "registry-parent-only-for-points"));
-        }
-        match (code, name, kind, urban_rural, county, grades, opened_on) {
-            (
-                Some(code),
-                Some(name),
-                Some(kind),
-                Some(urban_rural),
-                Some(county),
-                Some(grades),
-                Some(opened_on),
-            ) if errors.is_empty() => Ok(Checked {
-                code,
-                name,
-                kind,
-                urban_rural,
-                county,
-                parent,
-                grades,
-                opened_on,
-            }),
-            _ => Err(RegistryError::Fields(errors)),
-        }
+        check_school(input, today, &|_| county).map_err(RegistryError::Fields)
     }
 
     /// A teaching point's parent must be an open school of the same county, not a teaching point.
@@ -786,16 +799,16 @@ impl Registry<'_> {
 }
 
 /// One change of a school, as recorded.
-struct Change<'a> {
-    node: &'a Node,
-    code: &'a str,
-    kind: &'static str,
-    effective_on: NaiveDate,
-    reason: &'a str,
-    changes: &'a serde_json::Value,
+pub(crate) struct Change<'a> {
+    pub(crate) node: &'a Node,
+    pub(crate) code: &'a str,
+    pub(crate) kind: &'static str,
+    pub(crate) effective_on: NaiveDate,
+    pub(crate) reason: &'a str,
+    pub(crate) changes: &'a serde_json::Value,
 }
 
-async fn record(tx: &mut Tx, actor: &Actor<'_>, c: Change<'_>) -> crate::Result<()> {
+pub(crate) async fn record(tx: &mut Tx, actor: &Actor<'_>, c: Change<'_>) -> crate::Result<()> {
     let Change {
         node,
         code,

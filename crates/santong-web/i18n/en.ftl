@@ -1008,3 +1008,26 @@ imp-howto-2-classes = Grade and class name are required; an empty school year is
 imp-howto-3-classes = Importing the same file again opens no class twice: existing classes only get their head teacher updated.
 classes-import = Import classes
 oneroster-two-classes = The package already places this student in another class of the same school year.
+
+## School imports
+imp-title-schools = Import schools
+imp-help-schools = Upload an Excel or CSV file with one school or teaching point per row: school code, name, school type and urban-rural type, and for a teaching point its parent school's code. A school of this county already registered under the code gets the fields that differ (recorded as one change); a new code opens a school. A teaching point's parent must be an open school of the county (registered, or on an earlier row). Every row is checked first and shown; then it is written in one go. Undo removes the schools the batch opened that nothing uses since and restores changed fields.
+imp-sheet-schools = Schools
+imp-col-code = School code
+imp-col-school-name = School name
+imp-col-kind = School type
+imp-col-urban-rural = Urban-rural type
+imp-col-parent-code = Parent school code
+imp-col-grades = Grades
+imp-col-opened-on = Opened on
+imp-note-code-schools = 10-digit school code. Required.
+imp-note-school-name-schools = The school's full name. Required.
+imp-note-kind-schools = From the list (a code such as 211, or 小学). Required.
+imp-note-urban-rural-schools = From the list (a code such as 220, or 村庄). Required.
+imp-note-parent-code-schools = Teaching points only: the parent school's code.
+imp-note-grades-schools = Such as 1-6; empty: the type's usual grades.
+imp-note-opened-on-schools = Such as 1998-09-01; empty: today.
+imp-howto-1-schools = One school or teaching point per row; the first row holds the column names: do not change them.
+imp-howto-2-schools = Put teaching points after their parent school, unless the parent is registered already.
+imp-howto-3-schools = Keep school codes as text; importing the same file again opens no school twice.
+schools-import = Import schools

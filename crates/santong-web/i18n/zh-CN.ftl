@@ -1005,3 +1005,26 @@ imp-howto-2-classes = 年级和班级名称必须填写；学年留空为本学�
 imp-howto-3-classes = 再次导入同一文件不会重复建班：已有班级只会更新班主任。
 classes-import = 导入班级
 oneroster-two-classes = 同一学年中该学生已在数据包的另一个班级中。
+
+## School imports (导入学校)
+imp-title-schools = 导入学校
+imp-help-schools = 上传 Excel 或 CSV 文件，每行一所学校或教学点：学校标识码、学校名称、办学类型、城乡类型，教学点另填上级学校标识码。学校标识码已在本区县登记的学校按文件更新不同的字段（记为一次变更），新的标识码建立学校；教学点的上级学校须是本区县开办中的学校（已登记，或在文件中排在它前面）。系统先逐行检查并显示结果，确认后再一次性写入；撤销时删除本批新建且之后没有被使用的学校，恢复被修改的字段。
+imp-sheet-schools = 学校
+imp-col-code = 学校标识码
+imp-col-school-name = 学校名称
+imp-col-kind = 办学类型
+imp-col-urban-rural = 城乡类型
+imp-col-parent-code = 上级学校标识码
+imp-col-grades = 开设年级
+imp-col-opened-on = 开办日期
+imp-note-code-schools = 10 位学校标识码。必填。
+imp-note-school-name-schools = 学校全称。必填。
+imp-note-kind-schools = 从下拉列表选择，如 小学、小学教学点，也可填代码 211。必填。
+imp-note-urban-rural-schools = 从下拉列表选择，如 村庄，也可填代码 220。必填。
+imp-note-parent-code-schools = 只有教学点填写：上级学校的标识码。
+imp-note-grades-schools = 如 1-6；留空按办学类型。
+imp-note-opened-on-schools = 如 1998-09-01；留空为今天。
+imp-howto-1-schools = 每行一所学校或教学点，第一行是列名，请不要改动列名。
+imp-howto-2-schools = 教学点请排在它的上级学校之后，或上级学校已在平台登记。
+imp-howto-3-schools = 学校标识码请以文本格式填写；再次导入同一文件不会重复建校。
+schools-import = 导入学校

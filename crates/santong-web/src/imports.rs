@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use santong_domain::identity::{Permission, Scope};
-use santong_domain::import::{ClassColumn, Column, StudentColumn, TeacherColumn};
+use santong_domain::import::{ClassColumn, Column, SchoolColumn, StudentColumn, TeacherColumn};
 use santong_domain::registry::Ethnicity;
 use santong_storage::imports::{
     BatchRow, ImportError, Imports, Kind, Mode, Place, Problem, Reject,
@@ -34,6 +34,9 @@ pub fn routes() -> Router<AppState> {
         .route("/schools/{code}/import", get(form))
         .route("/schools/{code}/import/template.csv", get(template_csv))
         .route("/schools/{code}/import/template.xlsx", get(template_xlsx))
+        .route("/regions/{code}/import", get(county_form))
+        .route("/regions/{code}/import/template.csv", get(template_csv))
+        .route("/regions/{code}/import/template.xlsx", get(template_xlsx))
         .route("/imports/{id}", get(batch_page))
         .route("/imports/{id}/commit", post(commit))
         .route("/imports/{id}/cancel", post(cancel))
@@ -46,6 +49,7 @@ pub fn routes() -> Router<AppState> {
 pub fn upload_routes(upload_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/schools/{code}/import", post(upload))
+        .route("/regions/{code}/import", post(county_upload))
         // Multipart's own default limit would cut a roster short.
         .layer(DefaultBodyLimit::max(upload_limit))
 }
@@ -66,15 +70,83 @@ fn fields_of(kind: Kind) -> Vec<(&'static str, bool)> {
         Kind::Students => all::<StudentColumn>(),
         Kind::Teachers => all::<TeacherColumn>(),
         Kind::Classes => all::<ClassColumn>(),
+        Kind::Schools => all::<SchoolColumn>(),
+    }
+}
+
+/// Where an import page is: a school's (students, staff, classes) or a county's (schools).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    School(&'a str),
+    County(&'a str),
+}
+
+/// `kind` of the query or form for a page at `at`: students at a school, schools at a county,
+/// unless it says otherwise; an unknown kind, or one of the other level, is no page.
+fn kind_at(at: At<'_>, raw: &str) -> Result<Kind, AppError> {
+    let county = matches!(at, At::County(_));
+    let kind = match raw {
+        "" if county => Kind::Schools,
+        "" => Kind::Students,
+        k => Kind::parse(k).ok_or_else(AppError::not_found)?,
+    };
+    if kind.county_level() == county {
+        Ok(kind)
+    } else {
+        Err(AppError::not_found())
+    }
+}
+
+/// The place of an import page, if the caller manages it: the place, its path, its name and the
+/// crumbs' root.
+async fn place_at(
+    state: &AppState,
+    user: &User,
+    at: At<'_>,
+) -> Result<(Place, String, String, (&'static str, String)), AppError> {
+    user.require(Permission::RegistryManage)?;
+    match at {
+        At::School(code) => {
+            let school = Registry(&state.db)
+                .school(&manage(user), code)
+                .await?
+                .ok_or_else(AppError::not_found)?;
+            let base = format!("/schools/{}", school.code);
+            let name = school.name.clone();
+            Ok((
+                Place::School(school),
+                base,
+                name,
+                ("/schools", String::new()),
+            ))
+        }
+        At::County(code) => {
+            let county = santong_domain::region::RegionCode::parse(code)
+                .map_err(|_| AppError::not_found())?;
+            let region = santong_storage::regions::Regions(&state.db)
+                .get(county)
+                .await?
+                .filter(|r| {
+                    santong_domain::region::RegionLevel::parse(&r.level)
+                        == Some(santong_domain::region::RegionLevel::County)
+                })
+                .ok_or_else(AppError::not_found)?;
+            if !manage(user).contains(&santong_domain::identity::Node::Region(county)) {
+                return Err(AppError::not_found());
+            }
+            Ok((
+                Place::County(county),
+                format!("/regions/{county}"),
+                region.name,
+                ("/regions", String::new()),
+            ))
+        }
     }
 }
 
 /// `kind` of the query or form: students unless it says otherwise; an unknown kind is no page.
 fn kind_of(q: &Params) -> Result<Kind, AppError> {
-    match p(q, "kind") {
-        "" => Ok(Kind::Students),
-        k => Kind::parse(k).ok_or_else(AppError::not_found),
-    }
+    kind_at(At::School(""), p(q, "kind"))
 }
 
 /// A message key of the kind: `imp-title` for students, `imp-title-teachers` for staff.
@@ -227,21 +299,21 @@ fn manage(user: &User) -> Scope {
     user.0.scope(Permission::RegistryManage)
 }
 
-async fn school_page(
+async fn import_page(
     state: &AppState,
     ctx: &Ctx,
     user: &User,
-    code: &str,
+    at: At<'_>,
     kind: Kind,
     error: Option<String>,
 ) -> Result<Response, AppError> {
-    user.require(Permission::RegistryManage)?;
     let tr = ctx.tr();
-    let school = Registry(&state.db)
-        .school(&manage(user), code)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    let place = Place::School(school.clone());
+    let (place, base, place_name, (root, _)) = place_at(state, user, at).await?;
+    let root_label = tr.t(if root == "/schools" {
+        "schools-title"
+    } else {
+        "regions-title"
+    });
     let batches = Imports(&state.db)
         .batches(&manage(user), Some(&place), 20)
         .await?
@@ -257,9 +329,9 @@ async fn school_page(
     let mut res = html(&FormPage {
         c: ctx.chrome(tr.t(&kind_key("imp-title", kind))),
         kind: kind.as_str(),
-        base: format!("/schools/{}", school.code),
-        place_name: school.name.clone(),
-        root: ("/schools", tr.t("schools-title")),
+        base,
+        place_name,
+        root: (root, root_label),
         columns: fields_of(kind)
             .into_iter()
             .map(|(f, required)| (column_label(&tr, f), required))
@@ -282,7 +354,20 @@ async fn form(
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
     let kind = kind_of(&q)?;
-    school_page(&state, &ctx, &user, &code, kind, None).await
+    import_page(&state, &ctx, &user, At::School(&code), kind, None).await
+}
+
+/// A county's import page (its schools).
+async fn county_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, AppError> {
+    let at = At::County(&code);
+    let kind = kind_at(at, p(&q, "kind"))?;
+    import_page(&state, &ctx, &user, at, kind, None).await
 }
 
 /// A file spooled to disk while it uploads, removed when dropped.
@@ -301,9 +386,32 @@ async fn upload(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    form: Multipart,
+) -> Result<Response, AppError> {
+    receive(state, ctx, user, At::School(&code), form).await
+}
+
+async fn county_upload(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    user: User,
+    Path(code): Path<String>,
+    form: Multipart,
+) -> Result<Response, AppError> {
+    receive(state, ctx, user, At::County(&code), form).await
+}
+
+async fn receive(
+    state: AppState,
+    ctx: Ctx,
+    user: User,
+    at: At<'_>,
     mut form: Multipart,
 ) -> Result<Response, AppError> {
     user.require(Permission::RegistryManage)?;
+    let code = match at {
+        At::School(c) | At::County(c) => c.to_owned(),
+    };
     let tr = ctx.tr();
     let spool = Spool(std::env::temp_dir().join(format!("santong-upload-{}", Uuid::new_v4())));
     let (mut csrf, mut mode, mut file_name, mut size, mut kind) =
@@ -337,12 +445,9 @@ async fn upload(
         }
     }
     check_csrf(&user.0, Some(&csrf))?;
-    let kind = match kind.as_str() {
-        "" => Kind::Students,
-        k => Kind::parse(k).ok_or_else(AppError::not_found)?,
-    };
+    let kind = kind_at(at, &kind)?;
     if size == 0 {
-        return school_page(&state, &ctx, &user, &code, kind, Some(tr.t("sheet-empty"))).await;
+        return import_page(&state, &ctx, &user, at, kind, Some(tr.t("sheet-empty"))).await;
     }
     match Imports(&state.db)
         .upload(actor(&user, &ctx), kind, &code, &file_name, mode, &spool.0)
@@ -352,7 +457,7 @@ async fn upload(
         Err(ImportError::Registry(e)) => {
             Err(audited(&state, &ctx, &user, "import.upload", &code, e).await)
         }
-        Err(e) => school_page(&state, &ctx, &user, &code, kind, Some(error_text(&tr, &e))).await,
+        Err(e) => import_page(&state, &ctx, &user, at, kind, Some(error_text(&tr, &e))).await,
     }
 }
 
@@ -386,6 +491,26 @@ fn choices_of(tr: &Tr, field: &str) -> Vec<String> {
             })
             .collect(),
         "grade" => (1..=12).map(|g| g.to_string()).collect(),
+        "kind" => santong_domain::registry::SchoolKind::ALL
+            .iter()
+            .map(|k| {
+                if tr.tag() == "zh-CN" {
+                    tr.t(&format!("school-kind-{}", k.code()))
+                } else {
+                    k.code().to_owned()
+                }
+            })
+            .collect(),
+        "urban_rural" => santong_domain::registry::UrbanRural::ALL
+            .iter()
+            .map(|u| {
+                if tr.tag() == "zh-CN" {
+                    tr.t(&format!("urban-rural-{}", u.code()))
+                } else {
+                    u.code().to_owned()
+                }
+            })
+            .collect(),
         "qualification" => coded("qualification", &santong_domain::staff::QUALIFICATIONS),
         "title" => coded("title", &santong_domain::staff::TITLES),
         "post" => coded("post", &santong_domain::staff::POSTS),
@@ -397,17 +522,34 @@ fn choices_of(tr: &Tr, field: &str) -> Vec<String> {
 fn text_field(field: &str) -> bool {
     matches!(
         field,
-        "id_number" | "student_number" | "guardian_phone" | "household_region"
+        "id_number"
+            | "student_number"
+            | "guardian_phone"
+            | "household_region"
+            | "code"
+            | "parent_code"
     )
 }
 
-async fn template_school(state: &AppState, user: &User, code: &str) -> Result<(), AppError> {
-    user.require(Permission::RegistryManage)?;
-    Registry(&state.db)
-        .school(&manage(user), code)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    Ok(())
+/// A school's or a county's page, by the path it was asked under.
+fn at_of<'a>(uri: &axum::http::Uri, code: &'a str) -> At<'a> {
+    if uri.path().starts_with("/regions/") {
+        At::County(code)
+    } else {
+        At::School(code)
+    }
+}
+
+/// The kind of a template download at `at`, if the caller manages the place.
+async fn template_kind(
+    state: &AppState,
+    user: &User,
+    at: At<'_>,
+    q: &Params,
+) -> Result<Kind, AppError> {
+    let kind = kind_at(at, p(q, "kind"))?;
+    place_at(state, user, at).await?;
+    Ok(kind)
 }
 
 fn attachment(body: Vec<u8>, content_type: &'static str, filename: &str) -> Response {
@@ -427,10 +569,10 @@ async fn template_csv(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    uri: axum::http::Uri,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
-    let kind = kind_of(&q)?;
-    template_school(&state, &user, &code).await?;
+    let kind = template_kind(&state, &user, at_of(&uri, &code), &q).await?;
     let tr = ctx.tr();
     let mut out = String::from("\u{feff}");
     let head: Vec<String> = fields_of(kind)
@@ -453,10 +595,10 @@ async fn template_xlsx(
     ctx: Ctx,
     user: User,
     Path(code): Path<String>,
+    uri: axum::http::Uri,
     Query(q): Query<Params>,
 ) -> Result<Response, AppError> {
-    let kind = kind_of(&q)?;
-    template_school(&state, &user, &code).await?;
+    let kind = template_kind(&state, &user, at_of(&uri, &code), &q).await?;
     let tr = ctx.tr();
     let columns: Vec<santong_storage::sheet::TemplateColumn> = fields_of(kind)
         .into_iter()
@@ -474,7 +616,7 @@ async fn template_xlsx(
     let steps = match kind {
         Kind::Students => 6,
         Kind::Teachers => 4,
-        Kind::Classes => 3,
+        Kind::Classes | Kind::Schools => 3,
     };
     let instructions: Vec<String> = (1..=steps)
         .map(|i| tr.t(&kind_key(&format!("imp-howto-{i}"), kind)))

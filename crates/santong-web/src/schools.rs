@@ -179,6 +179,8 @@ struct ListPage {
     rows: Vec<Row>,
     pager: Pager,
     can_create: bool,
+    /// Counties whose schools the caller may import: (code, name).
+    import_counties: Vec<(String, String)>,
     export: String,
 }
 
@@ -333,8 +335,30 @@ async fn list(
             keep(&format!("&page={n}"))
         }),
         can_create: may_create(&user),
+        import_counties: import_counties(&state, &user).await?,
         export: keep("").replacen("/schools?", "/schools/export.csv?", 1),
     })
+}
+
+/// The counties the caller holds a grant at and manages, for the schools import.
+async fn import_counties(state: &AppState, user: &User) -> Result<Vec<(String, String)>, AppError> {
+    let manage = user.0.scope(Permission::RegistryManage);
+    let mut out = vec![];
+    for (_, node) in &user.0.grants {
+        let santong_domain::identity::Node::Region(r) = node else {
+            continue;
+        };
+        if r.is_province_shaped() || r.is_prefecture_shaped() || !manage.contains(node) {
+            continue;
+        }
+        if let Some(region) = santong_storage::regions::Regions(&state.db).get(*r).await? {
+            let pair = (r.to_string(), region.name);
+            if !out.contains(&pair) {
+                out.push(pair);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A registry form's values and its field messages, kept across a refusal.

@@ -486,10 +486,19 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
             dry_run,
             rejects,
             ..
+        }
+        | ImportAction::Schools {
+            file,
+            county: school,
+            valid_rows,
+            dry_run,
+            rejects,
+            ..
         } => {
             let kind = match action {
                 ImportAction::Teachers { .. } => imports::Kind::Teachers,
                 ImportAction::Classes { .. } => imports::Kind::Classes,
+                ImportAction::Schools { .. } => imports::Kind::Schools,
                 _ => imports::Kind::Students,
             };
             let limits = santong_storage::sheet::Limits::default();
@@ -501,19 +510,21 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
                 imports::Mode::All
             };
             let outcome = if *dry_run {
-                let row = santong_storage::registry::Registry(db)
-                    .school(&santong_domain::identity::Scope::everything(), school)
-                    .await?
-                    .with_context(|| format!("no school has the code {school}"))?;
+                let place =
+                    if kind.county_level() {
+                        imports::Place::County(RegionCode::parse(school).map_err(|_| {
+                            anyhow::anyhow!("{school}: {}", tr.t("student-bad-region"))
+                        })?)
+                    } else {
+                        imports::Place::School(
+                            santong_storage::registry::Registry(db)
+                                .school(&santong_domain::identity::Scope::everything(), school)
+                                .await?
+                                .with_context(|| format!("no school has the code {school}"))?,
+                        )
+                    };
                 store
-                    .check_file(
-                        kind,
-                        &imports::Place::School(row),
-                        file,
-                        &limits,
-                        &progress,
-                        None,
-                    )
+                    .check_file(kind, &place, file, &limits, &progress, None)
                     .await
             } else {
                 let name = file

@@ -201,6 +201,25 @@ enum ImportAction {
         #[arg(long, value_name = "FILE")]
         rejects: Option<std::path::PathBuf>,
     },
+    /// A county's schools and teaching points (学校标识码, 学校名称, 办学类型, 城乡类型 …): new
+    /// codes opened, known schools of the county updated; in one transaction.
+    Schools {
+        #[command(flatten)]
+        config: ConfigArgs,
+        file: std::path::PathBuf,
+        /// The county's 6-digit code (GB/T 2260).
+        #[arg(long, value_name = "CODE")]
+        county: String,
+        /// Write the valid rows and report the rejected ones.
+        #[arg(long)]
+        valid_rows: bool,
+        /// Check every row and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the rejected rows, with their problems, to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<std::path::PathBuf>,
+    },
     /// Undo a committed import batch (by the id `import students` printed).
     Undo {
         #[command(flatten)]
@@ -496,6 +515,7 @@ fn main() -> ExitCode {
                 ImportAction::Students { config, .. }
                 | ImportAction::Teachers { config, .. }
                 | ImportAction::Classes { config, .. }
+                | ImportAction::Schools { config, .. }
                 | ImportAction::Undo { config, .. },
         }
         | Command::Oneroster {

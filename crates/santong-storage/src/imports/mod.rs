@@ -36,6 +36,7 @@ use crate::students::{Checked, NewStudent, RegionKnown, check_student, next_j_nu
 use crate::{Db, Tx, db_query};
 
 mod classes;
+mod schools;
 mod teachers;
 
 /// The job that checks an uploaded file.
@@ -88,21 +89,24 @@ pub enum Kind {
     Teachers,
     /// A school's classes (班级) with their head teachers.
     Classes,
+    /// A county's schools and teaching points (学校名录).
+    Schools,
 }
 
 impl Kind {
     /// Whether a batch of the kind belongs to a county rather than to one school.
     pub fn county_level(self) -> bool {
-        false
+        matches!(self, Kind::Schools)
     }
 
-    pub const ALL: [Kind; 3] = [Kind::Students, Kind::Teachers, Kind::Classes];
+    pub const ALL: [Kind; 4] = [Kind::Students, Kind::Teachers, Kind::Classes, Kind::Schools];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Students => "students",
             Kind::Teachers => "teachers",
             Kind::Classes => "classes",
+            Kind::Schools => "schools",
         }
     }
 
@@ -987,6 +991,7 @@ enum Runner<'a> {
     Students(Run<'a>),
     Teachers(teachers::TeacherRun<'a>),
     Classes(classes::ClassRun<'a>),
+    Schools(schools::SchoolRun),
 }
 
 /// A checked chunk's valid rows, of the run's kind.
@@ -994,6 +999,7 @@ enum Actions {
     Students(Vec<Action>),
     Teachers(Vec<teachers::TeacherAction>),
     Classes(Vec<classes::ClassAction>),
+    Schools(Vec<schools::SchoolAction>),
 }
 
 impl<'a> Runner<'a> {
@@ -1006,7 +1012,14 @@ impl<'a> Runner<'a> {
         pg: bool,
     ) -> Result<Runner<'a>, ImportError> {
         let school = place.school().ok_or(RegistryError::NotFound);
+        let county = match place {
+            Place::County(c) => Ok(*c),
+            Place::School(_) => Err(RegistryError::NotFound),
+        };
         Ok(match kind {
+            Kind::Schools => Runner::Schools(
+                schools::SchoolRun::start(conn, county?, headers, today(), pg).await?,
+            ),
             Kind::Students => {
                 let layout = Layout::of(headers)?;
                 Runner::Students(Run::start(conn, school?, layout, regions, pg).await?)
@@ -1038,6 +1051,10 @@ impl<'a> Runner<'a> {
                 let (a, r) = run.check(rows);
                 (Actions::Classes(a), r)
             }
+            Runner::Schools(run) => {
+                let (a, r) = run.check(conn, rows).await?;
+                (Actions::Schools(a), r)
+            }
         })
     }
 
@@ -1046,6 +1063,7 @@ impl<'a> Runner<'a> {
             Runner::Students(run) => run.tally,
             Runner::Teachers(run) => run.tally,
             Runner::Classes(run) => run.tally,
+            Runner::Schools(run) => run.tally,
         }
     }
 }
@@ -1073,6 +1091,10 @@ async fn apply_actions(
         Actions::Students(a) => apply(tx, actor, batch, school?, a, now, &mut carry.j_next).await,
         Actions::Teachers(a) => teachers::apply(tx, actor, batch, school?, a, now, carry).await,
         Actions::Classes(a) => classes::apply(tx, actor, batch, school?, a, now, carry).await,
+        Actions::Schools(a) => match place {
+            Place::County(c) => schools::apply(tx, actor, batch, *c, a, now, carry).await,
+            Place::School(_) => Err(RegistryError::NotFound.into()),
+        },
     }
 }
 
@@ -2316,12 +2338,14 @@ impl Imports<'_> {
         // Staff and class batches: their change log, read backwards.
         let staff = teachers::undo(&mut tx, id).await?;
         let classes = classes::undo(&mut tx, id).await?;
+        let schools = schools::undo(&mut tx, id).await?;
         let mut e = actor.entry("import.undo", &id.to_string(), "success", &place.node());
         e.detail = serde_json::json!({
             "events": events,
             "corrections": reverts.len(),
             "staff": staff,
             "classes": classes,
+            "schools": schools,
         })
         .to_string();
         crate::audit::append(&mut tx, &e).await?;

@@ -19,6 +19,7 @@ santong_testkit::conformance!(
     rows_are_judged_by_todays_grade_and_known_children_are_not_doubled,
     staff_are_matched_by_id_number_updated_and_undone,
     classes_are_opened_or_given_their_head_teacher_and_undone,
+    a_countys_schools_are_opened_or_edited_and_undone,
 );
 
 const SCHOOL: &str = "1144030501";
@@ -985,4 +986,123 @@ async fn classes_are_opened_or_given_their_head_teacher_and_undone(t: TestDb) {
         "{refused:?}"
     );
     assert_eq!(list().await.len(), 2);
+}
+
+async fn a_countys_schools_are_opened_or_edited_and_undone(t: TestDb) {
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = "学校标识码,学校名称,办学类型,城乡类型,上级学校标识码,开设年级,开办日期\r\n\
+        1144030503,新建小学,小学,村庄,,1-6,2010-09-01\r\n\
+        1144030504,新建教学点,小学教学点,村庄,1144030503,,2012年9月1日\r\n\
+        1144030501,学校一改名,312,111,,,2000-09-01\r\n\
+        1144030505,孤点,218,220,1144039999,,\r\n\
+        1144030503,重复,211,220,,,\r\n\
+        1144030506,坏学校,火星,村庄,,,\r\n";
+    let path = file(dir.path(), "schools.csv", body);
+    let import = |p: PathBuf| {
+        let imports = Imports(&t.db);
+        async move {
+            imports
+                .import_file(
+                    Actor::Cli,
+                    Kind::Schools,
+                    "440305",
+                    &p,
+                    "schools.csv",
+                    Mode::Valid,
+                    &Limits::default(),
+                    &Progress::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let school = |code: &'static str| {
+        let db = t.db.clone();
+        async move {
+            Registry(&db)
+                .school(&Scope::everything(), code)
+                .await
+                .unwrap()
+        }
+    };
+    let first = import(path.clone()).await;
+    assert!(first.committed);
+    assert_eq!(first.tally, tally(6, 2, 1, 0, 3));
+    let keys: Vec<(u64, Option<usize>, String)> = first
+        .rejects
+        .iter()
+        .map(|r| (r.line, r.problems[0].col, r.problems[0].key.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (5, Some(4), "registry-bad-parent".to_owned()),
+            (6, None, "import-dup-in-file".to_owned()),
+            (7, Some(2), "registry-bad-kind".to_owned()),
+        ]
+    );
+    let point = school("1144030504").await.unwrap();
+    assert_eq!(point.parent_code.as_deref(), Some("1144030503"));
+    assert_eq!(point.opened_on.to_string(), "2012-09-01");
+    let renamed = school("1144030501").await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.version), ("学校一改名", 2));
+    // Each change is in the school's history.
+    let history = Registry(&t.db).history("1144030501").await.unwrap();
+    assert!(history.iter().any(|e| e.kind == "edit"));
+    let again = import(path.clone()).await;
+    assert_eq!(again.tally, tally(6, 0, 0, 3, 3));
+    // Undo both: the new schools are gone, the name is back.
+    let scope = Scope::everything();
+    let imports = Imports(&t.db);
+    imports
+        .undo(Actor::Cli, &scope, again.batch.unwrap())
+        .await
+        .unwrap();
+    imports
+        .undo(Actor::Cli, &scope, first.batch.unwrap())
+        .await
+        .unwrap();
+    assert!(school("1144030503").await.is_none());
+    assert!(school("1144030504").await.is_none());
+    assert_eq!(school("1144030501").await.unwrap().name, "学校1144030501");
+    // A pupil enrolled at a school the batch opened: that batch can no longer be undone.
+    let third = import(path.clone()).await;
+    Students(&t.db)
+        .enrol(
+            Actor::Cli,
+            "1144030503",
+            &pupil("小明", "2017-03-02", String::new(), "3"),
+        )
+        .await
+        .unwrap();
+    let refused = imports.undo(Actor::Cli, &scope, third.batch.unwrap()).await;
+    assert!(
+        matches!(&refused, Err(ImportError::Registry(RegistryError::Fields(f))) if f[0].kind.key() == "import-later-changes"),
+        "{refused:?}"
+    );
+    assert!(school("1144030503").await.is_some());
+    // A school's administrator imports no county's schools.
+    let head = person(&t, "head.a", Role::SchoolAdmin, node(SCHOOL, "440305")).await;
+    let theirs = imports
+        .import_file(
+            Actor::User {
+                principal: &head,
+                ip: "10.0.0.1",
+            },
+            Kind::Schools,
+            "440305",
+            &path,
+            "schools.csv",
+            Mode::Valid,
+            &Limits::default(),
+            &Progress::default(),
+        )
+        .await;
+    assert!(matches!(
+        theirs,
+        Err(ImportError::Registry(
+            RegistryError::NotFound | RegistryError::Forbidden
+        ))
+    ));
 }

@@ -13,6 +13,7 @@ santong_testkit::web_conformance!(
     students_are_imported_through_the_pages,
     a_full_export_imports_back_unchanged,
     staff_are_imported_through_the_pages,
+    a_countys_schools_are_imported_through_the_pages,
 );
 
 fn school(code: &str) -> Node {
@@ -536,4 +537,104 @@ async fn staff_are_imported_through_the_pages(app: TestApp) {
         .get_as(&s, "/schools/1144030501/import/template.xlsx?kind=classes")
         .await;
     assert!(xlsx.bytes.starts_with(b"PK"));
+}
+
+/// A county official's school import: the county's page, its template, upload, check, commit.
+async fn a_countys_schools_are_imported_through_the_pages(app: TestApp) {
+    Registry(&app.t.db)
+        .create_school(
+            Actor::Cli,
+            &SchoolInput {
+                code: "1144030501".into(),
+                name: "学校甲".into(),
+                kind: "211".into(),
+                urban_rural: "111".into(),
+                county: "440305".into(),
+                opened_on: "1998-09-01".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ns = Node::Region(RegionCode::parse("440305").unwrap());
+    app.user("edu.ns", ns, Some((Role::Official, ns)), None)
+        .await;
+    let a = school("1144030501");
+    app.user("head.a", a, Some((Role::SchoolAdmin, a)), None)
+        .await;
+    let s = app.sign_in("edu.ns").await;
+    let list = app.get_as(&s, "/schools").await;
+    assert!(
+        list.body.contains("/regions/440305/import?kind=schools"),
+        "{}",
+        list.body
+    );
+    let page = app.get_as(&s, "/regions/440305/import").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("导入学校") && page.body.contains("办学类型"));
+    // The county's page imports schools only.
+    assert_eq!(
+        app.get_as(&s, "/regions/440305/import?kind=students")
+            .await
+            .status,
+        404
+    );
+    let csv = app
+        .get_as(&s, "/regions/440305/import/template.csv?kind=schools")
+        .await;
+    assert!(
+        csv.body
+            .starts_with("\u{feff}学校标识码,学校名称,办学类型,城乡类型"),
+        "{}",
+        csv.body
+    );
+    let b = "santongboundaryS3";
+    let text = "学校标识码,学校名称,办学类型,城乡类型\r\n1144030509,新村小学,小学,村庄\r\n";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n{}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nschools\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"mode\"\r\n\r\nall\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"学校.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n",
+        s.csrf
+    )
+    .into_bytes();
+    body.extend_from_slice(text.as_bytes());
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let req = axum::http::Request::post("/regions/440305/import")
+        .header("cookie", format!("santong_session={}", s.cookie))
+        .header("content-type", format!("multipart/form-data; boundary={b}"))
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let res = app.request(req).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let at = res.header("location").unwrap().to_owned();
+    assert!(worker(&app).run_once().await.unwrap());
+    let preview = app.get_as(&s, &at).await;
+    assert!(
+        preview.body.contains("<dd id=\"new\">1</dd>"),
+        "{}",
+        preview.body
+    );
+    assert!(preview.body.contains("/regions/440305/import?kind=schools"));
+    let done = app
+        .post_as(&s, &format!("{at}/commit"), &[("mode", "all")])
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(worker(&app).run_once().await.unwrap());
+    let opened = app.get_as(&s, "/schools/1144030509").await;
+    assert_eq!(opened.status, 200);
+    assert!(opened.body.contains("新村小学"));
+    // A school's administrator reaches neither the county's page nor its batch.
+    let head = app.sign_in("head.a").await;
+    app.assert_out_of_scope(
+        &[&head],
+        &[
+            "/regions/440305/import".to_owned(),
+            "/regions/440305/import/template.csv?kind=schools".to_owned(),
+            at.clone(),
+        ],
+        &[(format!("{at}/undo"), vec![("confirm", "on")])],
+    )
+    .await;
 }
