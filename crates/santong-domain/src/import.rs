@@ -541,6 +541,98 @@ impl Column for SchoolColumn {
     }
 }
 
+/// A field of an import of school conditions (办学条件), one row per school and school year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionColumn {
+    Code,
+    SchoolYear,
+    BuildingArea,
+    Classrooms,
+    MultimediaClassrooms,
+    Computers,
+    StudentTerminals,
+    Broadband,
+    BandwidthMbps,
+    BroadbandSince,
+}
+
+impl ConditionColumn {
+    pub const ALL: [ConditionColumn; 10] = [
+        Self::Code,
+        Self::SchoolYear,
+        Self::BuildingArea,
+        Self::Classrooms,
+        Self::MultimediaClassrooms,
+        Self::Computers,
+        Self::StudentTerminals,
+        Self::Broadband,
+        Self::BandwidthMbps,
+        Self::BroadbandSince,
+    ];
+}
+
+impl Column for ConditionColumn {
+    fn all() -> &'static [Self] {
+        &Self::ALL
+    }
+    fn field(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::SchoolYear => "school_year",
+            Self::BuildingArea => "building_area_m2",
+            Self::Classrooms => "classrooms",
+            Self::MultimediaClassrooms => "multimedia_classrooms",
+            Self::Computers => "computers",
+            Self::StudentTerminals => "student_terminals",
+            Self::Broadband => "broadband",
+            Self::BandwidthMbps => "bandwidth_mbps",
+            Self::BroadbandSince => "broadband_since",
+        }
+    }
+    fn required(self) -> bool {
+        !matches!(
+            self,
+            Self::SchoolYear | Self::BandwidthMbps | Self::BroadbandSince
+        )
+    }
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Self::Code => Column::aliases(SchoolColumn::Code),
+            Self::SchoolYear => Column::aliases(ClassColumn::SchoolYear),
+            Self::BuildingArea => &[
+                "建筑面积",
+                "校舍建筑面积",
+                "建筑面积平方米",
+                "buildingarea",
+                "buildingaream2",
+            ],
+            Self::Classrooms => &["教室数", "教室", "普通教室数", "classrooms"],
+            Self::MultimediaClassrooms => &["多媒体教室数", "多媒体教室", "multimediaclassrooms"],
+            Self::Computers => &["计算机数", "计算机台数", "计算机", "computers"],
+            Self::StudentTerminals => {
+                &["学生终端数", "学生用终端数", "学生终端", "studentterminals"]
+            }
+            Self::Broadband => &["宽带接入方式", "宽带接入", "接入方式", "宽带", "broadband"],
+            Self::BandwidthMbps => &["带宽", "出口带宽", "带宽mbps", "bandwidth", "bandwidthmbps"],
+            Self::BroadbandSince => &["接入日期", "宽带接入日期", "broadbandsince"],
+        }
+    }
+}
+
+/// 宽带接入方式 by code (fibre) or name (光纤); 未接入 / 无 is none.
+pub fn broadband(raw: &str) -> Option<crate::registry::Broadband> {
+    let raw = normalize(raw);
+    let code = match raw.as_str() {
+        "光纤" | "光纤接入" => "fibre",
+        "DSL" | "ADSL" | "dsl" | "adsl" => "dsl",
+        "无线" | "无线接入" | "4G" | "5G" => "wireless",
+        "卫星" | "卫星接入" => "satellite",
+        "未接入" | "无" => "none",
+        other => other,
+    };
+    crate::registry::Broadband::parse(code)
+}
+
 /// 办学类型 by code (211) or by name (小学), as GB/T 33782 names them.
 pub fn school_kind(raw: &str) -> Option<crate::registry::SchoolKind> {
     const NAMES: [(&str, &str); 23] = [

@@ -881,6 +881,137 @@ pub struct ConditionInput {
     pub broadband_since: String,
 }
 
+/// A school's conditions as entered, every field checked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CheckedConditions {
+    pub(crate) year: santong_domain::registry::SchoolYear,
+    pub(crate) area: i32,
+    pub(crate) classrooms: i32,
+    pub(crate) multimedia: i32,
+    pub(crate) computers: i32,
+    pub(crate) terminals: i32,
+    pub(crate) broadband: santong_domain::registry::Broadband,
+    pub(crate) bandwidth: Option<i32>,
+    pub(crate) since: Option<NaiveDate>,
+}
+
+/// Checks a school's conditions as entered (a form or a sheet's row) for a school opened on
+/// `opened_on`: every problem is reported, each with its field.
+pub(crate) fn check_conditions(
+    opened_on: NaiveDate,
+    input: &ConditionInput,
+    today: NaiveDate,
+) -> Result<CheckedConditions, Vec<FieldError>> {
+    use santong_domain::registry::{Broadband, SchoolYear};
+    let mut errors = vec![];
+    let current = SchoolYear::of(today.year(), today.month());
+    let first = SchoolYear::of(opened_on.year(), opened_on.month());
+    let year = SchoolYear::parse(&input.school_year).filter(|y| *y >= first && *y <= current);
+    if year.is_none() {
+        errors.push(rule("school_year", "registry-bad-school-year"));
+    }
+    let mut count = |field: &'static str, raw: &str, max: i32| -> Option<i32> {
+        let v = raw
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (0..=max).contains(n));
+        if v.is_none() {
+            errors.push(rule(field, "registry-bad-count"));
+        }
+        v
+    };
+    let area = count("building_area_m2", &input.building_area_m2, 10_000_000);
+    let classrooms = count("classrooms", &input.classrooms, 10_000);
+    let multimedia = count(
+        "multimedia_classrooms",
+        &input.multimedia_classrooms,
+        10_000,
+    );
+    let computers = count("computers", &input.computers, 1_000_000);
+    let terminals = count("student_terminals", &input.student_terminals, 1_000_000);
+    if let (Some(c), Some(m)) = (classrooms, multimedia)
+        && m > c
+    {
+        errors.push(rule(
+            "multimedia_classrooms",
+            "registry-more-multimedia-than-classrooms",
+        ));
+    }
+    let broadband = Broadband::parse(&input.broadband);
+    if broadband.is_none() {
+        errors.push(rule("broadband", "registry-bad-broadband"));
+    }
+    let connected = broadband.is_some_and(|b| b != Broadband::None);
+    let bandwidth = match (connected, input.bandwidth_mbps.trim()) {
+        (false, "") => None,
+        (false, _) => {
+            errors.push(rule(
+                "bandwidth_mbps",
+                "registry-bandwidth-without-broadband",
+            ));
+            None
+        }
+        (true, raw) => {
+            let v = raw
+                .parse::<i32>()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n));
+            if v.is_none() {
+                errors.push(rule("bandwidth_mbps", "registry-bad-bandwidth"));
+            }
+            v
+        }
+    };
+    let since = match (connected, input.broadband_since.trim()) {
+        (_, "") => None,
+        (false, _) => {
+            errors.push(rule(
+                "broadband_since",
+                "registry-bandwidth-without-broadband",
+            ));
+            None
+        }
+        (true, raw) => {
+            let d = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .ok()
+                .filter(|d| *d <= today && d.year() >= 1990);
+            if d.is_none() {
+                errors.push(rule("broadband_since", "registry-bad-date"));
+            }
+            d
+        }
+    };
+    let (
+        Some(year),
+        Some(area),
+        Some(classrooms),
+        Some(multimedia),
+        Some(computers),
+        Some(terminals),
+        Some(broadband),
+    ) = (
+        year, area, classrooms, multimedia, computers, terminals, broadband,
+    )
+    else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CheckedConditions {
+        year,
+        area,
+        classrooms,
+        multimedia,
+        computers,
+        terminals,
+        broadband,
+        bandwidth,
+        since,
+    })
+}
+
 impl Registry<'_> {
     /// A school's conditions, newest school year first (the caller has checked its scope).
     pub async fn conditions(&self, code: &str) -> crate::Result<Vec<ConditionRow>> {
@@ -905,7 +1036,6 @@ impl Registry<'_> {
         code: &str,
         input: &ConditionInput,
     ) -> RegResult<ConditionRow> {
-        use santong_domain::registry::{Broadband, SchoolYear};
         let today = today();
         let mut tx = self.0.begin().await?;
         let Some(school) = Self::any_school(&mut tx, code).await? else {
@@ -917,102 +1047,17 @@ impl Registry<'_> {
         if !actor.may(Permission::RegistryManage, &school.node()) {
             return Err(RegistryError::Forbidden);
         }
-        let mut errors = vec![];
-        let current = SchoolYear::of(today.year(), today.month());
-        let first = SchoolYear::of(school.opened_on.year(), school.opened_on.month());
-        let year = SchoolYear::parse(&input.school_year).filter(|y| *y >= first && *y <= current);
-        if year.is_none() {
-            errors.push(rule("school_year", "registry-bad-school-year"));
-        }
-        let mut count = |field: &'static str, raw: &str, max: i32| -> Option<i32> {
-            let v = raw
-                .trim()
-                .parse::<i32>()
-                .ok()
-                .filter(|n| (0..=max).contains(n));
-            if v.is_none() {
-                errors.push(rule(field, "registry-bad-count"));
-            }
-            v
-        };
-        let area = count("building_area_m2", &input.building_area_m2, 10_000_000);
-        let classrooms = count("classrooms", &input.classrooms, 10_000);
-        let multimedia = count(
-            "multimedia_classrooms",
-            &input.multimedia_classrooms,
-            10_000,
-        );
-        let computers = count("computers", &input.computers, 1_000_000);
-        let terminals = count("student_terminals", &input.student_terminals, 1_000_000);
-        if let (Some(c), Some(m)) = (classrooms, multimedia)
-            && m > c
-        {
-            errors.push(rule(
-                "multimedia_classrooms",
-                "registry-more-multimedia-than-classrooms",
-            ));
-        }
-        let broadband = Broadband::parse(&input.broadband);
-        if broadband.is_none() {
-            errors.push(rule("broadband", "registry-bad-broadband"));
-        }
-        let connected = broadband.is_some_and(|b| b != Broadband::None);
-        let bandwidth = match (connected, input.bandwidth_mbps.trim()) {
-            (false, "") => None,
-            (false, _) => {
-                errors.push(rule(
-                    "bandwidth_mbps",
-                    "registry-bandwidth-without-broadband",
-                ));
-                None
-            }
-            (true, raw) => {
-                let v = raw
-                    .parse::<i32>()
-                    .ok()
-                    .filter(|n| (1..=100_000).contains(n));
-                if v.is_none() {
-                    errors.push(rule("bandwidth_mbps", "registry-bad-bandwidth"));
-                }
-                v
-            }
-        };
-        let since = match (connected, input.broadband_since.trim()) {
-            (_, "") => None,
-            (false, _) => {
-                errors.push(rule(
-                    "broadband_since",
-                    "registry-bandwidth-without-broadband",
-                ));
-                None
-            }
-            (true, raw) => {
-                let d = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-                    .ok()
-                    .filter(|d| *d <= today && d.year() >= 1990);
-                if d.is_none() {
-                    errors.push(rule("broadband_since", "registry-bad-date"));
-                }
-                d
-            }
-        };
-        let (
-            Some(year),
-            Some(area),
-            Some(classrooms),
-            Some(multimedia),
-            Some(computers),
-            Some(terminals),
-            Some(broadband),
-        ) = (
-            year, area, classrooms, multimedia, computers, terminals, broadband,
-        )
-        else {
-            return Err(RegistryError::Fields(errors));
-        };
-        if !errors.is_empty() {
-            return Err(RegistryError::Fields(errors));
-        }
+        let CheckedConditions {
+            year,
+            area,
+            classrooms,
+            multimedia,
+            computers,
+            terminals,
+            broadband,
+            bandwidth,
+            since,
+        } = check_conditions(school.opened_on, input, today).map_err(RegistryError::Fields)?;
         db_query!(&mut tx, tx, |sql, ex| {
             sqlx::query(sql(
                 "INSERT INTO school_condition (school_code, school_year, building_area_m2, \

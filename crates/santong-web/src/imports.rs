@@ -10,7 +10,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use santong_domain::identity::{Permission, Scope};
-use santong_domain::import::{ClassColumn, Column, SchoolColumn, StudentColumn, TeacherColumn};
+use santong_domain::import::{
+    ClassColumn, Column, ConditionColumn, SchoolColumn, StudentColumn, TeacherColumn,
+};
 use santong_domain::registry::Ethnicity;
 use santong_storage::imports::{
     BatchRow, ImportError, Imports, Kind, Mode, Place, Problem, Reject,
@@ -71,6 +73,7 @@ fn fields_of(kind: Kind) -> Vec<(&'static str, bool)> {
         Kind::Teachers => all::<TeacherColumn>(),
         Kind::Classes => all::<ClassColumn>(),
         Kind::Schools => all::<SchoolColumn>(),
+        Kind::Conditions => all::<ConditionColumn>(),
     }
 }
 
@@ -511,6 +514,16 @@ fn choices_of(tr: &Tr, field: &str) -> Vec<String> {
                 }
             })
             .collect(),
+        "broadband" => santong_domain::registry::Broadband::ALL
+            .iter()
+            .map(|b| {
+                if tr.tag() == "zh-CN" {
+                    tr.t(&format!("broadband-{}", b.as_str()))
+                } else {
+                    b.as_str().to_owned()
+                }
+            })
+            .collect(),
         "qualification" => coded("qualification", &santong_domain::staff::QUALIFICATIONS),
         "title" => coded("title", &santong_domain::staff::TITLES),
         "post" => coded("post", &santong_domain::staff::POSTS),
@@ -616,7 +629,7 @@ async fn template_xlsx(
     let steps = match kind {
         Kind::Students => 6,
         Kind::Teachers => 4,
-        Kind::Classes | Kind::Schools => 3,
+        Kind::Classes | Kind::Schools | Kind::Conditions => 3,
     };
     let instructions: Vec<String> = (1..=steps)
         .map(|i| tr.t(&kind_key(&format!("imp-howto-{i}"), kind)))

@@ -494,11 +494,20 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
             dry_run,
             rejects,
             ..
+        }
+        | ImportAction::Conditions {
+            file,
+            county: school,
+            valid_rows,
+            dry_run,
+            rejects,
+            ..
         } => {
             let kind = match action {
                 ImportAction::Teachers { .. } => imports::Kind::Teachers,
                 ImportAction::Classes { .. } => imports::Kind::Classes,
                 ImportAction::Schools { .. } => imports::Kind::Schools,
+                ImportAction::Conditions { .. } => imports::Kind::Conditions,
                 _ => imports::Kind::Students,
             };
             let limits = santong_storage::sheet::Limits::default();

@@ -220,6 +220,25 @@ enum ImportAction {
         #[arg(long, value_name = "FILE")]
         rejects: Option<std::path::PathBuf>,
     },
+    /// A county's school conditions (学校标识码, 学年, 教室数, 宽带接入方式 …), one row per school
+    /// and school year: recorded or updated; in one transaction.
+    Conditions {
+        #[command(flatten)]
+        config: ConfigArgs,
+        file: std::path::PathBuf,
+        /// The county's 6-digit code (GB/T 2260).
+        #[arg(long, value_name = "CODE")]
+        county: String,
+        /// Write the valid rows and report the rejected ones.
+        #[arg(long)]
+        valid_rows: bool,
+        /// Check every row and report, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the rejected rows, with their problems, to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<std::path::PathBuf>,
+    },
     /// Undo a committed import batch (by the id `import students` printed).
     Undo {
         #[command(flatten)]
@@ -516,6 +535,7 @@ fn main() -> ExitCode {
                 | ImportAction::Teachers { config, .. }
                 | ImportAction::Classes { config, .. }
                 | ImportAction::Schools { config, .. }
+                | ImportAction::Conditions { config, .. }
                 | ImportAction::Undo { config, .. },
         }
         | Command::Oneroster {

@@ -36,6 +36,7 @@ use crate::students::{Checked, NewStudent, RegionKnown, check_student, next_j_nu
 use crate::{Db, Tx, db_query};
 
 mod classes;
+mod conditions;
 mod schools;
 mod teachers;
 
@@ -91,15 +92,23 @@ pub enum Kind {
     Classes,
     /// A county's schools and teaching points (学校名录).
     Schools,
+    /// A county's schools' conditions (办学条件), per school year.
+    Conditions,
 }
 
 impl Kind {
     /// Whether a batch of the kind belongs to a county rather than to one school.
     pub fn county_level(self) -> bool {
-        matches!(self, Kind::Schools)
+        matches!(self, Kind::Schools | Kind::Conditions)
     }
 
-    pub const ALL: [Kind; 4] = [Kind::Students, Kind::Teachers, Kind::Classes, Kind::Schools];
+    pub const ALL: [Kind; 5] = [
+        Kind::Students,
+        Kind::Teachers,
+        Kind::Classes,
+        Kind::Schools,
+        Kind::Conditions,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,6 +116,7 @@ impl Kind {
             Kind::Teachers => "teachers",
             Kind::Classes => "classes",
             Kind::Schools => "schools",
+            Kind::Conditions => "conditions",
         }
     }
 
@@ -942,6 +952,13 @@ impl ChangeLog {
         self.rows.push((self.seq, table, record, None, None, None));
     }
 
+    /// A record created, with what it held (for a record without an id of its own to compare).
+    fn created_as(&mut self, table: &'static str, record: String, new: &str) {
+        self.seq += 1;
+        self.rows
+            .push((self.seq, table, record, None, None, Some(new.to_owned())));
+    }
+
     fn changed(
         &mut self,
         table: &'static str,
@@ -992,6 +1009,7 @@ enum Runner<'a> {
     Teachers(teachers::TeacherRun<'a>),
     Classes(classes::ClassRun<'a>),
     Schools(schools::SchoolRun),
+    Conditions(conditions::ConditionRun),
 }
 
 /// A checked chunk's valid rows, of the run's kind.
@@ -1000,6 +1018,7 @@ enum Actions {
     Teachers(Vec<teachers::TeacherAction>),
     Classes(Vec<classes::ClassAction>),
     Schools(Vec<schools::SchoolAction>),
+    Conditions(Vec<conditions::ConditionAction>),
 }
 
 impl<'a> Runner<'a> {
@@ -1019,6 +1038,9 @@ impl<'a> Runner<'a> {
         Ok(match kind {
             Kind::Schools => Runner::Schools(
                 schools::SchoolRun::start(conn, county?, headers, today(), pg).await?,
+            ),
+            Kind::Conditions => Runner::Conditions(
+                conditions::ConditionRun::start(conn, county?, headers, today(), pg).await?,
             ),
             Kind::Students => {
                 let layout = Layout::of(headers)?;
@@ -1055,6 +1077,10 @@ impl<'a> Runner<'a> {
                 let (a, r) = run.check(conn, rows).await?;
                 (Actions::Schools(a), r)
             }
+            Runner::Conditions(run) => {
+                let (a, r) = run.check(rows);
+                (Actions::Conditions(a), r)
+            }
         })
     }
 
@@ -1064,6 +1090,7 @@ impl<'a> Runner<'a> {
             Runner::Teachers(run) => run.tally,
             Runner::Classes(run) => run.tally,
             Runner::Schools(run) => run.tally,
+            Runner::Conditions(run) => run.tally,
         }
     }
 }
@@ -1095,6 +1122,7 @@ async fn apply_actions(
             Place::County(c) => schools::apply(tx, actor, batch, *c, a, now, carry).await,
             Place::School(_) => Err(RegistryError::NotFound.into()),
         },
+        Actions::Conditions(a) => conditions::apply(tx, actor, batch, a, now, carry).await,
     }
 }
 
@@ -2339,6 +2367,7 @@ impl Imports<'_> {
         let staff = teachers::undo(&mut tx, id).await?;
         let classes = classes::undo(&mut tx, id).await?;
         let schools = schools::undo(&mut tx, id).await?;
+        let conditions = conditions::undo(&mut tx, id).await?;
         let mut e = actor.entry("import.undo", &id.to_string(), "success", &place.node());
         e.detail = serde_json::json!({
             "events": events,
@@ -2346,6 +2375,7 @@ impl Imports<'_> {
             "staff": staff,
             "classes": classes,
             "schools": schools,
+            "conditions": conditions,
         })
         .to_string();
         crate::audit::append(&mut tx, &e).await?;

@@ -20,6 +20,7 @@ santong_testkit::conformance!(
     staff_are_matched_by_id_number_updated_and_undone,
     classes_are_opened_or_given_their_head_teacher_and_undone,
     a_countys_schools_are_opened_or_edited_and_undone,
+    a_countys_conditions_are_recorded_updated_and_undone,
 );
 
 const SCHOOL: &str = "1144030501";
@@ -1105,4 +1106,120 @@ async fn a_countys_schools_are_opened_or_edited_and_undone(t: TestDb) {
             RegistryError::NotFound | RegistryError::Forbidden
         ))
     ));
+}
+
+async fn a_countys_conditions_are_recorded_updated_and_undone(t: TestDb) {
+    use santong_storage::registry::ConditionInput;
+    ready(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let year = santong_domain::registry::SchoolYear::of_date(santong_storage::registry::today()).0;
+    let head = "学校标识码,学年,建筑面积,教室数,多媒体教室数,计算机数,学生终端数,宽带接入方式,带宽,接入日期";
+    let body = format!(
+        "{head}\r\n\
+         1144030501,{year},\"12,000\",30,20,100,300,光纤,100M,2015/9/1\r\n\
+         1144030502,,8000,20,25,50,100,光纤,50,\r\n\
+         1144030599,{year},1,1,1,1,1,未接入,,\r\n\
+         1144030501,{year},1,1,1,1,1,未接入,,\r\n"
+    );
+    let path = file(dir.path(), "conditions.csv", &body);
+    let import = |p: PathBuf| {
+        let imports = Imports(&t.db);
+        async move {
+            imports
+                .import_file(
+                    Actor::Cli,
+                    Kind::Conditions,
+                    "440305",
+                    &p,
+                    "conditions.csv",
+                    Mode::Valid,
+                    &Limits::default(),
+                    &Progress::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let classrooms = || {
+        let db = t.db.clone();
+        async move {
+            Registry(&db)
+                .conditions("1144030501")
+                .await
+                .unwrap()
+                .first()
+                .map(|c| (c.classrooms, c.bandwidth_mbps, c.broadband.clone()))
+        }
+    };
+    let first = import(path.clone()).await;
+    assert_eq!(first.tally, tally(4, 1, 0, 0, 3));
+    let keys: Vec<(u64, Option<usize>, String)> = first
+        .rejects
+        .iter()
+        .map(|r| (r.line, r.problems[0].col, r.problems[0].key.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                3,
+                Some(4),
+                "registry-more-multimedia-than-classrooms".to_owned()
+            ),
+            (4, Some(0), "import-school-unknown".to_owned()),
+            (5, None, "import-dup-in-file".to_owned()),
+        ]
+    );
+    assert_eq!(
+        classrooms().await,
+        Some((30, Some(100), "fibre".to_owned()))
+    );
+    let more = file(
+        dir.path(),
+        "more.csv",
+        &format!("{head}\r\n1144030501,{year},12000,32,20,100,300,fibre,100,2015-09-01\r\n"),
+    );
+    let update = import(more.clone()).await;
+    assert_eq!(update.tally, tally(1, 0, 1, 0, 0));
+    assert_eq!(classrooms().await.unwrap().0, 32);
+    let again = import(more).await;
+    assert_eq!(again.tally, tally(1, 0, 0, 1, 0));
+    let scope = Scope::everything();
+    let imports = Imports(&t.db);
+    imports
+        .undo(Actor::Cli, &scope, update.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(classrooms().await.unwrap().0, 30);
+    imports
+        .undo(Actor::Cli, &scope, first.batch.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(classrooms().await, None);
+    // Corrected by hand since: the batch is not undone.
+    let third = import(path).await;
+    Registry(&t.db)
+        .record_conditions(
+            Actor::Cli,
+            "1144030501",
+            &ConditionInput {
+                school_year: year.to_string(),
+                building_area_m2: "12000".into(),
+                classrooms: "31".into(),
+                multimedia_classrooms: "20".into(),
+                computers: "100".into(),
+                student_terminals: "300".into(),
+                broadband: "fibre".into(),
+                bandwidth_mbps: "100".into(),
+                broadband_since: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let refused = imports.undo(Actor::Cli, &scope, third.batch.unwrap()).await;
+    assert!(
+        matches!(&refused, Err(ImportError::Registry(RegistryError::Fields(f))) if f[0].kind.key() == "import-later-changes"),
+        "{refused:?}"
+    );
+    assert_eq!(classrooms().await.unwrap().0, 31);
 }

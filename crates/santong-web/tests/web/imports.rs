@@ -625,6 +625,31 @@ async fn a_countys_schools_are_imported_through_the_pages(app: TestApp) {
     let opened = app.get_as(&s, "/schools/1144030509").await;
     assert_eq!(opened.status, 200);
     assert!(opened.body.contains("新村小学"));
+    // The county's conditions have their page and template beside the schools'.
+    let page = app.get_as(&s, "/regions/440305/import").await;
+    assert!(page.body.contains("/regions/440305/import?kind=conditions"));
+    let conditions = app
+        .get_as(&s, "/regions/440305/import?kind=conditions")
+        .await;
+    assert_eq!(conditions.status, 200);
+    assert!(
+        conditions.body.contains("导入办学条件"),
+        "{}",
+        conditions.body
+    );
+    let csv = app
+        .get_as(&s, "/regions/440305/import/template.csv?kind=conditions")
+        .await;
+    assert!(
+        csv.body
+            .starts_with("\u{feff}学校标识码,学年,建筑面积（平方米）,教室数"),
+        "{}",
+        csv.body
+    );
+    let xlsx = app
+        .get_as(&s, "/regions/440305/import/template.xlsx?kind=conditions")
+        .await;
+    assert!(xlsx.bytes.starts_with(b"PK"));
     // A school's administrator reaches neither the county's page nor its batch.
     let head = app.sign_in("head.a").await;
     app.assert_out_of_scope(
