@@ -711,8 +711,9 @@ struct Package {
     files: HashMap<String, Vec<u8>>,
 }
 
-/// The most a package may hold, unpacked.
-const MAX_PACKAGE: u64 = 512 << 20;
+/// The most a package may hold, unpacked (a province's rosters are a few hundred MiB; the files
+/// are held in memory while they are read).
+const MAX_PACKAGE: u64 = 256 << 20;
 
 impl Package {
     fn open(source: &Source<'_>) -> Result<Package, OneRosterError> {
@@ -884,7 +885,20 @@ impl OneRoster<'_> {
         valid_only: bool,
         dry_run: bool,
     ) -> Result<ImportReport, OneRosterError> {
-        let package = Package::open(&source)?;
+        // Reading and inflating the files is blocking work: off the async threads.
+        let (zip, path) = match source {
+            Source::Zip(p) => (true, p.to_owned()),
+            Source::Dir(p) => (false, p.to_owned()),
+        };
+        let package = tokio::task::spawn_blocking(move || {
+            Package::open(&if zip {
+                Source::Zip(&path)
+            } else {
+                Source::Dir(&path)
+            })
+        })
+        .await
+        .map_err(|e| OneRosterError::Io(std::io::Error::other(e)))??;
         // The manifest says how each file is given.
         let manifest = package
             .files

@@ -1440,14 +1440,8 @@ impl Imports<'_> {
         let regions = Regions::load(self.0).await?;
         let pg = self.0.is_postgres();
         let mut tx = self.0.begin().await?;
-        if pg && let Some(school) = place.school() {
-            // Two commits of one school's files at once would each see the other's new records
-            // as absent; the school row serialises them.
-            let mut l = DynQuery::new(true);
-            l.push("SELECT code FROM school WHERE code = ")
-                .bind(school.code.clone())
-                .push(" FOR UPDATE");
-            let _: Vec<(String,)> = l.fetch_all_in(&mut tx).await?;
+        if pg {
+            lock_place(&mut tx, place).await?;
         }
         write_rejects(&mut tx, batch, &[], true).await?;
         let mut run = {
@@ -2231,13 +2225,7 @@ impl Imports<'_> {
         if pg {
             // The school row first, as a commit takes it: an undo and a commit of one school's
             // files never interleave.
-            if let Some(code) = &batch.school_code {
-                let mut s = DynQuery::new(true);
-                s.push("SELECT code FROM school WHERE code = ")
-                    .bind(code.clone())
-                    .push(" FOR UPDATE");
-                let _: Vec<(String,)> = s.fetch_all_in(&mut tx).await?;
-            }
+            lock_place(&mut tx, &place).await?;
             let mut l = DynQuery::new(true);
             l.push(
                 "SELECT id FROM student WHERE id IN (SELECT student_id FROM student_event \
@@ -2384,6 +2372,24 @@ impl Imports<'_> {
             .await?
             .ok_or(RegistryError::NotFound.into())
     }
+}
+
+/// Takes a batch's place for the transaction (PostgreSQL; SQLite's writer is exclusive): the
+/// school row, or the county's region row. Two commits of one place's files at once would each
+/// see the other's new records as absent; this makes them, and undos, take turns.
+async fn lock_place(tx: &mut Tx, place: &Place) -> crate::Result<()> {
+    let mut l = DynQuery::new(true);
+    match place {
+        Place::School(s) => l
+            .push("SELECT code FROM school WHERE code = ")
+            .bind(s.code.clone()),
+        Place::County(c) => l
+            .push("SELECT code FROM region WHERE code = ")
+            .bind(c.to_string()),
+    };
+    l.push(" FOR UPDATE");
+    let _: Vec<(String,)> = l.fetch_all_in(tx).await?;
+    Ok(())
 }
 
 /// Fills `buf` as far as the file goes (a short read is not the end of a file).

@@ -197,6 +197,22 @@ impl SchoolRun {
                 opened_on: parse::parse_date(&opened)
                     .map_or(opened, |d| d.format("%Y-%m-%d").to_string()),
             };
+            let mut input = input;
+            // A cell left empty (or a column left out) keeps what a known school has, as the
+            // school form does: an empty date is not "opened today".
+            if let Some(k) = self.known.get(&input.code) {
+                if input.opened_on.is_empty() {
+                    input.opened_on = k.opened_on.to_string();
+                }
+                if input.grades.is_empty() {
+                    input.grades.clone_from(&k.grades);
+                }
+                let point =
+                    SchoolKind::parse(&input.kind).is_some_and(SchoolKind::is_teaching_point);
+                if input.parent_code.is_empty() && point {
+                    input.parent_code = k.parent_code.clone().unwrap_or_default();
+                }
+            }
             let mut problems = vec![];
             let action = match check_school(&input, self.today, &|_| true) {
                 Err(errors) => {
@@ -234,6 +250,21 @@ impl SchoolRun {
                     }
                     if problems.is_empty() {
                         self.seen.insert(c.code.clone(), line);
+                        // Later rows see this one: its parent has a point more, its own kind
+                        // and parent are the new ones.
+                        if let Some(p) = &c.parent
+                            && known.and_then(|k| k.parent_code.as_ref()) != Some(p)
+                            && let Some(pk) = self.known.get_mut(p)
+                        {
+                            pk.points += 1;
+                        }
+                        let known = self.known.get(&c.code).cloned();
+                        if let Some(k) = self.known.get_mut(&c.code) {
+                            k.kind = c.kind.code().to_owned();
+                            k.parent_code.clone_from(&c.parent);
+                            k.opened_on = c.opened_on;
+                        }
+                        let known = known.as_ref();
                         Some(match known {
                             None => {
                                 self.earlier.insert(
@@ -294,6 +325,7 @@ pub(super) async fn apply(
 ) -> Result<(), ImportError> {
     let pg = matches!(tx, Tx::Postgres(_));
     let mut new: Vec<Checked> = vec![];
+    let mut edits: Vec<(Box<Checked>, i32, Vec<Change>)> = vec![];
     // (event id, school, kind, effective on, changes JSON)
     let mut events: Vec<(Uuid, String, &'static str, NaiveDate, String)> = vec![];
     for a in actions {
@@ -316,46 +348,11 @@ pub(super) async fn apply(
                 ));
                 new.push(*c);
             }
-            SchoolAction::Edit(c, version, changes) => {
-                let mut u = DynQuery::new(pg);
-                u.push("UPDATE school SET name = ")
-                    .bind(c.name.clone())
-                    .push(", kind = ")
-                    .bind(c.kind.code())
-                    .push(", urban_rural = ")
-                    .bind(c.urban_rural.code())
-                    .push(", parent_code = ")
-                    .bind_val(Val::OptText(c.parent.clone()))
-                    .push(", grades = ")
-                    .bind(c.grades.to_string())
-                    .push(", opened_on = ")
-                    .bind(c.opened_on)
-                    .push(", version = version + 1, updated_at = ")
-                    .bind(now)
-                    .push(" WHERE code = ")
-                    .bind(c.code.clone())
-                    .push(" AND version = ")
-                    .bind_val(Val::Int(version));
-                // Edited meanwhile by hand: the batch fails rather than overwrite it.
-                if u.execute_in(tx).await? != 1 {
-                    return Err(crate::registry::RegistryError::Stale.into());
-                }
-                let mut json = serde_json::Map::new();
-                for (f, old, new) in &changes {
-                    json.insert((*f).into(), serde_json::json!([old, new]));
-                    carry.log.changed("school", c.code.clone(), f, old, new);
-                }
-                events.push((
-                    Uuid::now_v7(),
-                    c.code.clone(),
-                    "edit",
-                    crate::registry::today(),
-                    serde_json::Value::Object(json).to_string(),
-                ));
-            }
+            SchoolAction::Edit(c, version, changes) => edits.push((c, version, changes)),
             SchoolAction::Unchanged => {}
         }
     }
+    // New schools first: an edit may make a school a teaching point of one of them.
     insert_batched(
         tx,
         "INSERT INTO school (code, name, kind, urban_rural, county, parent_code, grades, status, \
@@ -381,6 +378,43 @@ pub(super) async fn apply(
     .await?;
     for c in &new {
         carry.log.created("school", c.code.clone());
+    }
+    for (c, version, changes) in edits {
+        let mut u = DynQuery::new(pg);
+        u.push("UPDATE school SET name = ")
+            .bind(c.name.clone())
+            .push(", kind = ")
+            .bind(c.kind.code())
+            .push(", urban_rural = ")
+            .bind(c.urban_rural.code())
+            .push(", parent_code = ")
+            .bind_val(Val::OptText(c.parent.clone()))
+            .push(", grades = ")
+            .bind(c.grades.to_string())
+            .push(", opened_on = ")
+            .bind(c.opened_on)
+            .push(", version = version + 1, updated_at = ")
+            .bind(now)
+            .push(" WHERE code = ")
+            .bind(c.code.clone())
+            .push(" AND version = ")
+            .bind_val(Val::Int(version));
+        // Edited meanwhile by hand: the batch fails rather than overwrite it.
+        if u.execute_in(tx).await? != 1 {
+            return Err(crate::registry::RegistryError::Stale.into());
+        }
+        let mut json = serde_json::Map::new();
+        for (f, old, new) in &changes {
+            json.insert((*f).into(), serde_json::json!([old, new]));
+            carry.log.changed("school", c.code.clone(), f, old, new);
+        }
+        events.push((
+            Uuid::now_v7(),
+            c.code.clone(),
+            "edit",
+            crate::registry::today(),
+            serde_json::Value::Object(json).to_string(),
+        ));
     }
     insert_batched(
         tx,
@@ -479,6 +513,26 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     for l in logged.iter().filter(|l| l.table_name == "school") {
         touched.insert(l.record_id.clone());
         let Some(field) = &l.field else {
+            // References without a foreign key: accounts and grants at the school, transfer and
+            // staff-move steps. Any of them and the school stays.
+            for (table, column) in [
+                ("role_grant", "node_school"),
+                ("app_user", "home_school"),
+                ("transfer_step", "school_code"),
+                ("staff_move_step", "school_code"),
+            ] {
+                let mut c = DynQuery::new(pg);
+                c.push("SELECT COUNT(*) FROM ")
+                    .push(table)
+                    .push(" WHERE ")
+                    .push(column)
+                    .push(" = ")
+                    .bind(l.record_id.clone());
+                let n: Vec<(i64,)> = c.fetch_all_in(tx).await?;
+                if n.first().is_some_and(|r| r.0 > 0) {
+                    return Err(refused());
+                }
+            }
             let mut d = DynQuery::new(pg);
             d.push("DELETE FROM school WHERE code = ")
                 .bind(l.record_id.clone());

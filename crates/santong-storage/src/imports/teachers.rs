@@ -448,6 +448,9 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
         let mut q = DynQuery::new(pg);
         q.push("SELECT COUNT(*) FROM staff_move WHERE teacher_id IN");
         ids(&mut q, chunk);
+        q.push(" AND created_at > (SELECT committed_at FROM import_batch WHERE id = ")
+            .bind(batch)
+            .push(")");
         let n: Vec<(i64,)> = q.fetch_all_in(tx).await?;
         if n.first().is_some_and(|r| r.0 > 0) {
             return Err(refused());

@@ -1083,6 +1083,39 @@ async fn a_countys_schools_are_opened_or_edited_and_undone(t: TestDb) {
         "{refused:?}"
     );
     assert!(school("1144030503").await.is_some());
+    // Empty cells keep what a known school has (its opening date, its grades); a known school
+    // becomes a teaching point of a school opened by an earlier row of the same file.
+    let second = school("1144030502").await.unwrap();
+    let points = file(
+        dir.path(),
+        "points.csv",
+        "学校标识码,学校名称,办学类型,城乡类型,上级学校标识码,开设年级,开办日期\r\n\
+        1144030502,学校1144030502,312,111,,,\r\n\
+        1144030507,中心小学,211,220,,,1990-09-01\r\n\
+        1144030502,学校1144030502,218,220,1144030507,1-4,\r\n",
+    );
+    let blank = import(points.clone()).await;
+    assert!(blank.committed);
+    assert_eq!(blank.tally, tally(3, 1, 0, 1, 1), "{:?}", blank.rejects);
+    let kept = school("1144030502").await.unwrap();
+    assert_eq!(
+        (kept.opened_on, kept.grades.clone()),
+        (second.opened_on, second.grades.clone())
+    );
+    let as_point = file(
+        dir.path(),
+        "as-point.csv",
+        "学校标识码,学校名称,办学类型,城乡类型,上级学校标识码,开设年级,开办日期\r\n\
+        1144030508,新中心小学,211,220,,,1980-09-01\r\n\
+        1144030502,学校1144030502,218,220,1144030508,1-4,\r\n",
+    );
+    let point = import(as_point).await;
+    assert!(point.committed, "{:?}", point.rejects);
+    assert_eq!(point.tally, tally(2, 1, 1, 0, 0));
+    assert_eq!(
+        school("1144030502").await.unwrap().parent_code.as_deref(),
+        Some("1144030508")
+    );
     // A school's administrator imports no county's schools.
     let head = person(&t, "head.a", Role::SchoolAdmin, node(SCHOOL, "440305")).await;
     let theirs = imports
