@@ -193,8 +193,11 @@ impl DynQuery {
     }
 }
 
-/// Inserts rows in multi-row statements (a few hundred rows each): one round trip per batch
-/// instead of per row matters on PostgreSQL.
+/// Inserts rows in multi-row statements: one round trip per batch instead of per row matters on
+/// PostgreSQL (a few thousand parameters a statement). On SQLite the rows of a batch go as one
+/// JSON array in a single parameter, spread back into columns by `jsonb_each`: binding hundreds of
+/// parameters costs SQLite time that grows with their square (`sqlite3_bind_parameter_name`), and
+/// every statement is a round trip to sqlx's worker thread (docs/benchmarks.md).
 pub(crate) async fn insert_batched<T>(
     tx: &mut Tx,
     head: &str,
@@ -206,12 +209,10 @@ pub(crate) async fn insert_batched<T>(
     let Some(first) = rows.first() else {
         return Ok(());
     };
-    // SQLite resolves each bound parameter's name by walking the statement's list of them
-    // (`sqlite3_bind_parameter_name`), so binding costs grow with the square of the parameters
-    // per statement: 400 spent a third of an import's time there, 120 a tenth
-    // (docs/benchmarks.md). PostgreSQL pays per round trip.
-    let budget = if pg { 4000 } else { 120 };
-    let per_batch = (budget / row_vals(first).len().max(1)).max(1);
+    if !pg {
+        return insert_json(tx, head, tail, rows, row_vals).await;
+    }
+    let per_batch = (4000 / row_vals(first).len().max(1)).max(1);
     for chunk in rows.chunks(per_batch) {
         let mut q = DynQuery::new(pg);
         q.push(head);
@@ -226,6 +227,91 @@ pub(crate) async fn insert_batched<T>(
             q.push(")");
         }
         q.push(tail);
+        q.execute_in(tx).await?;
+    }
+    Ok(())
+}
+
+/// Rows per SQLite statement of [`insert_json`].
+const JSON_ROWS: usize = 2000;
+
+/// A value as SQLite's JSON carries it, with the SQL that reads it back as sqlx would have bound
+/// it: UUIDs are blobs (sent as hex), dates and times the text sqlx writes.
+fn json_of(v: &Val) -> (serde_json::Value, bool) {
+    use serde_json::Value as J;
+    match v {
+        Val::Text(s) => (J::String(s.clone()), false),
+        Val::OptText(s) => (s.clone().map_or(J::Null, J::String), false),
+        Val::Int(n) => (J::from(*n), false),
+        Val::OptInt(n) => (n.map_or(J::Null, J::from), false),
+        Val::BigInt(n) => (J::from(*n), false),
+        Val::Uuid(u) => (J::String(u.simple().to_string()), true),
+        Val::OptUuid(u) => (u.map_or(J::Null, |u| J::String(u.simple().to_string())), true),
+        Val::Time(t) => (
+            J::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)),
+            false,
+        ),
+        Val::OptTime(t) => (
+            t.map_or(J::Null, |t| {
+                J::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            }),
+            false,
+        ),
+        Val::Date(d) => (J::String(d.format("%F").to_string()), false),
+        Val::OptDate(d) => (
+            d.map_or(J::Null, |d| J::String(d.format("%F").to_string())),
+            false,
+        ),
+        Val::Bool(b) => (J::from(i32::from(*b)), false),
+    }
+}
+
+/// [`insert_batched`] for SQLite: `INSERT INTO t (a, b) SELECT value->>0, unhex(value->>1) FROM
+/// jsonb_each(?1) WHERE true …` (the `WHERE` keeps an `ON CONFLICT` tail from reading as a join;
+/// `jsonb_each` hands each row over parsed once, where `json_each` would re-read it per column).
+async fn insert_json<T>(
+    tx: &mut Tx,
+    head: &str,
+    tail: &str,
+    rows: &[T],
+    row_vals: impl Fn(&T) -> Vec<Val>,
+) -> crate::Result<()> {
+    let into = head
+        .trim_end()
+        .strip_suffix("VALUES")
+        .unwrap_or(head)
+        .trim_end();
+    for chunk in rows.chunks(JSON_ROWS) {
+        let mut blob_cols: Vec<bool> = vec![];
+        let mut array = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            let vals = row_vals(row);
+            let mut cells = Vec::with_capacity(vals.len());
+            for (c, v) in vals.iter().enumerate() {
+                let (j, blob) = json_of(v);
+                if blob_cols.len() <= c {
+                    blob_cols.push(blob);
+                }
+                cells.push(j);
+            }
+            array.push(serde_json::Value::Array(cells));
+        }
+        let mut q = DynQuery::new(false);
+        q.push(into).push(" SELECT ");
+        for (c, blob) in blob_cols.iter().enumerate() {
+            if c > 0 {
+                q.push(", ");
+            }
+            if *blob {
+                q.push(&format!("unhex(value->>{c})"));
+            } else {
+                q.push(&format!("value->>{c}"));
+            }
+        }
+        q.push(" FROM jsonb_each(")
+            .bind(serde_json::Value::Array(array).to_string())
+            .push(") WHERE true")
+            .push(tail);
         q.execute_in(tx).await?;
     }
     Ok(())
