@@ -246,7 +246,10 @@ fn json_of(v: &Val) -> (serde_json::Value, bool) {
         Val::OptInt(n) => (n.map_or(J::Null, J::from), false),
         Val::BigInt(n) => (J::from(*n), false),
         Val::Uuid(u) => (J::String(u.simple().to_string()), true),
-        Val::OptUuid(u) => (u.map_or(J::Null, |u| J::String(u.simple().to_string())), true),
+        Val::OptUuid(u) => (
+            u.map_or(J::Null, |u| J::String(u.simple().to_string())),
+            true,
+        ),
         Val::Time(t) => (
             J::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)),
             false,

@@ -805,9 +805,9 @@ impl<'a> Run<'a> {
                 .push(" FROM student st LEFT JOIN student_event e ON e.student_id = st.id AND");
             crate::students::push_placing(&mut q, self.today);
             q.push(" WHERE st.id_number IN (");
-            push_list(&mut q, &ids);
+            push_list(&mut q, self.pg, &ids);
             q.push(") OR st.student_number IN (");
-            push_list(&mut q, &numbers);
+            push_list(&mut q, self.pg, &numbers);
             q.push(")");
             for e in conn.fetch::<Existing>(q).await? {
                 if let Some(id) = &e.id_number {
@@ -915,7 +915,15 @@ const EXISTING_COLUMNS: &str = "st.id, st.student_number, st.name, st.sex, st.bi
     st.ethnicity, st.id_number, st.household_region, st.guardian_name, st.guardian_relation, \
     st.guardian_phone, e.school_code, e.grade, e.status";
 
-fn push_list(q: &mut DynQuery, values: &[String]) {
+/// The values of an `IN (…)` list. On SQLite one JSON array parameter read by `json_each`: the
+/// cost of binding grows with the square of the parameters there (docs/benchmarks.md).
+fn push_list(q: &mut DynQuery, pg: bool, values: &[String]) {
+    if !pg {
+        q.push("SELECT value FROM json_each(")
+            .bind(serde_json::to_string(values).unwrap_or_else(|_| "[]".into()))
+            .push(")");
+        return;
+    }
     if values.is_empty() {
         // `IN ()` is not SQL; a value no column holds keeps the statement valid.
         q.push("NULL");
