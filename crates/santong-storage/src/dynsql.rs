@@ -193,11 +193,12 @@ impl DynQuery {
     }
 }
 
-/// Inserts rows in multi-row statements: one round trip per batch instead of per row matters on
-/// PostgreSQL (a few thousand parameters a statement). On SQLite the rows of a batch go as one
-/// JSON array in a single parameter, spread back into columns by `jsonb_each`: binding hundreds of
-/// parameters costs SQLite time that grows with their square (`sqlite3_bind_parameter_name`), and
-/// every statement is a round trip to sqlx's worker thread (docs/benchmarks.md).
+/// Inserts rows a batch of thousands per statement, in a few parameters: on PostgreSQL one typed
+/// array per column (`UNNEST`), on SQLite one JSON array of the rows spread back into columns by
+/// `jsonb_each`. Binding hundreds of parameters costs SQLite time that grows with their square
+/// (`sqlite3_bind_parameter_name`), every statement is a round trip (to PostgreSQL, or to sqlx's
+/// SQLite worker thread), and PostgreSQL plans a statement per distinct row count
+/// (docs/benchmarks.md).
 pub(crate) async fn insert_batched<T>(
     tx: &mut Tx,
     head: &str,
@@ -205,29 +206,130 @@ pub(crate) async fn insert_batched<T>(
     rows: &[T],
     row_vals: impl Fn(&T) -> Vec<Val>,
 ) -> crate::Result<()> {
-    let pg = matches!(tx, Tx::Postgres(_));
-    let Some(first) = rows.first() else {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if matches!(tx, Tx::Postgres(_)) {
+        insert_unnest(tx, head, tail, rows, row_vals).await
+    } else {
+        insert_json(tx, head, tail, rows, row_vals).await
+    }
+}
+
+/// Rows per PostgreSQL statement of [`insert_unnest`].
+const UNNEST_ROWS: usize = 5000;
+
+/// One column of a batch as a typed array, for `UNNEST`.
+enum ColumnArray {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i32>>),
+    BigInt(Vec<Option<i64>>),
+    Uuid(Vec<Option<Uuid>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+    Date(Vec<Option<chrono::NaiveDate>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl ColumnArray {
+    fn of(v: &Val, n: usize) -> Self {
+        match v {
+            Val::Text(_) | Val::OptText(_) => ColumnArray::Text(Vec::with_capacity(n)),
+            Val::Int(_) | Val::OptInt(_) => ColumnArray::Int(Vec::with_capacity(n)),
+            Val::BigInt(_) => ColumnArray::BigInt(Vec::with_capacity(n)),
+            Val::Uuid(_) | Val::OptUuid(_) => ColumnArray::Uuid(Vec::with_capacity(n)),
+            Val::Time(_) | Val::OptTime(_) => ColumnArray::Time(Vec::with_capacity(n)),
+            Val::Date(_) | Val::OptDate(_) => ColumnArray::Date(Vec::with_capacity(n)),
+            Val::Bool(_) => ColumnArray::Bool(Vec::with_capacity(n)),
+        }
+    }
+
+    fn cast(&self) -> &'static str {
+        match self {
+            ColumnArray::Text(_) => "text[]",
+            ColumnArray::Int(_) => "int4[]",
+            ColumnArray::BigInt(_) => "int8[]",
+            ColumnArray::Uuid(_) => "uuid[]",
+            ColumnArray::Time(_) => "timestamptz[]",
+            ColumnArray::Date(_) => "date[]",
+            ColumnArray::Bool(_) => "bool[]",
+        }
+    }
+
+    /// Appends a value; false when it is not of the column's type (the caller falls back).
+    fn push(&mut self, v: Val) -> bool {
+        match (self, v) {
+            (ColumnArray::Text(a), Val::Text(s)) => a.push(Some(s)),
+            (ColumnArray::Text(a), Val::OptText(s)) => a.push(s),
+            (ColumnArray::Int(a), Val::Int(n)) => a.push(Some(n)),
+            (ColumnArray::Int(a), Val::OptInt(n)) => a.push(n),
+            (ColumnArray::BigInt(a), Val::BigInt(n)) => a.push(Some(n)),
+            (ColumnArray::Uuid(a), Val::Uuid(u)) => a.push(Some(u)),
+            (ColumnArray::Uuid(a), Val::OptUuid(u)) => a.push(u),
+            (ColumnArray::Time(a), Val::Time(t)) => a.push(Some(t)),
+            (ColumnArray::Time(a), Val::OptTime(t)) => a.push(t),
+            (ColumnArray::Date(a), Val::Date(d)) => a.push(Some(d)),
+            (ColumnArray::Date(a), Val::OptDate(d)) => a.push(d),
+            (ColumnArray::Bool(a), Val::Bool(b)) => a.push(Some(b)),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// [`insert_batched`] for PostgreSQL: `INSERT INTO t (a, b) SELECT * FROM UNNEST($1::text[],
+/// $2::uuid[]) …`, one typed array per column, so a statement carries thousands of rows in as
+/// many parameters as the table has columns.
+async fn insert_unnest<T>(
+    tx: &mut Tx,
+    head: &str,
+    tail: &str,
+    rows: &[T],
+    row_vals: impl Fn(&T) -> Vec<Val>,
+) -> crate::Result<()> {
+    let Tx::Postgres(t) = tx else {
         return Ok(());
     };
-    if !pg {
-        return insert_json(tx, head, tail, rows, row_vals).await;
-    }
-    let per_batch = (4000 / row_vals(first).len().max(1)).max(1);
-    for chunk in rows.chunks(per_batch) {
-        let mut q = DynQuery::new(pg);
-        q.push(head);
-        for (i, row) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ",(" });
+    let into = head
+        .trim_end()
+        .strip_suffix("VALUES")
+        .unwrap_or(head)
+        .trim_end();
+    for chunk in rows.chunks(UNNEST_ROWS) {
+        let mut cols: Vec<ColumnArray> = vec![];
+        for row in chunk {
             for (c, v) in row_vals(row).into_iter().enumerate() {
-                if c > 0 {
-                    q.push(",");
+                if cols.len() <= c {
+                    cols.push(ColumnArray::of(&v, chunk.len()));
                 }
-                q.bind_val(v);
+                if !cols[c].push(v) {
+                    return Err(crate::StorageError::Sqlx(sqlx::Error::Protocol(
+                        "a batch's rows disagree on a column's type".into(),
+                    )));
+                }
             }
-            q.push(")");
         }
-        q.push(tail);
-        q.execute_in(tx).await?;
+        let mut sql = format!("{into} SELECT * FROM UNNEST(");
+        for (i, c) in cols.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}::{}", i + 1, c.cast()));
+        }
+        sql.push(')');
+        sql.push_str(tail);
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for c in cols {
+            q = match c {
+                ColumnArray::Text(a) => q.bind(a),
+                ColumnArray::Int(a) => q.bind(a),
+                ColumnArray::BigInt(a) => q.bind(a),
+                ColumnArray::Uuid(a) => q.bind(a),
+                ColumnArray::Time(a) => q.bind(a),
+                ColumnArray::Date(a) => q.bind(a),
+                ColumnArray::Bool(a) => q.bind(a),
+            };
+        }
+        q.execute(&mut **t).await?;
     }
     Ok(())
 }
