@@ -650,10 +650,15 @@ async fn a_countys_schools_are_imported_through_the_pages(app: TestApp) {
         .get_as(&s, "/regions/440305/import/template.xlsx?kind=conditions")
         .await;
     assert!(xlsx.bytes.starts_with(b"PK"));
-    // A school's administrator reaches neither the county's page nor its batch.
+    // A school's administrator and another county's official reach neither the county's page
+    // nor its batch.
+    let lh = Node::Region(RegionCode::parse("440303").unwrap());
+    app.user("edu.lh", lh, Some((Role::Official, lh)), None)
+        .await;
     let head = app.sign_in("head.a").await;
+    let other = app.sign_in("edu.lh").await;
     app.assert_out_of_scope(
-        &[&head],
+        &[&head, &other],
         &[
             "/regions/440305/import".to_owned(),
             "/regions/440305/import/template.csv?kind=schools".to_owned(),
