@@ -121,6 +121,18 @@ impl DynQuery {
         self.bind(v)
     }
 
+    /// Appends ` (v, v, …)` for an `IN` list (not empty: the caller checks).
+    pub fn push_in<V: Clone + Into<Val>>(&mut self, values: &[V]) -> &mut Self {
+        self.push(" (");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(v.clone());
+        }
+        self.push(")")
+    }
+
     pub async fn fetch_all<T>(self, db: &Db) -> crate::Result<Vec<T>>
     where
         T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,

@@ -1433,7 +1433,7 @@ impl OneRoster<'_> {
                 )
                 .bind(today)
                 .push(") AND class_id IN");
-                push_ids(&mut q, chunk);
+                q.push_in(chunk);
                 let rows: Vec<(Uuid, Uuid)> = q.fetch_all_in(&mut tx).await?;
                 for (c, s) in rows {
                     current_members.entry(c).or_default().push(s);
@@ -1486,7 +1486,7 @@ impl OneRoster<'_> {
                         .push(") AND class_id = ")
                         .bind(c)
                         .push(" AND student_id IN");
-                    push_ids(&mut u, chunk);
+                    u.push_in(chunk);
                     report.ended += u.execute_in(&mut tx).await?;
                 }
             }
@@ -1765,18 +1765,6 @@ async fn end_other_classes(
         .push(" AND school_year = ")
         .bind(i64::from(year))
         .push(") AND student_id IN");
-    push_ids(&mut u, students);
+    u.push_in(students);
     u.execute_in(tx).await
-}
-
-/// ` (id, id, …)`.
-fn push_ids(q: &mut DynQuery, ids: &[Uuid]) {
-    q.push(" (");
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            q.push(", ");
-        }
-        q.bind(*id);
-    }
-    q.push(")");
 }

@@ -463,46 +463,25 @@ pub async fn import(db: &Db, action: &ImportAction) -> anyhow::Result<()> {
     let tr = santong_web::i18n::Tr::new(lang);
     let store = imports::Imports(db);
     match action {
-        ImportAction::Students {
-            file,
-            school,
-            valid_rows,
-            dry_run,
-            rejects,
-            ..
-        }
-        | ImportAction::Teachers {
-            file,
-            school,
-            valid_rows,
-            dry_run,
-            rejects,
-            ..
-        }
-        | ImportAction::Classes {
-            file,
-            school,
-            valid_rows,
-            dry_run,
-            rejects,
-            ..
-        }
+        ImportAction::Students { sheet, school, .. }
+        | ImportAction::Teachers { sheet, school, .. }
+        | ImportAction::Classes { sheet, school, .. }
         | ImportAction::Schools {
-            file,
+            sheet,
             county: school,
-            valid_rows,
-            dry_run,
-            rejects,
             ..
         }
         | ImportAction::Conditions {
-            file,
+            sheet,
             county: school,
-            valid_rows,
-            dry_run,
-            rejects,
             ..
         } => {
+            let crate::SheetArgs {
+                file,
+                valid_rows,
+                dry_run,
+                rejects,
+            } = sheet;
             let kind = match action {
                 ImportAction::Teachers { .. } => imports::Kind::Teachers,
                 ImportAction::Classes { .. } => imports::Kind::Classes,

@@ -137,6 +137,24 @@ enum OnerosterAction {
     },
 }
 
+/// What every spreadsheet import takes besides where it goes.
+#[derive(Debug, clap::Args)]
+struct SheetArgs {
+    /// The spreadsheet (CSV in UTF-8 or GB18030, XLSX or XLS); its first row names the columns,
+    /// in Chinese or English.
+    file: std::path::PathBuf,
+    /// Write the valid rows and report the rejected ones (default: nothing unless every row is
+    /// valid).
+    #[arg(long)]
+    valid_rows: bool,
+    /// Check every row and report, writing nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also write the rejected rows, with their problems, to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    rejects: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ImportAction {
     /// Students of one school: new rows are enrolled, known ones (by ID number, national
@@ -144,21 +162,11 @@ enum ImportAction {
     Students {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The spreadsheet; its first row names the columns (姓名, 性别, 出生日期 … or English).
-        file: std::path::PathBuf,
+        #[command(flatten)]
+        sheet: SheetArgs,
         /// The school's 10-digit code.
         #[arg(long, value_name = "CODE")]
         school: String,
-        /// Write the valid rows and report the rejected ones (default: nothing unless every row
-        /// is valid).
-        #[arg(long)]
-        valid_rows: bool,
-        /// Check every row and report, writing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also write the rejected rows, with their problems, to this CSV file.
-        #[arg(long, value_name = "FILE")]
-        rejects: Option<std::path::PathBuf>,
     },
     /// Staff of one school: people new to the register are recorded and appointed, those on
     /// its staff (by ID number) updated, those who left appointed again; in one transaction as
@@ -166,78 +174,44 @@ enum ImportAction {
     Teachers {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The spreadsheet; its first row names the columns (姓名, 身份证号, 教师资格 … or English).
-        file: std::path::PathBuf,
+        #[command(flatten)]
+        sheet: SheetArgs,
         /// The school's 10-digit code.
         #[arg(long, value_name = "CODE")]
         school: String,
-        /// Write the valid rows and report the rejected ones (default: nothing unless every row
-        /// is valid).
-        #[arg(long)]
-        valid_rows: bool,
-        /// Check every row and report, writing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also write the rejected rows, with their problems, to this CSV file.
-        #[arg(long, value_name = "FILE")]
-        rejects: Option<std::path::PathBuf>,
     },
     /// Classes of one school (学年, 年级, 班级名称, 班主任): new ones opened, existing ones (same
     /// year, grade and name) given the head teacher the sheet names; in one transaction.
     Classes {
         #[command(flatten)]
         config: ConfigArgs,
-        file: std::path::PathBuf,
+        #[command(flatten)]
+        sheet: SheetArgs,
         /// The school's 10-digit code.
         #[arg(long, value_name = "CODE")]
         school: String,
-        /// Write the valid rows and report the rejected ones.
-        #[arg(long)]
-        valid_rows: bool,
-        /// Check every row and report, writing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also write the rejected rows, with their problems, to this CSV file.
-        #[arg(long, value_name = "FILE")]
-        rejects: Option<std::path::PathBuf>,
     },
     /// A county's schools and teaching points (学校标识码, 学校名称, 办学类型, 城乡类型 …): new
     /// codes opened, known schools of the county updated; in one transaction.
     Schools {
         #[command(flatten)]
         config: ConfigArgs,
-        file: std::path::PathBuf,
+        #[command(flatten)]
+        sheet: SheetArgs,
         /// The county's 6-digit code (GB/T 2260).
         #[arg(long, value_name = "CODE")]
         county: String,
-        /// Write the valid rows and report the rejected ones.
-        #[arg(long)]
-        valid_rows: bool,
-        /// Check every row and report, writing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also write the rejected rows, with their problems, to this CSV file.
-        #[arg(long, value_name = "FILE")]
-        rejects: Option<std::path::PathBuf>,
     },
     /// A county's school conditions (学校标识码, 学年, 教室数, 宽带接入方式 …), one row per school
     /// and school year: recorded or updated; in one transaction.
     Conditions {
         #[command(flatten)]
         config: ConfigArgs,
-        file: std::path::PathBuf,
+        #[command(flatten)]
+        sheet: SheetArgs,
         /// The county's 6-digit code (GB/T 2260).
         #[arg(long, value_name = "CODE")]
         county: String,
-        /// Write the valid rows and report the rejected ones.
-        #[arg(long)]
-        valid_rows: bool,
-        /// Check every row and report, writing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also write the rejected rows, with their problems, to this CSV file.
-        #[arg(long, value_name = "FILE")]
-        rejects: Option<std::path::PathBuf>,
     },
     /// Undo a committed import batch (by the id `import students` printed).
     Undo {

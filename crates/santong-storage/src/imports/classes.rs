@@ -270,26 +270,16 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
         }
     }
     for chunk in created.chunks(200) {
-        let ids = |q: &mut DynQuery| {
-            q.push(" (");
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.bind(*id);
-            }
-            q.push(")");
-        };
         let mut m = DynQuery::new(pg);
-        m.push("SELECT COUNT(*) FROM class_member WHERE class_id IN");
-        ids(&mut m);
+        m.push("SELECT COUNT(*) FROM class_member WHERE class_id IN")
+            .push_in(chunk);
         let placed: Vec<(i64,)> = m.fetch_all_in(tx).await?;
         if placed.first().is_some_and(|r| r.0 > 0) {
             return Err(refused());
         }
         let mut d = DynQuery::new(pg);
-        d.push("DELETE FROM school_class WHERE id IN");
-        ids(&mut d);
+        d.push("DELETE FROM school_class WHERE id IN")
+            .push_in(chunk);
         d.execute_in(tx).await?;
     }
     Ok(touched.len() as u64)

@@ -168,14 +168,8 @@ impl SchoolRun {
         let mut elsewhere = std::collections::HashSet::new();
         if !codes.is_empty() {
             let mut q = DynQuery::new(self.pg);
-            q.push("SELECT code FROM school WHERE code IN (");
-            for (i, c) in codes.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.bind(c.clone());
-            }
-            q.push(")");
+            q.push("SELECT code FROM school WHERE code IN")
+                .push_in(&codes);
             let found: Vec<(String,)> = conn.fetch(q).await?;
             elsewhere.extend(found.into_iter().map(|r| r.0));
         }
@@ -482,14 +476,9 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     // A school event since, not the batch's, stands on top of it.
     for chunk in codes.chunks(200) {
         let mut q = DynQuery::new(pg);
-        q.push("SELECT id FROM school_event WHERE school_code IN (");
-        for (i, c) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind((*c).to_owned());
-        }
-        q.push(") AND recorded_at > (SELECT committed_at FROM import_batch WHERE id = ")
+        q.push("SELECT id FROM school_event WHERE school_code IN")
+            .push_in(chunk)
+            .push(" AND recorded_at > (SELECT committed_at FROM import_batch WHERE id = ")
             .bind(batch)
             .push(")");
         let later: Vec<(Uuid,)> = q.fetch_all_in(tx).await?;
@@ -499,14 +488,8 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     }
     for chunk in own_events.chunks(200) {
         let mut d = DynQuery::new(pg);
-        d.push("DELETE FROM school_event WHERE id IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                d.push(", ");
-            }
-            d.bind(*id);
-        }
-        d.push(")");
+        d.push("DELETE FROM school_event WHERE id IN")
+            .push_in(chunk);
         d.execute_in(tx).await?;
     }
     let mut touched = std::collections::HashSet::new();

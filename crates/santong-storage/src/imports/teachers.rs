@@ -200,14 +200,8 @@ impl<'a> TeacherRun<'a> {
             .push(&last("school_code"))
             .push(" AS last_school, ")
             .push(&last("effective_on"))
-            .push(" AS last_on FROM teacher t WHERE t.id_number IN (");
-            for (i, id) in ids.iter().enumerate() {
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.bind(id.clone());
-            }
-            q.push(")");
+            .push(" AS last_on FROM teacher t WHERE t.id_number IN")
+            .push_in(&ids);
             for k in conn.fetch::<Known>(q).await? {
                 known.insert(k.id_number.clone(), k);
             }
@@ -432,22 +426,12 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
         .collect();
     touched.sort_unstable();
     touched.dedup();
-    let ids = |q: &mut DynQuery, chunk: &[Uuid]| {
-        q.push(" (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.bind(*id);
-        }
-        q.push(")");
-    };
     // Anything recorded since the commit on someone the batch touched stands on top of it: an
     // event, or a staff move asked for.
     for chunk in touched.chunks(200) {
         let mut q = DynQuery::new(pg);
         q.push("SELECT COUNT(*) FROM staff_move WHERE teacher_id IN");
-        ids(&mut q, chunk);
+        q.push_in(chunk);
         q.push(" AND created_at > (SELECT committed_at FROM import_batch WHERE id = ")
             .bind(batch)
             .push(")");
@@ -457,7 +441,7 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
         }
         let mut q = DynQuery::new(pg);
         q.push("SELECT COUNT(*) FROM teacher_event l WHERE l.teacher_id IN");
-        ids(&mut q, chunk);
+        q.push_in(chunk);
         q.push(" AND (l.batch_id IS NULL OR l.batch_id <> ")
             .bind(batch)
             .push(") AND l.recorded_at > (SELECT committed_at FROM import_batch WHERE id = ")
@@ -504,7 +488,7 @@ pub(super) async fn undo(tx: &mut Tx, batch: Uuid) -> Result<u64, ImportError> {
     for chunk in created.chunks(200) {
         let mut d = DynQuery::new(pg);
         d.push("DELETE FROM teacher WHERE id IN");
-        ids(&mut d, chunk);
+        d.push_in(chunk);
         d.execute_in(tx).await?;
     }
     Ok(touched.len() as u64)
